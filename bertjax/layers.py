@@ -1,0 +1,273 @@
+"""Flax linen building blocks of BERT, equal to google-research/bert `modeling.py`.
+
+Module and parameter names follow the original TF scopes and the Hugging Face BERT names (`attention/self/query`,
+`intermediate/dense`, `output/LayerNorm`, ...), so checkpoints map onto them by renaming alone.
+
+Shapes ride in names: B batch, T sequence length, H hidden size, N heads, D head size, I intermediate size.
+Numerics: LayerNorm and the attention softmax always run in at least float32 (`accum_dtype`), whatever the
+compute `dtype` (bfloat16 compute keeps them in float32; float64 compute, used by gradient checks, in float64).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+
+# The original adds this to the attention scores of padded keys (google-research/bert `attention_layer`).
+# It is exactly representable in bfloat16 and cannot overflow to -inf when added to other biases.
+MASK_BIAS = -10000.0
+
+
+def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    """Returns the activation for a config's `hidden_act` ("gelu" is the exact erf GELU, as in released checkpoints)."""
+    activations = {
+        "gelu": functools.partial(jax.nn.gelu, approximate=False),
+        "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+        "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
+        "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+        "relu": jax.nn.relu,
+        "tanh": jnp.tanh,
+    }
+    return activations[name]
+
+
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_tanh", "gelu_pytorch_tanh", "relu", "tanh")
+
+
+def kernel_init(initializer_range: float) -> nn.initializers.Initializer:
+    """Truncated normal at +-2 stddev, stddev of the untruncated normal: TF's `truncated_normal_initializer`."""
+    return jax.nn.initializers.truncated_normal(stddev=initializer_range)
+
+
+def accum_dtype(dtype: Dtype) -> Dtype:
+    """The dtype for normalisation, softmax and logits: float32, or wider if the compute dtype is wider."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def layer_norm(config, dtype, param_dtype) -> nn.Module:
+    """A LayerNorm in `accum_dtype(dtype)` with the config's eps, named `LayerNorm` (params `.../LayerNorm/...`)."""
+    return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=accum_dtype(dtype), param_dtype=param_dtype,
+                        name="LayerNorm")
+
+
+def dense(features: int, config, dtype, param_dtype, name: str) -> nn.Dense:
+    """A Dense layer with the original initializers: truncated normal kernel, zero bias."""
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=kernel_init(config.initializer_range),
+        bias_init=nn.initializers.zeros,
+        name=name,
+    )
+
+
+def apply_layer_norm(module: nn.LayerNorm, x: jax.Array, out_dtype: Dtype) -> jax.Array:
+    """Applies a LayerNorm module in its own (wide) dtype and casts the result back to `out_dtype`."""
+    return module(x.astype(module.dtype)).astype(out_dtype)
+
+
+class BertEmbeddings(nn.Module):
+    """word + token type + position embeddings, then LayerNorm, then dropout (original order, no sqrt(H) scaling)."""
+
+    config: Any
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, input_ids_BxT, segment_ids_BxT, deterministic: bool = True) -> jax.Array:
+        cfg = self.config
+        seq_len = input_ids_BxT.shape[-1]
+        if seq_len > cfg.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {seq_len} exceeds max_position_embeddings={cfg.max_position_embeddings}; "
+                "shorten the input or use a config with more positions"
+            )
+        init = kernel_init(cfg.initializer_range)
+
+        def embed(num: int, name: str) -> nn.Embed:
+            return nn.Embed(num, cfg.hidden_size, embedding_init=init, dtype=self.dtype,
+                            param_dtype=self.param_dtype, name=name)
+
+        words_BxTxH = embed(cfg.vocab_size, "word_embeddings")(input_ids_BxT)
+        types_BxTxH = embed(cfg.type_vocab_size, "token_type_embeddings")(segment_ids_BxT)
+        positions_TxH = embed(cfg.max_position_embeddings, "position_embeddings")(jnp.arange(seq_len))
+        x_BxTxH = words_BxTxH + types_BxTxH + positions_TxH[None]
+        x_BxTxH = apply_layer_norm(layer_norm(cfg, self.dtype, self.param_dtype), x_BxTxH, self.dtype)
+        return nn.Dropout(cfg.hidden_dropout_prob)(x_BxTxH, deterministic=deterministic)
+
+
+def attention_bias_from_mask(input_mask_BxT: jax.Array) -> jax.Array:
+    """The additive attention bias [B, 1, 1, T]: 0 on real keys, -10000 on padded keys (queries are not masked)."""
+    return (1.0 - input_mask_BxT.astype(jnp.float32))[:, None, None, :] * MASK_BIAS
+
+
+class BertSelfAttention(nn.Module):
+    """Multi-head self-attention with separate query/key/value projections, as the original.
+
+    Scores are scaled by 1/sqrt(D) before the mask bias is added; softmax runs in float32 (or wider); dropout on the
+    probabilities is drawn independently per element (Flax's `dot_product_attention` would broadcast it).
+    With `sow_attention`, the probabilities [B, N, T, T] are sown into the `intermediates` collection.
+    """
+
+    config: Any
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    sow_attention: bool = False
+
+    @nn.compact
+    def __call__(self, x_BxTxH, attention_bias_Bx1x1xT, deterministic: bool = True) -> jax.Array:
+        cfg = self.config
+        num_heads = cfg.num_attention_heads
+        head_dim = cfg.hidden_size // num_heads
+        batch, seq_len, _ = x_BxTxH.shape
+
+        def project(name: str) -> jax.Array:
+            y_BxTxH = dense(cfg.hidden_size, cfg, self.dtype, self.param_dtype, name)(x_BxTxH)
+            return y_BxTxH.reshape(batch, seq_len, num_heads, head_dim)
+
+        q_BxTxNxD, k_BxTxNxD, v_BxTxNxD = project("query"), project("key"), project("value")
+        scores_BxNxTxT = jnp.einsum("bqnd,bknd->bnqk", q_BxTxNxD, k_BxTxNxD,
+                                    preferred_element_type=accum_dtype(self.dtype))
+        scores_BxNxTxT = scores_BxNxTxT / np.sqrt(head_dim) + attention_bias_Bx1x1xT
+        probs_BxNxTxT = jax.nn.softmax(scores_BxNxTxT, axis=-1)
+        if self.sow_attention:
+            self.sow("intermediates", "attention_probs", probs_BxNxTxT)
+        probs_BxNxTxT = nn.Dropout(cfg.attention_probs_dropout_prob)(probs_BxNxTxT, deterministic=deterministic)
+        context_BxTxNxD = jnp.einsum("bnqk,bknd->bqnd", probs_BxNxTxT.astype(self.dtype), v_BxTxNxD)
+        return context_BxTxNxD.reshape(batch, seq_len, cfg.hidden_size)
+
+
+class DenseResidualLayerNorm(nn.Module):
+    """LayerNorm(dropout(Dense(x)) + residual): the attention output block and the layer output block."""
+
+    config: Any
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, residual_BxTxH, deterministic: bool = True) -> jax.Array:
+        cfg = self.config
+        y_BxTxH = dense(cfg.hidden_size, cfg, self.dtype, self.param_dtype, "dense")(x)
+        y_BxTxH = nn.Dropout(cfg.hidden_dropout_prob)(y_BxTxH, deterministic=deterministic)
+        return apply_layer_norm(layer_norm(cfg, self.dtype, self.param_dtype), y_BxTxH + residual_BxTxH, self.dtype)
+
+
+class BertAttention(nn.Module):
+    """Self-attention (`self`) followed by its output block (`output`)."""
+
+    config: Any
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    sow_attention: bool = False
+
+    @nn.compact
+    def __call__(self, x_BxTxH, attention_bias_Bx1x1xT, deterministic: bool = True) -> jax.Array:
+        kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+        context_BxTxH = BertSelfAttention(**kw, sow_attention=self.sow_attention, name="self")(
+            x_BxTxH, attention_bias_Bx1x1xT, deterministic
+        )
+        return DenseResidualLayerNorm(**kw, name="output")(context_BxTxH, x_BxTxH, deterministic)
+
+
+class BertIntermediate(nn.Module):
+    """act(Dense_I(x)), the first half of the feed-forward block."""
+
+    config: Any
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BxTxH) -> jax.Array:
+        cfg = self.config
+        y_BxTxI = dense(cfg.intermediate_size, cfg, self.dtype, self.param_dtype, "dense")(x_BxTxH)
+        return get_activation(cfg.hidden_act)(y_BxTxI)
+
+
+class BertLayer(nn.Module):
+    """One post-LN transformer layer:
+
+    a = LN(dropout(Dense_H(attention(x))) + x);  y = LN(dropout(Dense_H(act(Dense_I(a)))) + a).
+
+    Called as `layer(x, attention_bias, deterministic) -> (y, y)` so the same module serves `nn.scan`
+    (carry, per-layer output) and the unrolled loop.
+    """
+
+    config: Any
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    sow_attention: bool = False
+
+    @nn.compact
+    def __call__(self, x_BxTxH, attention_bias_Bx1x1xT, deterministic: bool = True):
+        kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+        a_BxTxH = BertAttention(**kw, sow_attention=self.sow_attention, name="attention")(
+            x_BxTxH, attention_bias_Bx1x1xT, deterministic
+        )
+        inter_BxTxI = BertIntermediate(**kw, name="intermediate")(a_BxTxH)
+        y_BxTxH = DenseResidualLayerNorm(**kw, name="output")(inter_BxTxI, a_BxTxH, deterministic)
+        return y_BxTxH, y_BxTxH
+
+
+# Parameters of a scanned encoder live under `bert/encoder/<SCANNED_LAYERS_NAME>/...` with a leading layer axis.
+SCANNED_LAYERS_NAME = "layers"
+
+
+class BertEncoder(nn.Module):
+    """A stack of `num_hidden_layers` BertLayers, unrolled (`layer_{i}`) or scanned (`layers`, stacked params).
+
+    `scan_layers` compiles one layer body instead of L copies (fast compiles for deep models); `remat`
+    recomputes each layer's activations in the backward pass (less memory). Both give the same outputs.
+    Returns the last hidden state and, if asked, the output of every layer ([L, B, T, H]).
+    """
+
+    config: Any
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    scan_layers: bool = False
+    remat: bool = False
+    sow_attention: bool = False
+
+    @nn.compact
+    def __call__(self, x_BxTxH, attention_bias_Bx1x1xT, deterministic: bool = True):
+        cfg = self.config
+        layer_cls = BertLayer
+        if self.remat:
+            layer_cls = nn.remat(layer_cls, static_argnums=(3,), prevent_cse=not self.scan_layers)
+        kw = dict(config=cfg, dtype=self.dtype, param_dtype=self.param_dtype, sow_attention=self.sow_attention)
+        if self.scan_layers:
+            stack = nn.scan(
+                layer_cls,
+                variable_axes={"params": 0, "intermediates": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast, nn.broadcast),
+                length=cfg.num_hidden_layers,
+            )(**kw, name=SCANNED_LAYERS_NAME)
+            x_BxTxH, all_LxBxTxH = stack(x_BxTxH, attention_bias_Bx1x1xT, deterministic)
+            return x_BxTxH, all_LxBxTxH
+        outputs = []
+        for i in range(cfg.num_hidden_layers):
+            x_BxTxH, _ = layer_cls(**kw, name=f"layer_{i}")(x_BxTxH, attention_bias_Bx1x1xT, deterministic)
+            outputs.append(x_BxTxH)
+        return x_BxTxH, jnp.stack(outputs)
+
+
+class BertPooler(nn.Module):
+    """pooled_output = tanh(Dense_H(sequence_output[:, 0])), the [CLS] summary used by NSP."""
+
+    config: Any
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, sequence_output_BxTxH) -> jax.Array:
+        cfg = self.config
+        first_BxH = sequence_output_BxTxH[:, 0]
+        return jnp.tanh(dense(cfg.hidden_size, cfg, self.dtype, self.param_dtype, "dense")(first_BxH))

@@ -1,0 +1,301 @@
+"""BERT models: `BertConfig`, `BertModel` (encoder + pooler) and `BertForPreTraining` (+ MLM and NSP heads).
+
+The math is google-research/bert's (see shared REFERENCE.md section 1); parameter names are the original TF scopes in
+Flax form, which are also Hugging Face's names (docs/design.md lists the tree).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bertjax.errors import BertjaxError
+from bertjax.layers import (
+    ACTIVATIONS,
+    SCANNED_LAYERS_NAME,
+    BertEmbeddings,
+    BertEncoder,
+    BertPooler,
+    attention_bias_from_mask,
+    dense,
+    get_activation,
+    kernel_init,
+    layer_norm,
+    accum_dtype,
+    apply_layer_norm,
+)
+
+Dtype = Any
+
+# Named sizes (REFERENCE.md section 5; Turc et al. 2019): (layers, hidden); heads = hidden / 64, intermediate = 4 * hidden.
+NAMED_SIZES = {
+    "tiny": (2, 128),
+    "mini": (4, 256),
+    "small": (4, 512),
+    "medium": (8, 512),
+    "base": (12, 768),
+    "large": (24, 1024),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """The model hyperparameters, with the field names of Hugging Face's BERT config.json."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise BertjaxError(f"BertConfig.{name}={value!r} must be a positive integer")
+        if self.hidden_size % self.num_attention_heads:
+            raise BertjaxError(
+                f"BertConfig.hidden_size={self.hidden_size} is not divisible by num_attention_heads="
+                f"{self.num_attention_heads}; choose a head count that divides it (BERT uses hidden_size / 64)"
+            )
+        if self.hidden_act not in ACTIVATIONS:
+            raise BertjaxError(
+                f"BertConfig.hidden_act={self.hidden_act!r} is unknown; use one of {', '.join(ACTIVATIONS)}"
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise BertjaxError(f"BertConfig.{name}={getattr(self, name)!r} must be in [0, 1)")
+        for name in ("initializer_range", "layer_norm_eps"):
+            if not getattr(self, name) > 0:
+                raise BertjaxError(f"BertConfig.{name}={getattr(self, name)!r} must be positive")
+
+    @classmethod
+    def named(cls, size: str, **overrides) -> "BertConfig":
+        """A named size (tiny, mini, small, medium, base, large) with optional field overrides."""
+        if size not in NAMED_SIZES:
+            raise BertjaxError(f"unknown model size {size!r}; use one of {', '.join(NAMED_SIZES)}")
+        layers, hidden = NAMED_SIZES[size]
+        fields = dict(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=hidden // 64,
+                      intermediate_size=4 * hidden)
+        fields.update(overrides)
+        return cls(**fields)
+
+    def replace(self, **changes) -> "BertConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The fields as a plain dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BertConfig":
+        """Builds a config from a (Hugging Face) config dict; keys that are not model fields are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if data.get("position_embedding_type", "absolute") != "absolute":
+            raise BertjaxError(
+                f"position_embedding_type={data['position_embedding_type']!r} is not supported; bertjax implements "
+                "the original absolute position embeddings"
+            )
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_json_file(self, path: str | os.PathLike) -> None:
+        """Writes a config.json that Hugging Face `BertConfig.from_pretrained` reads."""
+        data = {"architectures": ["BertForPreTraining"], "model_type": "bert", "pad_token_id": 0,
+                "position_embedding_type": "absolute", **self.to_dict()}
+        with open(path, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
+        """Reads a config.json (ours or Hugging Face's)."""
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise BertjaxError(f"model config {path} does not exist; pass the path of a BERT config.json") from None
+        except json.JSONDecodeError as e:
+            raise BertjaxError(f"model config {path} is not valid JSON ({e}); fix or regenerate the file") from None
+        return cls.from_dict(data)
+
+
+class BertModel(nn.Module):
+    """Embeddings -> post-LN encoder -> pooler on [CLS].
+
+    Returns a dict with `sequence_output` [B, T, H], `pooled_output` [B, H] and, when `output_hidden_states`,
+    `hidden_states` [L + 1, B, T, H] (the embedding output, then every layer's output).
+    """
+
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    scan_layers: bool = False
+    remat: bool = False
+    sow_attention: bool = False
+
+    @nn.compact
+    def __call__(self, input_ids, input_mask=None, segment_ids=None, deterministic: bool = True,
+                 output_hidden_states: bool = False) -> dict:
+        if input_mask is None:
+            input_mask = jnp.ones_like(input_ids)
+        if segment_ids is None:
+            segment_ids = jnp.zeros_like(input_ids)
+        kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+        x_BxTxH = BertEmbeddings(**kw, name="embeddings")(input_ids, segment_ids, deterministic)
+        sequence_output, layers_LxBxTxH = BertEncoder(
+            **kw, scan_layers=self.scan_layers, remat=self.remat, sow_attention=self.sow_attention, name="encoder"
+        )(x_BxTxH, attention_bias_from_mask(input_mask), deterministic)
+        outputs = {
+            "sequence_output": sequence_output,
+            "pooled_output": BertPooler(**kw, name="pooler")(sequence_output),
+        }
+        if output_hidden_states:
+            outputs["hidden_states"] = jnp.concatenate([x_BxTxH[None], layers_LxBxTxH])
+        return outputs
+
+
+def gather_positions(sequence_BxTxH: jax.Array, positions_BxP: jax.Array) -> jax.Array:
+    """The hidden states at `positions` for each example: [B, T, H], [B, P] -> [B, P, H]."""
+    return jnp.take_along_axis(sequence_BxTxH, positions_BxP[..., None].astype(jnp.int32), axis=1)
+
+
+class PredictionTransform(nn.Module):
+    """LayerNorm(act(Dense_H(h))), the MLM head's transform (scope `cls/predictions/transform`)."""
+
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden_BxPxH) -> jax.Array:
+        cfg = self.config
+        hidden_BxPxH = dense(cfg.hidden_size, cfg, self.dtype, self.param_dtype, "dense")(hidden_BxPxH)
+        hidden_BxPxH = get_activation(cfg.hidden_act)(hidden_BxPxH)
+        return apply_layer_norm(layer_norm(cfg, self.dtype, self.param_dtype), hidden_BxPxH, self.dtype)
+
+
+class MaskedLMHead(nn.Module):
+    """The transform, then logits against the tied word-embedding matrix plus a separate `output_bias` [V].
+
+    Input is the hidden states already gathered at the masked positions, so logits are float32 (or wider) [B, P, V] and are
+    never computed at every position.
+    """
+
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden_BxPxH, word_embeddings_VxH) -> jax.Array:
+        cfg = self.config
+        hidden_BxPxH = PredictionTransform(cfg, self.dtype, self.param_dtype, name="transform")(hidden_BxPxH)
+        output_bias_V = self.param("output_bias", nn.initializers.zeros, (cfg.vocab_size,), self.param_dtype)
+        logits_BxPxV = jnp.einsum("bph,vh->bpv", hidden_BxPxH, word_embeddings_VxH.astype(self.dtype),
+                                  preferred_element_type=accum_dtype(self.dtype))
+        return logits_BxPxV + output_bias_V.astype(logits_BxPxV.dtype)
+
+
+class PreTrainingHeads(nn.Module):
+    """Scope `cls`: the masked-LM head (`predictions`) and the next-sentence head (`seq_relationship`).
+
+    NSP logits are float32 [B, 2]; label 0 means IsNext and 1 means a random next sentence, as in the original.
+    """
+
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, masked_hidden_BxPxH, pooled_output_BxH, word_embeddings_VxH):
+        cfg = self.config
+        mlm_logits = MaskedLMHead(cfg, self.dtype, self.param_dtype, name="predictions")(
+            masked_hidden_BxPxH, word_embeddings_VxH
+        )
+        wide = accum_dtype(self.dtype)
+        nsp_logits = nn.Dense(2, dtype=wide, param_dtype=self.param_dtype,
+                              kernel_init=kernel_init(cfg.initializer_range), name="seq_relationship")(
+            pooled_output_BxH.astype(wide)
+        )
+        return mlm_logits, nsp_logits
+
+
+class BertForPreTraining(nn.Module):
+    """BertModel (`bert`) plus the pretraining heads (`cls`).
+
+    `__call__(input_ids, input_mask, segment_ids, masked_lm_positions, deterministic)` returns a dict with
+    `mlm_logits` [B, P, V], `nsp_logits` [B, 2] (both float32), `sequence_output`, `pooled_output`
+    (and `hidden_states` when `output_hidden_states`).
+    """
+
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    scan_layers: bool = False
+    remat: bool = False
+    sow_attention: bool = False
+
+    def setup(self):
+        self.bert = BertModel(self.config, self.dtype, self.param_dtype, self.scan_layers, self.remat,
+                              self.sow_attention)
+        self.cls = PreTrainingHeads(self.config, self.dtype, self.param_dtype)
+
+    def __call__(self, input_ids, input_mask, segment_ids, masked_lm_positions, deterministic: bool = True,
+                 output_hidden_states: bool = False) -> dict:
+        outputs = self.bert(input_ids, input_mask, segment_ids, deterministic, output_hidden_states)
+        word_embeddings_VxH = self.bert.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
+        masked_hidden_BxPxH = gather_positions(outputs["sequence_output"], masked_lm_positions)
+        mlm_logits, nsp_logits = self.cls(masked_hidden_BxPxH, outputs["pooled_output"], word_embeddings_VxH)
+        return {**outputs, "mlm_logits": mlm_logits, "nsp_logits": nsp_logits}
+
+
+def dummy_inputs(config: BertConfig, batch_size: int = 1, seq_len: int = 8, num_predictions: int = 2) -> tuple:
+    """All-zero inputs of the right shapes and dtypes, for `init` and `jax.eval_shape`."""
+    ids = jnp.zeros((batch_size, seq_len), jnp.int32)
+    return ids, jnp.ones_like(ids), ids, jnp.zeros((batch_size, num_predictions), jnp.int32)
+
+
+def init_params(model: nn.Module, rng: jax.Array) -> dict:
+    """Fresh parameters for a BertForPreTraining or BertModel."""
+    inputs = dummy_inputs(model.config)
+    if not isinstance(model, BertForPreTraining):
+        inputs = inputs[:3]
+    return model.init({"params": rng}, *inputs)["params"]
+
+
+def abstract_params(model: nn.Module) -> dict:
+    """The parameter shapes and dtypes (`jax.ShapeDtypeStruct`s) of `model`, without allocating any arrays."""
+    return jax.eval_shape(functools.partial(init_params, model), jax.random.PRNGKey(0))
+
+
+def stack_layers(params: dict, num_layers: int) -> dict:
+    """Unrolled `bert/encoder/layer_{i}` params -> scanned `bert/encoder/layers` (leading layer axis)."""
+    encoder = dict(params["bert"]["encoder"])
+    per_layer = [encoder.pop(f"layer_{i}") for i in range(num_layers)]
+    encoder[SCANNED_LAYERS_NAME] = jax.tree.map(lambda *xs: jnp.stack(xs), *per_layer)
+    return {**params, "bert": {**params["bert"], "encoder": encoder}}
+
+
+def unstack_layers(params: dict) -> dict:
+    """Scanned `bert/encoder/layers` params -> unrolled `bert/encoder/layer_{i}`."""
+    encoder = dict(params["bert"]["encoder"])
+    stacked = encoder.pop(SCANNED_LAYERS_NAME)
+    num_layers = jax.tree.leaves(stacked)[0].shape[0]
+    for i in range(num_layers):
+        encoder[f"layer_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+    return {**params, "bert": {**params["bert"], "encoder": encoder}}

@@ -1,0 +1,85 @@
+"""Pretraining losses and metrics against a hand-computed example."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bertjax import losses
+
+# Two examples, two prediction slots each, a vocabulary of 3.
+MLM_LOGITS = np.array([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+                       [[0.0, 0.0, 3.0], [1.0, 1.0, 1.0]]], np.float32)
+NSP_LOGITS = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
+BATCH = {
+    "masked_lm_ids": np.array([[0, 2], [2, 0]], np.int32),
+    "masked_lm_weights": np.array([[1.0, 1.0], [1.0, 0.0]], np.float32),  # the last slot is padding
+    "next_sentence_labels": np.array([0, 0], np.int32),
+}
+
+
+def log_softmax(row, label):
+    return row[label] - math.log(sum(math.exp(v) for v in row))
+
+
+def hand_mlm_nll():
+    return [-log_softmax([2, 0, 0], 0), -log_softmax([0, 1, 0], 2), -log_softmax([0, 0, 3], 2)]
+
+
+def hand_nsp_nll():
+    return [-log_softmax([1, 0], 0), -log_softmax([0, 2], 0)]
+
+
+def test_pretraining_loss_matches_original_formula():
+    mlm = sum(hand_mlm_nll()) / (3 + 1e-5)
+    nsp = sum(hand_nsp_nll()) / 2
+    loss = losses.pretraining_loss(MLM_LOGITS, NSP_LOGITS, BATCH)
+    assert loss.dtype == jnp.float32
+    np.testing.assert_allclose(float(loss), mlm + nsp, rtol=1e-6)
+
+
+def test_metric_sums_and_metrics():
+    sums = losses.metric_sums(MLM_LOGITS, NSP_LOGITS, BATCH)
+    assert set(sums) == set(losses.METRIC_SUM_KEYS)
+    np.testing.assert_allclose(float(sums["masked_lm_loss_sum"]), sum(hand_mlm_nll()), rtol=1e-6)
+    assert float(sums["masked_lm_weight_sum"]) == 3.0
+    # argmax: [0, 1] vs ids [0, 2] -> 1 correct; [2, 0(tie)] vs [2, (padding)] -> 1 correct (the padded slot is weighted out)
+    assert float(sums["masked_lm_correct_sum"]) == 2.0
+    assert float(sums["next_sentence_correct_sum"]) == 1.0 and float(sums["next_sentence_count"]) == 2.0
+    metrics = losses.compute_metrics(sums)
+    mlm_loss = sum(hand_mlm_nll()) / 3
+    nsp_loss = sum(hand_nsp_nll()) / 2
+    np.testing.assert_allclose(float(metrics["masked_lm_accuracy"]), 2 / 3, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["masked_lm_loss"]), mlm_loss, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["next_sentence_accuracy"]), 0.5, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["next_sentence_loss"]), nsp_loss, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["loss"]), mlm_loss + nsp_loss, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["perplexity"]), math.exp(mlm_loss), rtol=1e-5)
+
+
+def test_sums_add_across_batches():
+    """Summing the sums of two halves gives the metrics of the whole batch (what devices and eval loops rely on)."""
+    halves = [{k: v[i:i + 1] for k, v in BATCH.items()} for i in range(2)]
+    parts = [losses.metric_sums(MLM_LOGITS[i:i + 1], NSP_LOGITS[i:i + 1], h) for i, h in enumerate(halves)]
+    added = {k: parts[0][k] + parts[1][k] for k in parts[0]}
+    whole = losses.metric_sums(MLM_LOGITS, NSP_LOGITS, BATCH)
+    for key in whole:
+        np.testing.assert_allclose(float(added[key]), float(whole[key]), rtol=1e-6)
+
+
+def test_all_zero_weights_give_no_nan():
+    batch = dict(BATCH, masked_lm_weights=np.zeros((2, 2), np.float32))
+    loss = losses.pretraining_loss(MLM_LOGITS, NSP_LOGITS, batch)
+    np.testing.assert_allclose(float(loss), sum(hand_nsp_nll()) / 2, rtol=1e-6)
+    metrics = losses.compute_metrics(losses.metric_sums(MLM_LOGITS, NSP_LOGITS, batch))
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert float(metrics["masked_lm_loss"]) == 0.0 and float(metrics["masked_lm_accuracy"]) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_logits_are_reduced_in_float32(dtype):
+    loss = losses.pretraining_loss(jnp.asarray(MLM_LOGITS, dtype), jnp.asarray(NSP_LOGITS, dtype), BATCH)
+    assert loss.dtype == jnp.float32
+    sums = losses.metric_sums(jnp.asarray(MLM_LOGITS, dtype), jnp.asarray(NSP_LOGITS, dtype), BATCH)
+    assert all(v.dtype == jnp.float32 for v in sums.values())
