@@ -294,3 +294,16 @@ def test_gradient_is_finite_and_matches_finite_difference():
         analytic = float(kernel_grad[index])
         assert abs(analytic) > 1e-6
         np.testing.assert_allclose(analytic, numeric, rtol=1e-4)
+
+
+def test_attention_maps_helper_for_notebooks(small_params):
+    from bertjax.attention import attention_maps
+
+    batch = make_batch(SMALL)
+    maps = attention_maps(SMALL, small_params, batch["input_ids"], batch["input_mask"], batch["segment_ids"])
+    assert maps.shape == (SMALL.num_hidden_layers, 3, SMALL.num_attention_heads, 12, 12)
+    np.testing.assert_allclose(maps.sum(-1), 1.0, atol=1e-5)
+    scanned = attention_maps(SMALL, stack_layers(small_params, SMALL.num_hidden_layers), batch["input_ids"],
+                             batch["input_mask"], batch["segment_ids"])
+    np.testing.assert_allclose(scanned, maps, atol=1e-5)
+    assert float(maps[:, 2, :, :, 5:].max()) < 1e-4  # row 2 has 5 real tokens
