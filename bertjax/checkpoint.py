@@ -1,0 +1,210 @@
+"""Checkpoints of a training run (Orbax CheckpointManager) and the params-only export for fine-tuning.
+
+Layout of a workdir:
+  <workdir>/checkpoints/<step>/{state, data, config}   train state, Grain iterator state, config JSON
+  <workdir>/export/{params, config.json}                params only + the HF-format BertConfig
+
+Saves are asynchronous, every `every_steps` steps or when a preemption is announced; the newest `keep`
+checkpoints are kept. A restore uses the shardings of the target, so a checkpoint written on one device
+count loads onto another.
+"""
+import json
+import os
+import re
+import signal
+import tempfile
+import threading
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+from bertjax.errors import BertjaxError
+
+CHECKPOINTS_DIR = "checkpoints"
+EXPORT_DIR = "export"
+_FIX = "start a new run with a different --workdir (or delete the checkpoints directory to start over)"
+
+
+def absolute_path(path: str) -> epath.Path:
+    """An absolute local path, or a cloud path (gs://...) as is; Orbax wants absolute directories."""
+    return epath.Path(path if "://" in str(path) else os.path.abspath(path))
+
+
+class SigtermFlag:
+    """Remembers that SIGTERM arrived, so the loop can save and exit at the next step boundary.
+
+    Only used in single-process runs; with jax.distributed the JAX preemption service catches SIGTERM and
+    Orbax's PreemptionCheckpointingPolicy agrees on a common step across processes.
+    """
+
+    def __init__(self):
+        self.received = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.received = True
+
+    def restore(self) -> None:
+        """Put back the previous SIGTERM handler."""
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
+class Checkpointer:
+    """Saves and restores {train state, data iterator, config} under <workdir>/checkpoints."""
+
+    def __init__(self, workdir: str, *, every_steps: int, keep: int, async_save: bool = True):
+        self.workdir = str(workdir)
+        self.directory = absolute_path(self.workdir) / CHECKPOINTS_DIR
+        policies = ocp.checkpoint_managers
+        options = ocp.CheckpointManagerOptions(
+            save_decision_policy=policies.AnySavePolicy([
+                policies.PreemptionCheckpointingPolicy(),
+                policies.FixedIntervalPolicy(every_steps),
+            ]),
+            preservation_policy=policies.LatestN(keep),
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._sigterm = SigtermFlag() if jax.process_count() == 1 else None
+
+    def latest_step(self) -> int | None:
+        """The newest finished checkpoint's step, or None."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """Steps of all finished checkpoints."""
+        return list(self._manager.all_steps())
+
+    def preemption_requested(self, step: int) -> bool:
+        """True when the run should save now and stop (SIGTERM, or a preemption notice on a pod)."""
+        if self._sigterm is not None and self._sigterm.received:
+            return True
+        return self._manager.reached_preemption(step)
+
+    def save(self, step: int, state, data_iter=None, config: dict | None = None, force: bool = False) -> bool:
+        """Start an asynchronous save if the policy says so (or `force`); returns whether one started."""
+        items = {"state": ocp.args.StandardSave(state)}
+        if data_iter is not None:
+            import grain  # noqa: PLC0415  (only needed when there is an iterator)
+
+            items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+        if config is not None:
+            items["config"] = ocp.args.JsonSave(config)
+        return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+    def saved_config(self, step: int) -> dict | None:
+        """The config JSON stored with checkpoint `step` (None if it has none)."""
+        if not (self.directory / str(step) / "config").is_dir():
+            return None
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+        except Exception as e:  # noqa: BLE001
+            raise BertjaxError(
+                f"--workdir {self.workdir}: checkpoint step {step} has an unreadable config "
+                f"({type(e).__name__}: {_first_line(e)}); {_FIX}.") from e
+
+    def has_data_state(self, step: int) -> bool:
+        """Whether checkpoint `step` holds this process's data iterator state (same process count)."""
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        return (self.directory / str(step) / "data" / name).exists()
+
+    def restore(self, step: int, abstract_state, data_iter=None):
+        """Restore checkpoint `step` onto the shardings in `abstract_state` (and the iterator, in place).
+
+        The iterator is restored only if the checkpoint was written with the same number of processes (each
+        process reads its own part of the data); otherwise it starts afresh (see `has_data_state`).
+
+        A checkpoint that does not fit `abstract_state` (another model shape or optimizer) or cannot be read
+        raises BertjaxError naming the workdir.
+        """
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if data_iter is not None and self.has_data_state(step):
+            import grain  # noqa: PLC0415
+
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as e:  # noqa: BLE001  (Orbax/tensorstore/IO errors have many types)
+            if _is_mismatch(e):
+                raise BertjaxError(
+                    f"--workdir {self.workdir} holds a checkpoint (step {step}) from an incompatible run: "
+                    f"{_first_line(e)}; {_FIX}.") from e
+            raise BertjaxError(
+                f"--workdir {self.workdir}: checkpoint step {step} is unreadable (corrupt or partially written: "
+                f"{type(e).__name__}: {_first_line(e)}); delete {self.directory}/{step} to fall back to an "
+                f"earlier checkpoint, or {_FIX}.") from e
+        return restored["state"]
+
+    def wait(self) -> None:
+        """Block until pending asynchronous saves are on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finish pending saves and release resources."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+        if self._sigterm is not None:
+            self._sigterm.restore()
+
+
+def _is_mismatch(error: BaseException) -> bool:
+    """Whether a restore error says the checkpoint has other shapes/structure (vs. unreadable files)."""
+    if not isinstance(error, (ValueError, KeyError, TypeError)) or isinstance(error, json.JSONDecodeError):
+        return False
+    return re.search(r"shape|structure|mismatch|not found|dtype", str(error), re.IGNORECASE) is not None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
+
+
+def export_params(params, bert_config, workdir: str) -> epath.Path:
+    """Write <workdir>/export/{params, config.json}: the params-only export for fine-tuning."""
+    export_dir = absolute_path(workdir) / EXPORT_DIR
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(export_dir / "params", params, force=True)
+        checkpointer.wait_until_finished()
+    if jax.process_index() == 0:
+        with tempfile.TemporaryDirectory() as local:  # to_json_file writes local files; workdir may be gs://
+            bert_config.to_json_file(os.path.join(local, "config.json"))
+            (export_dir / "config.json").write_text(epath.Path(local, "config.json").read_text())
+    return export_dir
+
+
+def load_params(init_from: str, abstract_params) -> Any:
+    """Params for `abstract_params`' shapes/shardings from an export dir, a workdir's export, or its latest checkpoint."""
+    root = absolute_path(init_from)
+    for params_dir in (root / "params", root / EXPORT_DIR / "params"):
+        if params_dir.is_dir():
+            try:
+                with ocp.StandardCheckpointer() as checkpointer:
+                    return checkpointer.restore(params_dir, abstract_params)
+            except ValueError as e:
+                raise BertjaxError(
+                    f"config.train.init_from={init_from}: its params do not fit this model ({_first_line(e)}); "
+                    "use the same model size and vocab as the run that wrote it.") from e
+    checkpoints = root / CHECKPOINTS_DIR
+    if checkpoints.is_dir():
+        with ocp.CheckpointManager(checkpoints, options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
+            step = manager.latest_step()
+            if step is not None:
+                restore_args = ocp.checkpoint_utils.construct_restore_args({"params": abstract_params})
+                try:
+                    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                        item={"params": abstract_params}, restore_args=restore_args, partial_restore=True)))
+                except ValueError as e:
+                    raise BertjaxError(
+                        f"config.train.init_from={init_from}: checkpoint step {step} does not fit this model "
+                        f"({_first_line(e)}); use the same model size and vocab as the run that wrote it.") from e
+                return restored["state"]["params"]
+    raise BertjaxError(
+        f"config.train.init_from={init_from}: no params found (expected <dir>/params, <dir>/export/params or "
+        "<dir>/checkpoints/<step>); point it at a phase-1 --workdir or its export directory.")

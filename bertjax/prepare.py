@@ -1,0 +1,52 @@
+"""Find the run's dataset; for configs with `data.build` (the demo), build vocab and dataset on first use."""
+import os
+
+import jax
+import ml_collections
+
+from bertjax.errors import BertjaxError
+
+
+def dataset_dir(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str | None]:
+    """(dataset directory, vocab file or None) of `config`: config.data.dir, or the demo's cached build."""
+    if config.data.dir is not None:
+        if not os.path.isdir(config.data.dir):
+            raise BertjaxError(
+                f"--config.data.dir={config.data.dir} does not exist; create the dataset with "
+                "`python -m bertjax.data.create_pretraining_data --output_dir=...` or fix the path.")
+        return config.data.dir, config.data.vocab_file
+    if config.data.get("build") is not None:
+        return build_dataset(config, workdir)
+    raise BertjaxError("--config.data.dir is not set; point it at a dataset made by "
+                       "`python -m bertjax.data.create_pretraining_data`.")
+
+
+def build_dataset(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str]:
+    """Train the vocab and write the dataset from config.data.build.corpus, unless already there; reused later.
+
+    Only process 0 builds; the others wait (multi-host runs should use a prepared --config.data.dir instead).
+    """
+    from bertjax.data import create_pretraining_data, tokenizer, vocab  # noqa: PLC0415
+
+    build = config.data.build
+    if not os.path.isfile(build.corpus):
+        raise BertjaxError(f"--config.data.build.corpus={build.corpus} does not exist; fix the path.")
+    cache_dir = build.cache_dir or os.path.join(workdir, "data")
+    vocab_file = os.path.join(cache_dir, "vocab", tokenizer.VOCAB_FILE)
+    data_dir = os.path.join(cache_dir, "dataset")
+    if jax.process_index() == 0:
+        if not os.path.isfile(os.path.join(data_dir, "dataset_info.json")):
+            print(f"building the vocab and dataset from {build.corpus} into {cache_dir} (first use; reused later)",
+                  flush=True)
+        if not os.path.isfile(vocab_file):
+            vocab.train_vocab(build.corpus, build.vocab_size, os.path.dirname(vocab_file), show_progress=False)
+        create_pretraining_data.create_pretraining_data(
+            build.corpus, data_dir, vocab_file, max_seq_length=config.data.max_seq_length,
+            max_predictions_per_seq=config.data.max_predictions_per_seq, dupe_factor=build.dupe_factor,
+            eval_fraction=build.eval_fraction, masking=build.masking, random_seed=config.data.seed,
+            show_progress=False)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+
+        multihost_utils.sync_global_devices("bertjax_build_dataset")
+    return data_dir, vocab_file

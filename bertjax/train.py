@@ -1,0 +1,318 @@
+"""The training run: set up mesh, model, optimizer, data and checkpoints; loop with periodic eval and logging.
+
+`train_and_evaluate(config, workdir)` is what main.py calls. It resumes from the latest checkpoint in
+<workdir>/checkpoints automatically, saves and exits cleanly on SIGTERM/preemption, and finishes with an
+evaluation and a params-only export in <workdir>/export.
+"""
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from bertjax import checkpoint, run_config, sharding, train_step
+from bertjax.errors import BertjaxError
+from bertjax.metrics_writer import MetricsWriter, Throughput, format_duration, peak_flops_per_device
+
+
+@dataclasses.dataclass
+class DataSource:
+    """Iterators of host-local numpy batches for one dataset, and the vocab size it was made with."""
+
+    vocab_size: int
+    train_iterator: Callable[[], Iterator[dict]]   # endless, checkpointable (get_state/set_state)
+    eval_iterator: Callable[[], Iterator[dict]]    # fresh, deterministic, finite or endless
+
+
+@dataclasses.dataclass
+class StepInfo:
+    """What a hook sees after each train step (and after the step's checkpoint save was started)."""
+
+    step: int
+    state: Any
+    metrics: dict            # this step's metric sums and grad_norm (device arrays)
+    host_batch: dict
+    checkpointer: checkpoint.Checkpointer
+
+
+def open_dataset(config: ml_collections.ConfigDict, workdir: str) -> DataSource:
+    """The config's dataset (built first for configs with a corpus), checked against its manifest."""
+    from bertjax.data import features, pipeline  # noqa: PLC0415  (data stack only needed for real runs)
+    from bertjax import prepare  # noqa: PLC0415
+
+    data_dir, vocab_file = prepare.dataset_dir(config, workdir)
+    manifest = features.read_manifest(data_dir)
+    vocab_size = run_config.check_manifest(config, manifest, data_dir, vocab_file)
+
+    def iterator(split: str, batch_size: int, shuffle: bool, num_epochs: int | None):
+        return pipeline.create_iterator(data_dir, split=split, global_batch_size=batch_size, seed=config.data.seed,
+                                        shuffle=shuffle, num_epochs=num_epochs)
+
+    return DataSource(
+        vocab_size=vocab_size,
+        train_iterator=lambda: iterator(config.data.train_split, config.train.batch_size, True, None),
+        eval_iterator=lambda: iterator(config.data.eval_split, config.eval.batch_size, False, 1))
+
+
+class Trainer:
+    """The model, optimizer, shardings and jitted steps of one run."""
+
+    def __init__(self, config: ml_collections.ConfigDict, vocab_size: int, mesh: jax.sharding.Mesh):
+        from bertjax.model import BertForPreTraining  # noqa: PLC0415
+        from bertjax.train_state import TrainState, create_optimizer  # noqa: PLC0415
+
+        self.config = config
+        self.mesh = mesh
+        self.vocab_size = vocab_size
+        self.bert_config = run_config.bert_config(config, vocab_size)
+        self.model = BertForPreTraining(
+            self.bert_config, dtype=jnp.dtype(config.dtype), param_dtype=jnp.float32,
+            scan_layers=config.model.scan_layers, remat=config.model.remat)
+        self.tx, self.schedule = create_optimizer(config.optimizer, config.train.num_train_steps)
+        self.batch_sharding = sharding.batch_sharding(mesh)
+        replicated = sharding.replicated(mesh)
+
+        def init_state(rng):
+            init_rng, dropout_rng = jax.random.split(rng)
+            length, predictions = config.data.max_seq_length, config.data.max_predictions_per_seq
+            ids = jnp.zeros((1, length), jnp.int32)
+            positions = jnp.zeros((1, predictions), jnp.int32)
+            params = self.model.init({"params": init_rng}, ids, ids, ids, positions)["params"]
+            return TrainState.create(params, self.tx, dropout_rng)
+
+        rng = jax.random.key(config.train.seed)
+        self.abstract_state = jax.eval_shape(init_state, rng)
+        self.state_shardings = sharding.state_shardings(self.abstract_state, mesh, config.mesh.min_shard_size)
+        self._init = jax.jit(init_state, out_shardings=self.state_shardings)
+        self._rng = rng
+        step_fn = train_step.make_train_step(self.model, self.tx, config.train.micro_batches)
+        self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_sharding),
+                                  out_shardings=(self.state_shardings, replicated), donate_argnums=0)
+        self.eval_step = jax.jit(train_step.make_eval_step(self.model, vocab_size),
+                                 in_shardings=(self.state_shardings.params, self.batch_sharding),
+                                 out_shardings=replicated)
+
+    def initial_state(self):
+        """A freshly initialised, sharded TrainState."""
+        return self._init(self._rng)
+
+    def abstract_state_with_shardings(self):
+        """ShapeDtypeStructs carrying the target shardings (restore targets)."""
+        return sharding.with_shardings(self.abstract_state, self.state_shardings)
+
+    def global_batch(self, host_batch: dict) -> dict:
+        """Host-local numpy batch -> global jax.Arrays sharded over the batch axes."""
+        from bertjax.data import pipeline  # noqa: PLC0415
+
+        run_config.check_token_ids(host_batch, self.vocab_size)
+        return pipeline.to_global_batch(host_batch, self.batch_sharding)
+
+    def evaluate(self, params, batches: Iterator[dict], max_batches: int) -> dict:
+        """Eval metrics over up to `max_batches` batches (-1 = all), plus the constant-prediction baseline."""
+        totals, id_counts, count = None, None, 0
+        for host_batch in batches:
+            if 0 <= max_batches <= count:
+                break
+            sums, counts = self.eval_step(params, self.global_batch(host_batch))
+            totals = sums if totals is None else train_step.add_sums(totals, sums)
+            id_counts = counts if id_counts is None else id_counts + counts
+            count += 1
+        if totals is None:
+            raise BertjaxError(
+                f"the eval split --config.data.eval_split={self.config.data.eval_split!r} gave no batch of "
+                f"--config.eval.batch_size={self.config.eval.batch_size}; use a smaller eval batch size or a dataset "
+                "with more eval examples.")
+        from bertjax import losses  # noqa: PLC0415
+
+        metrics = {name: float(value) for name, value in losses.compute_metrics(totals).items()}
+        id_counts = np.asarray(id_counts, np.float64)
+        metrics["masked_lm_accuracy_baseline"] = float(id_counts.max() / max(id_counts.sum(), 1e-9))
+        metrics["eval_batches"] = count
+        return metrics
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, data: DataSource | None = None,
+                       hooks: Sequence[Callable[[StepInfo], None]] = (),
+                       devices: Sequence[jax.Device] | None = None) -> dict:
+    """Train (resuming from <workdir>) with periodic eval, or only evaluate; return the last eval metrics.
+
+    `data` replaces the config's dataset (tests); `hooks` run after every step; `devices` restricts the mesh.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    run_config.validate(config, len(devices), jax.process_count())
+    mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, devices)
+    checkpoint.absolute_path(workdir).mkdir(parents=True, exist_ok=True)
+    if data is None:
+        data = open_dataset(config, workdir)
+    with jax.set_mesh(mesh):
+        trainer = Trainer(config, data.vocab_size, mesh)
+        resolved = _resolved_config(config, data.vocab_size)
+        checkpointer = checkpoint.Checkpointer(
+            workdir, every_steps=config.checkpoint.every_steps, keep=config.checkpoint.keep,
+            async_save=config.checkpoint.async_save)
+        try:
+            return _run(trainer, data, checkpointer, resolved, workdir, hooks)
+        finally:
+            checkpointer.close()
+
+
+def _resolved_config(config: ml_collections.ConfigDict, vocab_size: int) -> ml_collections.ConfigDict:
+    resolved = ml_collections.ConfigDict(config.to_dict())
+    resolved.model.vocab_size = vocab_size
+    return resolved
+
+
+def _check_compatible(checkpointer: checkpoint.Checkpointer, step: int, config: ml_collections.ConfigDict) -> None:
+    saved = checkpointer.saved_config(step)
+    if not saved:
+        return
+    current = config.to_dict()
+    sections = {"model": ("size", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                          "intermediate_size", "scan_layers"),
+                "data": ("max_seq_length", "max_predictions_per_seq"), "optimizer": ("name",)}
+    for section, fields in sections.items():
+        for field in fields:
+            old, new = saved.get(section, {}).get(field), current[section].get(field)
+            if old != new:
+                raise BertjaxError(
+                    f"--workdir {checkpointer.workdir} holds a checkpoint (step {step}) from an incompatible run: "
+                    f"config.{section}.{field} was {old!r}, now {new!r}; use a new --workdir, or the old value.")
+
+
+def _restore_or_init(trainer: Trainer, checkpointer: checkpoint.Checkpointer, config, train_iter):
+    step = checkpointer.latest_step()
+    if step is not None:
+        _check_compatible(checkpointer, step, config)
+        _log_process_0("Restoring checkpoint step %d from %s", step, checkpointer.directory)
+        if train_iter is not None and not checkpointer.has_data_state(step) and jax.process_index() == 0:
+            logging.warning("Checkpoint step %d was written with another number of processes: the model and "
+                            "optimizer state are restored, the input pipeline starts its order afresh.", step)
+        return checkpointer.restore(step, trainer.abstract_state_with_shardings(), train_iter)
+    if config.train.eval_only and not config.train.init_from:
+        raise BertjaxError(
+            f"--config.train.eval_only=true but --workdir {checkpointer.workdir} has no checkpoint; point --workdir "
+            "at a trained run or set --config.train.init_from.")
+    state = trainer.initial_state()
+    if config.train.init_from:
+        abstract_params = trainer.abstract_state_with_shardings().params
+        state = state.replace(params=checkpoint.load_params(config.train.init_from, abstract_params))
+        _log_process_0("Initialised params from %s", config.train.init_from)
+    return state
+
+
+def _log_process_0(message: str, *args) -> None:
+    if jax.process_index() == 0:
+        logging.info(message, *args)
+
+
+def _run(trainer: Trainer, data: DataSource, checkpointer: checkpoint.Checkpointer,
+         config: ml_collections.ConfigDict, workdir: str, hooks) -> dict:
+    train_iter = None if config.train.eval_only else data.train_iterator()
+    state = _restore_or_init(trainer, checkpointer, config, train_iter)
+    step = int(jax.device_get(state.step))
+    if jax.process_index() == 0:  # only now: an incompatible workdir must keep its config.json
+        (checkpoint.absolute_path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
+    writer = MetricsWriter(workdir, tensorboard=config.log.tensorboard, total_steps=config.train.num_train_steps,
+                           initial_step=step)
+    writer.write_config(config.to_json_best_effort())
+
+    def evaluate(params, at_step: int) -> dict:
+        metrics = trainer.evaluate(params, data.eval_iterator(), config.eval.num_batches)
+        writer.write_scalars(at_step, metrics, "eval")
+        writer.log(f"eval step {at_step}: " + _format_eval(metrics))
+        return metrics
+
+    try:
+        if config.train.eval_only:
+            return evaluate(state.params, step)
+        state, preempted = _train_loop(trainer, state, train_iter, checkpointer, config, writer, evaluate, hooks)
+        if preempted:
+            return {}
+        metrics = evaluate(state.params, int(jax.device_get(state.step)))
+        checkpointer.wait()
+        export_dir = checkpoint.export_params(state.params, trainer.bert_config, workdir)
+        writer.log(f"done: step {int(jax.device_get(state.step))}; params exported to {export_dir}")
+        return metrics
+    finally:
+        writer.close()
+
+
+def _train_loop(trainer: Trainer, state, train_iter, checkpointer: checkpoint.Checkpointer,
+                config: ml_collections.ConfigDict, writer: MetricsWriter, evaluate, hooks):
+    """Train from state.step to num_train_steps; returns (state, whether it stopped for a preemption)."""
+    num_steps = config.train.num_train_steps
+    step = start_step = int(jax.device_get(state.step))
+    seq, preds = config.data.max_seq_length, config.data.max_predictions_per_seq
+    throughput = Throughput(
+        flops_per_step=run_config.flops_per_example(trainer.bert_config, seq, preds) * config.train.batch_size,
+        tokens_per_step=config.train.batch_size * seq, total_steps=num_steps,
+        peak_flops=peak_flops_per_device(config.log.peak_flops_per_device))
+    config_dict = config.to_dict()
+    totals, interval_steps, saved = None, 0, True
+    writer.log(f"training from step {step} to {num_steps} on {jax.device_count()} devices, mesh "
+               f"{dict(trainer.mesh.shape)}, {jax.process_count()} processes")
+    while step < num_steps:
+        host_batch = next(train_iter)
+        state, metrics = trainer.train_step(state, trainer.global_batch(host_batch))
+        step += 1
+        interval_steps += 1
+        totals = metrics if totals is None else train_step.add_sums(totals, metrics)
+        if step == start_step + 1:
+            jax.block_until_ready(metrics)
+            throughput.reset(step)  # keep compilation out of the first interval
+        saved = checkpointer.save(step, state, train_iter, config_dict)
+        for hook in hooks:
+            hook(StepInfo(step=step, state=state, metrics=metrics, host_batch=host_batch, checkpointer=checkpointer))
+        writer.advance()
+        if step % config.log.every_steps == 0 or step == num_steps:
+            _log_train(writer, trainer, state, totals, interval_steps, step, throughput, config)
+            totals, interval_steps = None, 0
+        if step % config.eval.every_steps == 0 and step < num_steps:
+            evaluate(state.params, step)
+            throughput.reset(step)
+        if checkpointer.preemption_requested(step):
+            if not saved:
+                checkpointer.save(step, state, train_iter, config_dict, force=True)
+            checkpointer.wait()
+            writer.log(f"preempted: saved checkpoint at step {step}; exiting. Rerun to resume.")
+            return state, True
+    if not saved:
+        checkpointer.save(step, state, train_iter, config_dict, force=True)
+    return state, False
+
+
+def _log_train(writer, trainer, state, totals, interval_steps, step, throughput, config) -> None:
+    from bertjax import losses  # noqa: PLC0415
+    from bertjax.train_state import nonfinite_counts  # noqa: PLC0415
+
+    consecutive, total_skipped = (int(x) for x in jax.device_get(nonfinite_counts(state.opt_state)))
+    limit = config.optimizer.get("max_consecutive_nonfinite")
+    if limit and consecutive >= limit:
+        raise BertjaxError(
+            f"training diverged: {consecutive} consecutive steps with non-finite gradients at step {step} "
+            f"(limit --config.optimizer.max_consecutive_nonfinite={limit}); lower --config.optimizer.learning_rate "
+            "or resume from an earlier checkpoint.")
+    totals = jax.device_get(totals)
+    grad_norm = float(totals.pop("grad_norm")) / interval_steps
+    metrics = {name: float(value) for name, value in losses.compute_metrics(totals).items()}
+    metrics.update(grad_norm=grad_norm, learning_rate=float(trainer.schedule(step - 1)),
+                   nonfinite_skipped=total_skipped)
+    speed = throughput.measure(step)
+    writer.write_scalars(step, {**metrics, **{k: v for k, v in speed.items() if k != "eta_seconds"}}, "train")
+    mfu = "n/a" if speed["mfu"] is None else f"{100 * speed['mfu']:.1f}%"
+    tokens = "n/a" if speed["tokens_per_sec"] is None else f"{speed['tokens_per_sec']:,.0f}"
+    eta = "n/a" if speed["eta_seconds"] is None else format_duration(speed["eta_seconds"])
+    writer.log(f"step {step}: loss {metrics['loss']:.4f} mlm_acc {metrics['masked_lm_accuracy']:.4f} "
+               f"nsp_acc {metrics['next_sentence_accuracy']:.4f} lr {metrics['learning_rate']:.3g} "
+               f"grad_norm {grad_norm:.3f} tokens/s {tokens} mfu {mfu} eta {eta}")
+
+
+def _format_eval(metrics: dict) -> str:
+    order = ("loss", "masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy", "next_sentence_loss",
+             "perplexity")
+    text = " ".join(f"{name} {metrics[name]:.4f}" for name in order if name in metrics)
+    return text + f" (constant-prediction mlm baseline {metrics['masked_lm_accuracy_baseline']:.4f})"

@@ -1,0 +1,104 @@
+"""BERT-base pretraining, phase 1, the paper recipe (seq 128, batch 256, lr 1e-4, 1M steps, 10k warmup).
+
+Run:
+  python main.py --config=configs/base.py --workdir=/path/to/workdir \
+      --config.data.dir=/path/to/dataset --config.data.vocab_file=/path/to/vocab.txt
+
+Every field can be overridden with --config.<a>.<b>=value, e.g. --config.train.batch_size=32.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+from bertjax.train_state import default_optimizer_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The paper's BERT-base phase-1 recipe."""
+    config = ml_collections.ConfigDict()
+
+    config.model = ml_collections.ConfigDict()
+    # Named size for BertConfig.named: tiny, mini, small, medium, base, large.
+    config.model.size = "base"
+    # Vocabulary size; unset = take it from the dataset manifest. If set, it must equal the manifest's.
+    config.model.vocab_size = config_dict.placeholder(int)
+    # Optional overrides of the named size and of BertConfig's other fields (unset = the BertConfig default).
+    config.model.hidden_size = config_dict.placeholder(int)
+    config.model.num_hidden_layers = config_dict.placeholder(int)
+    config.model.num_attention_heads = config_dict.placeholder(int)
+    config.model.intermediate_size = config_dict.placeholder(int)
+    config.model.hidden_act = config_dict.placeholder(str)
+    config.model.max_position_embeddings = config_dict.placeholder(int)
+    config.model.initializer_range = config_dict.placeholder(float)
+    # Dropout on hidden states and on attention probabilities.
+    config.model.hidden_dropout_prob = 0.1
+    config.model.attention_probs_dropout_prob = 0.1
+    # Stack the encoder layers with nn.scan (faster compiles for deep models) and rematerialise them.
+    config.model.scan_layers = False
+    config.model.remat = False
+
+    # Compute dtype of the model ("bfloat16" or "float32"); params, LayerNorm, softmax and losses stay float32.
+    config.dtype = "bfloat16"
+
+    config.data = ml_collections.ConfigDict()
+    # Directory of a dataset written by bertjax.data.create_pretraining_data (a TFDS ArrayRecord dataset).
+    config.data.dir = config_dict.placeholder(str)
+    # The vocab.txt the dataset was made with; its sha256 must match the dataset manifest.
+    config.data.vocab_file = config_dict.placeholder(str)
+    config.data.train_split = "train"
+    config.data.eval_split = "eval"
+    # Must match the dataset manifest.
+    config.data.max_seq_length = 128
+    config.data.max_predictions_per_seq = 20
+    # Seed of the input pipeline's shuffling and dynamic masking.
+    config.data.seed = 0
+
+    config.train = ml_collections.ConfigDict()
+    # Global batch size (all devices, all processes).
+    config.train.batch_size = 256
+    # Gradient accumulation: the batch is split into this many micro-batches inside one step.
+    config.train.micro_batches = 1
+    config.train.num_train_steps = 1_000_000
+    # Seed of parameter init and dropout.
+    config.train.seed = 42
+    # Only evaluate (the latest checkpoint, or init_from), no training.
+    config.train.eval_only = False
+    # Load params (not optimizer state) from a phase-1 workdir or params export before step 0.
+    config.train.init_from = config_dict.placeholder(str)
+    # Refuse to start without init_from (phase 2).
+    config.train.require_init_from = False
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.every_steps = 10_000
+    config.eval.batch_size = 256
+    # Eval batches per evaluation; -1 = the whole eval split.
+    config.eval.num_batches = 100
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every_steps = 10_000
+    # Keep this many latest checkpoints.
+    config.checkpoint.keep = 3
+    # Save asynchronously (training continues while files are written).
+    config.checkpoint.async_save = True
+
+    config.log = ml_collections.ConfigDict()
+    config.log.every_steps = 100
+    # Write TensorBoard event files to <workdir>/tensorboard.
+    config.log.tensorboard = True
+    # Peak FLOP/s of one device for the MFU estimate; unset = known TPU/GPU tables, or n/a on CPU.
+    config.log.peak_flops_per_device = config_dict.placeholder(float)
+
+    config.mesh = ml_collections.ConfigDict()
+    # Devices on the 'data' axis; -1 = all devices not used by fsdp.
+    config.mesh.data = -1
+    # Devices on the 'fsdp' axis (shards params and optimizer state); 1 = pure data parallelism.
+    config.mesh.fsdp = 1
+    # Leaves smaller than this many elements stay replicated under fsdp.
+    config.mesh.min_shard_size = 2**14
+
+    config.optimizer = default_optimizer_config()
+    config.optimizer.name = "bert_adam"
+    config.optimizer.learning_rate = 1e-4
+    config.optimizer.warmup_steps = 10_000
+    config.optimizer.weight_decay = 0.01
+    config.optimizer.clip_norm = 1.0
+    return config

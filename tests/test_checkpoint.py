@@ -1,0 +1,104 @@
+"""Checkpoints: round trip onto another device count, params export / init_from, and clear errors."""
+import os
+
+import jax
+import pytest
+
+from _train_helpers import VOCAB_SIZE, params_digest, synthetic_data, tiny_config
+from bertjax import checkpoint, sharding
+from bertjax.errors import BertjaxError
+from bertjax.train import Trainer, train_and_evaluate
+
+
+def _trainer(config, devices):
+    mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, devices)
+    with jax.set_mesh(mesh):
+        return Trainer(config, VOCAB_SIZE, mesh)
+
+
+def _fsdp_state():
+    config = tiny_config()
+    config.mesh.fsdp = 4
+    trainer = _trainer(config, jax.devices())
+    state = trainer.initial_state()
+    return config, state.replace(step=state.step + 7)
+
+
+def test_restore_onto_a_different_device_count(tmp_path):
+    config, state = _fsdp_state()
+    saver = checkpoint.Checkpointer(str(tmp_path), every_steps=100, keep=2)
+    assert saver.save(7, state, config=config.to_dict(), force=True)
+    saver.close()
+
+    config.mesh.fsdp = 1
+    target = _trainer(config, jax.devices()[:1])
+    loader = checkpoint.Checkpointer(str(tmp_path), every_steps=100, keep=2)
+    assert loader.latest_step() == 7
+    restored = loader.restore(7, target.abstract_state_with_shardings())
+    loader.close()
+    assert int(restored.step) == 7
+    assert params_digest(restored.params) == params_digest(state.params)
+    leaf = jax.tree.leaves(restored.params)[0]
+    assert leaf.sharding.mesh.devices.size == 1
+    assert jax.random.key_data(restored.rng).tolist() == jax.random.key_data(state.rng).tolist()
+
+
+def test_incompatible_checkpoint_is_a_clear_error(tmp_path):
+    config, state = _fsdp_state()
+    saver = checkpoint.Checkpointer(str(tmp_path), every_steps=100, keep=2)
+    saver.save(7, state, force=True)
+    saver.close()
+    config.model.hidden_size = 64
+    other = _trainer(config, jax.devices())
+    loader = checkpoint.Checkpointer(str(tmp_path), every_steps=100, keep=2)
+    with pytest.raises(BertjaxError, match=rf"--workdir {tmp_path} holds a checkpoint .*incompatible.*--workdir"):
+        loader.restore(7, other.abstract_state_with_shardings())
+    loader.close()
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    config, state = _fsdp_state()
+    saver = checkpoint.Checkpointer(str(tmp_path), every_steps=100, keep=2)
+    saver.save(7, state, force=True)
+    saver.close()
+    for path in (tmp_path / "checkpoints" / "7" / "state").rglob("*"):
+        if path.is_file() and "manifest" not in path.name and path.stat().st_size > 100:
+            path.write_bytes(b"\0garbage" * 4)
+    loader = checkpoint.Checkpointer(str(tmp_path), every_steps=100, keep=2)
+    with pytest.raises(BertjaxError, match=r"--workdir .*checkpoint step 7 is unreadable.*--workdir"):
+        loader.restore(7, _trainer(config, jax.devices()).abstract_state_with_shardings())
+    loader.close()
+
+
+@pytest.mark.slow
+def test_run_exports_params_resumes_and_refuses_another_models_workdir(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = tiny_config(num_train_steps=4)
+    config.checkpoint.every_steps = 2
+    metrics = train_and_evaluate(config, workdir, data=synthetic_data(config))
+    assert set(metrics) >= {"masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy",
+                            "next_sentence_loss", "loss", "perplexity", "masked_lm_accuracy_baseline"}
+    assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4]
+    assert (tmp_path / "run" / "export" / "config.json").is_file()
+    assert (tmp_path / "run" / "config.json").is_file()
+
+    # Phase-2 style: params from the export (and from the workdir's checkpoints) initialise a new run.
+    trainer = _trainer(config, jax.devices())
+    abstract = trainer.abstract_state_with_shardings().params
+    exported = checkpoint.load_params(os.path.join(workdir, "export"), abstract)
+    from_checkpoints = checkpoint.load_params(workdir, abstract)
+    assert params_digest(exported) == params_digest(from_checkpoints)
+    phase2 = tiny_config(num_train_steps=4, init_from=workdir, eval_only=True)
+    assert train_and_evaluate(phase2, str(tmp_path / "phase2"), data=synthetic_data(phase2)) == metrics
+
+    # Same workdir, different model: refuse (naming the field and the fix) instead of overwriting.
+    config.model.hidden_size = 64
+    with pytest.raises(BertjaxError, match=r"incompatible run: config.model.hidden_size was 32, now 64.*--workdir"):
+        train_and_evaluate(config, workdir, data=synthetic_data(config))
+
+
+def test_init_from_nothing_is_a_clear_error(tmp_path):
+    config = tiny_config()
+    trainer = _trainer(config, jax.devices())
+    with pytest.raises(BertjaxError, match="config.train.init_from"):
+        checkpoint.load_params(str(tmp_path), trainer.abstract_state_with_shardings().params)
