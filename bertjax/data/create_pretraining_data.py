@@ -1,0 +1,492 @@
+"""Text -> a TFDS ArrayRecord dataset of BERT pretraining examples (MLM + NSP), streaming and parallel.
+
+    python -m bertjax.data.create_pretraining_data --input_file='corpus/*.txt' --output_dir=data/wiki128 \\
+        --vocab_file=vocab/vocab.txt [--max_seq_length=128 --max_predictions_per_seq=20 --dupe_factor=10 ...]
+
+The flags and defaults are the original's; the algorithm is the original's (see `bertjax.data.instances`), with
+these differences:
+* the corpus is processed in shards of about --shard_size_mb of whole documents (default: 1/16 of the corpus,
+  0.25 to 1 MB), so memory stays flat however large the corpus; the random "next sentence" document is drawn
+  from the same shard (not the whole corpus), and instances are shuffled within their shard (the input pipeline
+  shuffles globally); a document ends at the end of its file;
+* each sentence is tokenized once for all dupe passes; truncation's per-token coin flips are drawn as one
+  binomial count per side (same distribution);
+* text: invalid UTF-8 is replaced and counted; lines longer than 1 MB are cut into several sentences;
+  private-use/unassigned characters are dropped by the tokenizer (see `bertjax.data.tokenizer`);
+* shards run in up to --num_workers processes (one per MIN_MB_PER_WORKER MB of text at most, so a small corpus
+  runs in-process); every shard's randomness comes from numpy SeedSequence([random_seed, shard index]), so the
+  dataset is identical for a given seed whatever the number of workers;
+* --masking=dynamic stores unmasked pairs and the pipeline draws fresh masks every epoch;
+* --whole_word_masking=per_word draws 80/10/10 once per word (google-research/bert#910);
+* --eval_fraction holds out whole documents as an "eval" split.
+
+The output directory is written as a temporary sibling and renamed at the end, so a failed run leaves nothing
+that looks like a dataset. Re-running with the same settings and inputs (paths and sizes) finds the dataset
+already there and does nothing; an output_dir holding a dataset made with other settings is an error unless
+--overwrite is given.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as futures
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bertjax.data import features, instances, masking
+from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
+from bertjax.errors import BertjaxError, exit_on_bad_input
+
+MAX_AUTO_SHARD_MB = 1.0  # automatic shard size: corpus / 16, between these bounds
+MIN_AUTO_SHARD_MB = 0.25
+MIN_MB_PER_WORKER = 2.0  # smaller corpora use fewer worker processes (see worker_processes)
+MASK_BLOCK_ROWS = 4096  # instances masked / serialised at a time (bounds temporary memory)
+STAT_KEYS = ("documents", "documents_with_2plus_sentences", "sentences", "tokens", "unk_tokens", "instances",
+             "instance_tokens", "random_next", "short_target", "masked_tokens", "lines", "invalid_utf8_lines",
+             "split_long_lines", "bytes")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that determines the dataset's content (the manifest stores it to detect reuse)."""
+
+    vocab_sha256: str
+    vocab_size: int
+    do_lower_case: bool
+    strip_accents: bool
+    max_seq_length: int
+    max_predictions_per_seq: int
+    masked_lm_prob: float
+    short_seq_prob: float
+    dupe_factor: int
+    random_seed: int
+    masking: str
+    whole_word_mask: str
+    eval_fraction: float
+    shard_bytes: int
+    inputs: tuple[tuple[str, int], ...]  # (absolute path, size in bytes) of every input file
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One shard (runs in a worker process)
+
+
+@dataclass
+class ShardResult:
+    """What a worker wrote for one shard: file name and count per split, and statistics."""
+
+    index: int
+    files: dict[str, tuple[str, int]] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAT_KEYS, 0))
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(vocab_path: str, settings: Settings, staging: str) -> None:
+    """Load the tokenizer once per process; one tokenizer thread per worker process."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    tok = BertTokenizer.from_vocab(vocab_path, do_lower_case=settings.do_lower_case,
+                                   strip_accents=settings.strip_accents)
+    _WORKER.update(tokenizer=tok, settings=settings, staging=staging, is_continuation=tok.is_continuation())
+
+
+def _masking_args(settings: Settings, tok: BertTokenizer, is_continuation: np.ndarray) -> dict[str, Any]:
+    return dict(masked_lm_prob=settings.masked_lm_prob, max_predictions_per_seq=settings.max_predictions_per_seq,
+                vocab_size=tok.vocab_size, mask_id=tok.mask_id, cls_id=tok.cls_id, sep_id=tok.sep_id,
+                whole_word=settings.whole_word_mask,
+                is_continuation=is_continuation if settings.whole_word_mask != "none" else None)
+
+
+def _write_split(docs: instances.Documents, path: str, walk_rng: random.Random, np_rng: np.random.Generator,
+                 stats: dict[str, int]) -> int:
+    """Instances of some documents -> one ArrayRecord file; returns the number written."""
+    settings: Settings = _WORKER["settings"]
+    tok: BertTokenizer = _WORKER["tokenizer"]
+    made = instances.create_instances(docs, walk_rng, max_seq_length=settings.max_seq_length,
+                                      short_seq_prob=settings.short_seq_prob, dupe_factor=settings.dupe_factor)
+    made = instances.truncate_pairs(made, settings.max_seq_length - 3, np_rng)
+    made = made.take(np_rng.permutation(len(made)))
+    mask_args = _masking_args(settings, tok, _WORKER["is_continuation"])
+    p = settings.max_predictions_per_seq
+    with features.ShardWriter(path, settings.max_seq_length, p) as writer:
+        for start in range(0, len(made), MASK_BLOCK_ROWS):
+            block = made.take(np.arange(start, min(start + MASK_BLOCK_ROWS, len(made))))
+            rows = instances.build_features(docs.tokens, block, settings.max_seq_length, tok.cls_id, tok.sep_id)
+            num_tokens = rows.pop("num_tokens")
+            if settings.masking == "static":
+                ids, positions, labels, weights = masking.mask_batch(rows["input_ids"], num_tokens, np_rng,
+                                                                     **mask_args)
+                rows.update(input_ids=ids, masked_lm_positions=positions, masked_lm_ids=labels,
+                            masked_lm_weights=weights)
+                stats["masked_tokens"] += int(weights.sum())
+            else:
+                rows.update(masked_lm_positions=np.zeros((len(block), p), np.int32),
+                            masked_lm_ids=np.zeros((len(block), p), np.int32),
+                            masked_lm_weights=np.zeros((len(block), p), np.float32))
+            writer.write_batch(rows)
+            stats["instance_tokens"] += int(num_tokens.sum())
+            stats["random_next"] += int(block.is_random_next.sum())
+            stats["short_target"] += int(block.short_target.sum())
+    stats["instances"] += writer.num_examples
+    return writer.num_examples
+
+
+def process_shard(shard: instances.TextShard) -> ShardResult:
+    """Tokenize one shard once, make its instances (train, and eval documents apart), mask and write them."""
+    settings: Settings = _WORKER["settings"]
+    tok: BertTokenizer = _WORKER["tokenizer"]
+    result = ShardResult(shard.index)
+    stats = result.stats
+    stats.update(lines=shard.num_lines, invalid_utf8_lines=shard.invalid_utf8_lines,
+                 split_long_lines=shard.split_long_lines, bytes=shard.num_bytes)
+    docs = instances.tokenize_documents(shard.lines, tok.encode_batch)
+    stats.update(documents=docs.num_documents, sentences=docs.num_sentences, tokens=int(len(docs.tokens)),
+                 unk_tokens=int(np.count_nonzero(docs.tokens == tok.unk_id)),
+                 documents_with_2plus_sentences=sum(1 for a, b in docs.doc_bounds if b - a >= 2))
+    split_seq, walk_seq, mask_seq = np.random.SeedSequence([settings.random_seed, shard.index]).spawn(3)
+    is_eval = np.random.default_rng(split_seq).random(docs.num_documents) < settings.eval_fraction
+    walk_rng = random.Random(int(walk_seq.generate_state(1, np.uint64)[0]))
+    np_rng = np.random.default_rng(mask_seq)
+    for split, selected in (("train", ~is_eval), ("eval", is_eval)):
+        if not selected.any():
+            continue
+        name = f"{split}-{shard.index:06d}.array_record"
+        count = _write_split(docs.select(np.flatnonzero(selected).tolist()), os.path.join(_WORKER["staging"], name),
+                             walk_rng, np_rng, stats)
+        result.files[split] = (name, count)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The whole run
+
+
+def _check_args(max_seq_length: int, max_predictions_per_seq: int, masked_lm_prob: float, short_seq_prob: float,
+                dupe_factor: int, masking_mode: str, whole_word: str, eval_fraction: float, num_workers: int,
+                shard_size_mb: float) -> None:
+    if max_seq_length < 5:
+        raise BertjaxError(f"max_seq_length={max_seq_length} is too small; [CLS] A [SEP] B [SEP] needs at least 5")
+    masking.check_masking_args(masked_lm_prob=masked_lm_prob, max_predictions_per_seq=max_predictions_per_seq,
+                               seq_length=max_seq_length, whole_word=whole_word, is_continuation=np.zeros(1, bool))
+    if not 0.0 <= short_seq_prob <= 1.0:
+        raise BertjaxError(f"short_seq_prob={short_seq_prob} must be in [0, 1]; the original uses 0.1")
+    if dupe_factor < 1:
+        raise BertjaxError(f"dupe_factor={dupe_factor} must be >= 1")
+    if masking_mode not in features.MASKING_MODES:
+        raise BertjaxError(f"masking={masking_mode!r} must be one of {', '.join(features.MASKING_MODES)}")
+    if not 0.0 <= eval_fraction < 1.0:
+        raise BertjaxError(f"eval_fraction={eval_fraction} must be in [0, 1)")
+    if num_workers < 1:
+        raise BertjaxError(f"num_workers={num_workers} must be >= 1")
+    if shard_size_mb <= 0:
+        raise BertjaxError(f"shard_size_mb={shard_size_mb} must be > 0")
+
+
+def auto_shard_mb(total_bytes: int) -> float:
+    """Default shard size: about 1/16 of the corpus (so small corpora still spread over workers), 0.25-1 MB."""
+    return float(min(MAX_AUTO_SHARD_MB, max(MIN_AUTO_SHARD_MB, total_bytes / 16 / (1 << 20))))
+
+
+def worker_processes(num_workers: int, total_bytes: int, shard_bytes: int) -> int:
+    """Processes worth starting: at most one per shard and one per MIN_MB_PER_WORKER of text (a worker's start-up
+    costs about as much as tokenizing 1 MB), so a small corpus runs in this process. The dataset does not depend
+    on it."""
+    num_shards = -(-total_bytes // shard_bytes)
+    by_size = int(total_bytes // (MIN_MB_PER_WORKER * (1 << 20))) if MIN_MB_PER_WORKER > 0 else num_shards
+    return max(1, min(num_workers, num_shards, by_size))
+
+
+def _resolve_whole_word(do_whole_word_mask: bool, whole_word_masking: str | None) -> str:
+    if whole_word_masking is None:
+        return "original" if do_whole_word_mask else "none"
+    if do_whole_word_mask and whole_word_masking == "none":
+        raise BertjaxError("do_whole_word_mask=True conflicts with whole_word_masking='none'; pass only one of them")
+    return whole_word_masking
+
+
+def _existing_dataset(output_dir: Path, settings: Settings, overwrite: bool) -> dict[str, Any] | None:
+    """The manifest of a dataset already at output_dir made with the same settings (reuse it), else None.
+
+    A dataset made with other settings needs overwrite=True; a non-empty directory that is not a bertjax
+    dataset is never touched.
+    """
+    if not output_dir.exists():
+        return None
+    if not output_dir.is_dir():
+        raise BertjaxError(f"output_dir {output_dir} exists and is not a directory; choose another --output_dir")
+    if not any(output_dir.iterdir()):
+        return None
+    try:
+        manifest = features.read_manifest(output_dir)
+    except BertjaxError:
+        raise BertjaxError(f"output_dir {output_dir} is not empty and holds no bertjax dataset; choose an empty or "
+                           "new --output_dir (nothing there was changed)") from None
+    if manifest.get("settings") == json.loads(json.dumps(asdict(settings))) and not overwrite:
+        return manifest
+    if not overwrite:
+        raise BertjaxError(f"output_dir {output_dir} already holds a dataset made with other settings or inputs; "
+                           "pass --overwrite to replace it, or choose another --output_dir")
+    return None
+
+
+def _run_shards(shards, num_workers: int, init_args: tuple, progress) -> list[ShardResult]:
+    """Process shards in order, at most 2 per worker in flight (bounded memory), in-process when num_workers=1."""
+    results = []
+    if num_workers == 1:
+        previous = os.environ.get("TOKENIZERS_PARALLELISM")
+        try:
+            _init_worker(*init_args)
+            for shard in shards:
+                results.append(process_shard(shard))
+                progress(shard.num_bytes, results[-1])
+        finally:
+            _WORKER.clear()
+            if previous is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = previous
+        return results
+    # forkserver: one fresh process imports this module once, then workers are cheap forks of it (never of
+    # this process, which may run threads).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    pool = futures.ProcessPoolExecutor(num_workers, mp_context=context, initializer=_init_worker,
+                                       initargs=init_args)
+    try:
+        pending: deque = deque()
+        for shard in shards:
+            pending.append((shard.num_bytes, pool.submit(process_shard, shard)))
+            while len(pending) >= 2 * num_workers:
+                results.append(_collect(pending.popleft(), progress))
+        while pending:
+            results.append(_collect(pending.popleft(), progress))
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
+
+
+def _collect(item, progress) -> ShardResult:
+    num_bytes, future = item
+    result = future.result()
+    progress(num_bytes, result)
+    return result
+
+
+def summarize(stats: dict[str, int], num_examples: dict[str, int], seconds: float) -> dict[str, Any]:
+    """The run summary (printed, and stored in the manifest as `statistics`)."""
+    instance_count = max(1, stats["instances"])
+    return {
+        **{k: int(v) for k, v in stats.items()},
+        "num_examples": dict(num_examples),
+        "unk_rate": stats["unk_tokens"] / max(1, stats["tokens"]),
+        "random_next_fraction": stats["random_next"] / instance_count,
+        "short_target_fraction": stats["short_target"] / instance_count,
+        "masked_fraction": stats["masked_tokens"] / max(1, stats["instance_tokens"]),
+        "mean_instance_tokens": stats["instance_tokens"] / instance_count,
+        "seconds": round(seconds, 3),
+        "instances_per_second": round(stats["instances"] / max(seconds, 1e-9), 1),
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few human-readable lines."""
+    return (f"documents {summary['documents']:,} ({summary['documents_with_2plus_sentences']:,} with >= 2 sentences), "
+            f"sentences {summary['sentences']:,}, tokens {summary['tokens']:,}, [UNK] rate {summary['unk_rate']:.4%}\n"
+            f"instances {summary['instances']:,} {summary['num_examples']}, mean length "
+            f"{summary['mean_instance_tokens']:.1f}, random next {summary['random_next_fraction']:.2%}, "
+            f"short target {summary['short_target_fraction']:.2%}, masked {summary['masked_fraction']:.2%}\n"
+            f"invalid UTF-8 lines {summary['invalid_utf8_lines']:,}, split long lines {summary['split_long_lines']:,}, "
+            f"{summary['seconds']:.1f} s, {summary['instances_per_second']:,.0f} instances/s")
+
+
+def create_pretraining_data(
+    input_file: str | Sequence[str],
+    output_dir: str | os.PathLike,
+    vocab_file: str | os.PathLike,
+    *,
+    do_lower_case: bool | None = None,
+    strip_accents: bool | None = None,
+    do_whole_word_mask: bool = False,
+    whole_word_masking: str | None = None,
+    max_seq_length: int = 128,
+    max_predictions_per_seq: int = 20,
+    masked_lm_prob: float = 0.15,
+    short_seq_prob: float = 0.1,
+    dupe_factor: int = 10,
+    random_seed: int = 12345,
+    masking: str = "static",
+    eval_fraction: float = 0.0,
+    num_workers: int | None = None,
+    shard_size_mb: float | None = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Build the dataset at output_dir (see module doc) and return the summary (also stored in the manifest).
+
+    do_lower_case / strip_accents default to the settings stored beside the vocab (tokenizer_config.json).
+    shard_size_mb defaults to auto_shard_mb(corpus size): it depends on the corpus only, never on num_workers.
+    Raises BertjaxError for bad input; output_dir is then left as it was.
+    """
+    from tqdm import tqdm
+
+    num_workers = num_workers or os.cpu_count() or 1
+    whole_word = _resolve_whole_word(do_whole_word_mask, whole_word_masking)
+    _check_args(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, dupe_factor, masking,
+                whole_word, eval_fraction, num_workers, 1.0 if shard_size_mb is None else shard_size_mb)
+    files = instances.expand_input_files(input_file)
+    total_bytes = sum(f.stat().st_size for f in files)
+    if total_bytes == 0:
+        raise BertjaxError(f"input {input_file!r} is empty; pass text files with one sentence per line and blank "
+                           "lines between documents")
+    if shard_size_mb is None:
+        shard_size_mb = auto_shard_mb(total_bytes)
+    tok = BertTokenizer.from_vocab(vocab_file, do_lower_case=do_lower_case, strip_accents=strip_accents)
+    settings = Settings(
+        vocab_sha256=vocab_sha256(tok.vocab_path), vocab_size=tok.vocab_size, do_lower_case=tok.do_lower_case,
+        strip_accents=tok.strip_accents, max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq,
+        masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor, random_seed=random_seed,
+        masking=masking, whole_word_mask=whole_word, eval_fraction=eval_fraction,
+        shard_bytes=int(shard_size_mb * (1 << 20)),
+        inputs=tuple((str(f.resolve()), f.stat().st_size) for f in files))
+    output = Path(output_dir).resolve()
+    existing = _existing_dataset(output, settings, overwrite)
+    if existing is not None:
+        print(f"{output} already holds this dataset (same settings and inputs); nothing to do "
+              "(pass --overwrite to rebuild it)", file=sys.stderr)
+        return existing["statistics"]
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.parent / f".{output.name}.incomplete-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    started = time.perf_counter()
+    try:
+        bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="create_pretraining_data",
+                   disable=not show_progress, file=sys.stderr)
+        made = {"instances": 0}
+
+        def progress(num_bytes: int, result: ShardResult) -> None:
+            made["instances"] += result.stats["instances"]
+            bar.update(num_bytes)
+            bar.set_postfix(instances=made["instances"], refresh=False)
+
+        shards = instances.iter_text_shards(files, settings.shard_bytes)
+        results = _run_shards(shards, worker_processes(num_workers, total_bytes, settings.shard_bytes),
+                              (str(tok.vocab_path), settings, str(staging)), progress)
+        bar.close()
+        stats = {k: sum(r.stats[k] for r in results) for k in STAT_KEYS}
+        if stats["documents_with_2plus_sentences"] == 0:
+            raise BertjaxError(f"input {input_file!r} has no document with at least 2 sentences; put one sentence per "
+                               "line and separate documents with blank lines")
+        split_shards = {split: [r.files[split] for r in results if split in r.files] for split in ("train", "eval")}
+        split_shards = {s: files for s, files in split_shards.items() if sum(n for _, n in files) > 0}
+        if "train" not in split_shards:
+            raise BertjaxError(f"input {input_file!r} gave 0 training instances; give more text or lower "
+                               "--eval_fraction")
+        num_examples = {s: sum(n for _, n in files) for s, files in split_shards.items()}
+        summary = summarize(stats, num_examples, time.perf_counter() - started)
+        manifest = {
+            "vocab_size": settings.vocab_size, "vocab_sha256": settings.vocab_sha256,
+            "do_lower_case": settings.do_lower_case, "strip_accents": settings.strip_accents,
+            "max_seq_length": max_seq_length, "max_predictions_per_seq": max_predictions_per_seq,
+            "masking": masking, "masked_lm_prob": masked_lm_prob, "whole_word_mask": whole_word,
+            "random_seed": random_seed, "dupe_factor": dupe_factor, "short_seq_prob": short_seq_prob,
+            "eval_fraction": eval_fraction, "random_next_scope": "shard", "settings": asdict(settings),
+            "statistics": summary,
+        }
+        features.finalize_dataset(staging, features.feature_spec(max_seq_length, max_predictions_per_seq),
+                                  split_shards, manifest, vocab_file=tok.vocab_path)
+        _replace_dir(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def _replace_dir(staging: Path, output: Path) -> None:
+    """Move the finished staging directory to output (an old dataset there is removed only after the move)."""
+    old = None
+    if output.exists():
+        old = output.parent / f".{output.name}.old-{os.getpid()}"
+        os.replace(output, old)
+    os.replace(staging, output)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def _flag_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "t", "yes", "y"):
+        return True
+    if lowered in ("0", "false", "f", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The original flags (absl style `--flag=value` works) plus the bertjax ones."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input_file", required=True, help="input text: globs and comma-separated lists")
+    p.add_argument("--output_dir", required=True, help="dataset directory to create (TFDS ArrayRecord)")
+    p.add_argument("--vocab_file", required=True, help="vocab.txt (or its directory) the model will be trained with")
+    p.add_argument("--do_lower_case", type=_flag_bool, nargs="?", const=True, default=None,
+                   help="lower-case the text; default: the setting stored in tokenizer_config.json beside the vocab")
+    p.add_argument("--strip_accents", type=_flag_bool, nargs="?", const=True, default=None,
+                   help="strip accents (NFD; decomposes Hangul); default: stored setting, else do_lower_case")
+    p.add_argument("--do_whole_word_mask", type=_flag_bool, nargs="?", const=True, default=False,
+                   help="whole-word masking as the original (same as --whole_word_masking=original)")
+    p.add_argument("--whole_word_masking", choices=masking.WHOLE_WORD_MODES, default=None,
+                   help="none | original (80/10/10 per wordpiece) | per_word (one 80/10/10 draw per word)")
+    p.add_argument("--max_seq_length", type=int, default=128)
+    p.add_argument("--max_predictions_per_seq", type=int, default=20)
+    p.add_argument("--random_seed", type=int, default=12345)
+    p.add_argument("--dupe_factor", type=int, default=10, help="passes over the input, each with other masks/pairs")
+    p.add_argument("--masked_lm_prob", type=float, default=0.15)
+    p.add_argument("--short_seq_prob", type=float, default=0.1,
+                   help="probability of a shorter target length (decided per document per pass)")
+    p.add_argument("--masking", choices=features.MASKING_MODES, default="static",
+                   help="static: masks stored; dynamic: unmasked pairs stored, the pipeline masks every epoch")
+    p.add_argument("--eval_fraction", type=float, default=0.0, help="fraction of documents held out as split 'eval'")
+    p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1,
+                   help=f"worker processes at most (one per {MIN_MB_PER_WORKER:g} MB of text; 1 runs in-process)")
+    p.add_argument("--shard_size_mb", type=float, default=None,
+                   help="text per shard; the random next document is drawn within a shard "
+                        f"(default: corpus/16, between {MIN_AUTO_SHARD_MB} and {MAX_AUTO_SHARD_MB} MB)")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset made with other settings")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+@exit_on_bad_input
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run from the command line and print the summary."""
+    args = parse_args(argv)
+    summary = create_pretraining_data(
+        args.input_file, args.output_dir, args.vocab_file, do_lower_case=args.do_lower_case,
+        strip_accents=args.strip_accents, do_whole_word_mask=args.do_whole_word_mask,
+        whole_word_masking=args.whole_word_masking, max_seq_length=args.max_seq_length,
+        max_predictions_per_seq=args.max_predictions_per_seq, masked_lm_prob=args.masked_lm_prob,
+        short_seq_prob=args.short_seq_prob, dupe_factor=args.dupe_factor, random_seed=args.random_seed,
+        masking=args.masking, eval_fraction=args.eval_fraction, num_workers=args.num_workers,
+        shard_size_mb=args.shard_size_mb, overwrite=args.overwrite, show_progress=not args.no_progress)
+    print(format_summary(summary))
+
+
+if __name__ == "__main__":
+    main()

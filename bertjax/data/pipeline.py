@@ -1,0 +1,248 @@
+"""Grain input pipeline: a bertjax dataset directory -> per-host numpy batches -> global jax.Arrays.
+
+    it = create_iterator(data_dir, "train", global_batch_size=256, seed=0)    # shuffled, repeats forever
+    batch = to_global_batch(next(it), NamedSharding(mesh, P("data")))
+    state = it.get_state(); ...; it.set_state(state)                          # resumes on exactly the next batch
+
+How one host builds its batches (all on record indices, so shuffling and sharding cost nothing):
+  * the split's N records are cut into `process_count` contiguous blocks of N // process_count records (the last
+    N % process_count records are never read), and host `process_index` reads only its block, so every host yields
+    the same number of batches;
+  * the block is shuffled with `seed` (a fresh permutation every epoch) and repeated `num_epochs` times (None: forever);
+  * batches of global_batch_size // process_count indices (drop_remainder; with num_epochs=None a batch may span two
+    epochs, so nothing is dropped; with a finite num_epochs only the last partial batch is) are read with one batched
+    ArrayRecord read, decoded, and, when the manifest says masking="dynamic", masked afresh: example r of epoch e gets
+    its masks from `numpy.random.default_rng((seed, e, r))`, so masks differ between epochs, do not depend on the
+    number of hosts, and are reproduced exactly by a resumed iterator;
+  * batches are prefetched by `num_threads` threads (and optionally `worker_count` processes).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from bertjax.data import features, masking
+from bertjax.errors import BertjaxError
+
+Example = dict[str, np.ndarray]
+Masker = Callable[[Example, Any], Example]      # (batch, rng or masking.RowGenerators) -> masked batch
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Dataset facts
+
+
+def split_filepaths(data_dir: str, split: str) -> list[str]:
+    """The ArrayRecord shard paths of a split, in reading order."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_from_directory(features.resolve_dataset_dir(data_dir))
+    splits = builder.info.splits
+    if split not in splits:
+        raise BertjaxError(f"dataset {data_dir} has no split {split!r}; it has {sorted(splits)}")
+    return [str(path) for path in splits[split].filepaths]
+
+
+def _host_layout(num_examples: int, global_batch_size: int, process_count: int) -> tuple[int, int]:
+    """(examples per host, local batch size); raises BertjaxError for an unusable combination."""
+    if global_batch_size is None or int(global_batch_size) <= 0:
+        raise BertjaxError(f"global_batch_size={global_batch_size}; it must be a positive integer")
+    if global_batch_size % process_count:
+        raise BertjaxError(f"global_batch_size={global_batch_size} is not divisible by the number of processes "
+                           f"({process_count}); pick a multiple of {process_count}")
+    return num_examples // process_count, global_batch_size // process_count
+
+
+def batches_per_epoch(data_dir: str, split: str, global_batch_size: int, process_count: int | None = None) -> int:
+    """How many batches every host yields per epoch of `split` (the epoch length in steps)."""
+    num_examples = _num_examples(features.read_manifest(data_dir), data_dir, split)
+    per_host, local_batch_size = _host_layout(num_examples, global_batch_size, _process_count(process_count))
+    return per_host // local_batch_size
+
+
+def _num_examples(manifest: Mapping[str, Any], data_dir: str, split: str) -> int:
+    counts = manifest["num_examples"]
+    if split not in counts:
+        raise BertjaxError(f"dataset {data_dir} has no split {split!r}; it has {sorted(counts)}")
+    return int(counts[split])
+
+
+def _process_count(process_count: int | None) -> int:
+    if process_count is not None:
+        return int(process_count)
+    import jax
+
+    return jax.process_count()
+
+
+def _process_index(process_index: int | None) -> int:
+    if process_index is not None:
+        return int(process_index)
+    import jax
+
+    return jax.process_index()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-batch work (picklable, so it also runs in Grain worker processes)
+
+
+class DynamicMasker:
+    """(batch, rng) -> the batch with fresh masked-LM predictions, drawn by `bertjax.data.masking.mask_batch`.
+
+    The stored examples hold the unmasked input_ids; the masking settings come from the manifest, the special token
+    ids and continuation pieces from the dataset's own vocab.txt.
+    """
+
+    def __init__(self, manifest: Mapping[str, Any], data_dir: str):
+        from bertjax.data import tokenizer
+
+        vocab_path = features.dataset_vocab_path(data_dir)
+        if tokenizer.vocab_sha256(vocab_path) != manifest["vocab_sha256"]:
+            raise BertjaxError(f"{vocab_path} does not match the manifest's vocab_sha256; recreate the dataset")
+        tokens = tokenizer.read_vocab(vocab_path)
+        ids = {token: i for i, token in enumerate(tokens)}
+        self._settings = dict(
+            masked_lm_prob=float(manifest["masked_lm_prob"]),
+            max_predictions_per_seq=int(manifest["max_predictions_per_seq"]),
+            vocab_size=len(tokens), mask_id=ids[tokenizer.MASK], cls_id=ids[tokenizer.CLS], sep_id=ids[tokenizer.SEP],
+            whole_word=manifest["whole_word_mask"],
+            is_continuation=np.array([t.startswith(tokenizer.CONTINUATION_PREFIX) for t in tokens], dtype=bool),
+        )
+
+    def __call__(self, batch: Example, rng) -> Example:
+        """Mask a batch ([B, ...] arrays) with `rng`: a Generator, or `masking.RowGenerators` (one per row)."""
+        input_ids, positions, labels, weights = masking.mask_batch(
+            batch["input_ids"], batch["input_mask"].sum(axis=1), rng, **self._settings)
+        return {**batch, "input_ids": input_ids, "masked_lm_positions": positions, "masked_lm_ids": labels,
+                "masked_lm_weights": weights}
+
+
+def make_masker(manifest: Mapping[str, Any], data_dir: str) -> Masker | None:
+    """The dynamic-masking function for a dataset, or None when its masks are static (stored in the records)."""
+    return DynamicMasker(manifest, data_dir) if manifest["masking"] == "dynamic" else None
+
+
+class BatchReader:
+    """A batch of record indices -> one host-local batch dict: batched read, decode, stack, optional dynamic masking.
+
+    The ArrayRecord source is opened, and the decoder's imports (tensorflow_datasets' protobuf classes) done, when
+    the reader is made or unpickled (in the main thread of a Grain worker process), never first by several prefetch
+    threads at once: two threads importing tensorflow_datasets for the first time can deadlock.
+    """
+
+    def __init__(self, paths: list[str], examples_per_epoch: int, seed: int, masker: Masker | None):
+        self._paths = list(paths)
+        self._examples_per_epoch = examples_per_epoch
+        self._seed = seed
+        self._masker = masker
+        self._open()
+
+    def _open(self) -> None:
+        import grain
+
+        features.import_decoder()
+        self._source = grain.sources.ArrayRecordDataSource(self._paths)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_source": None}            # readers are reopened in each worker process
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    def __call__(self, batch_index: int, record_ids: np.ndarray) -> Example:
+        """Build batch number `batch_index` (counted over all epochs) from its record indices.
+
+        With dynamic masking, example r of epoch e is masked with `numpy.random.default_rng((seed, e, r))`.
+        """
+        ids = [int(i) for i in record_ids]
+        examples = [features.parse_example(record) for record in self._source.__getitems__(ids)]
+        batch = {name: np.stack([example[name] for example in examples]) for name in features.FEATURE_NAMES}
+        if self._masker is None:
+            return batch
+        first = batch_index * len(ids)
+        rngs = [np.random.default_rng((self._seed, (first + j) // self._examples_per_epoch, record_id))
+                for j, record_id in enumerate(ids)]
+        return self._masker(batch, masking.RowGenerators(rngs))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def create_dataset(data_dir: str, split: str = "train", global_batch_size: int | None = None, seed: int = 0,
+                   shuffle: bool = True, num_epochs: int | None = None, process_index: int | None = None,
+                   process_count: int | None = None, *, num_threads: int = 2, prefetch_buffer_size: int = 4,
+                   worker_count: int = 0):
+    """The Grain IterDataset behind `create_iterator` (same arguments)."""
+    import grain
+
+    process_count = _process_count(process_count)
+    process_index = _process_index(process_index)
+    if not 0 <= process_index < process_count:
+        raise BertjaxError(f"process_index={process_index} is not in [0, process_count={process_count})")
+    if num_epochs is not None and int(num_epochs) < 1:
+        raise BertjaxError(f"num_epochs={num_epochs}; use a positive number, or None to repeat forever")
+    if not 0 <= int(seed) < 2**32:
+        raise BertjaxError(f"seed={seed}; it must be in [0, 2**32)")
+    manifest = features.read_manifest(data_dir)
+    num_examples = _num_examples(manifest, data_dir, split)
+    per_host, local_batch_size = _host_layout(num_examples, global_batch_size, process_count)
+    if per_host < local_batch_size:
+        raise BertjaxError(f"split {split!r} of {data_dir} has {num_examples} examples, {per_host} per process, fewer "
+                           f"than one batch of {local_batch_size} per process; lower global_batch_size")
+
+    start = process_index * per_host
+    ds = grain.MapDataset.range(start, start + per_host)
+    if shuffle:
+        ds = ds.shuffle(seed=int(seed))
+    ds = ds.repeat(num_epochs)
+    ds = ds.batch(local_batch_size, drop_remainder=True)
+    reader = BatchReader(split_filepaths(data_dir, split), per_host, int(seed), make_masker(manifest, data_dir))
+    ds = ds.map_with_index(reader)
+    iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
+    if worker_count > 0:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():       # Grain workers read absl flags; outside absl.app use their defaults
+            flags.FLAGS.mark_as_parsed()
+        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    if process_index == 0:
+        logging.info("%s/%s: %d examples, %d per process x %d processes, batches of %d per process, %d batches per "
+                     "epoch, masking=%s, shuffle=%s, num_epochs=%s", data_dir, split, num_examples, per_host,
+                     process_count, local_batch_size, per_host // local_batch_size, manifest["masking"], shuffle,
+                     num_epochs)
+    return iter_ds
+
+
+def create_iterator(data_dir: str, split: str = "train", global_batch_size: int | None = None, seed: int = 0,
+                    shuffle: bool = True, num_epochs: int | None = None, process_index: int | None = None,
+                    process_count: int | None = None, *, num_threads: int = 2, prefetch_buffer_size: int = 4,
+                    worker_count: int = 0):
+    """A Grain DatasetIterator of host-local numpy batches ([global_batch_size // process_count, ...] per key).
+
+    process_index / process_count default to jax.process_index() / jax.process_count(). Eval: shuffle=False,
+    num_epochs=1 gives every host batches_per_epoch(...) deterministic batches, then StopIteration.
+    The iterator has get_state() / set_state() and works with grain.checkpoint.CheckpointSave / CheckpointRestore.
+    """
+    return iter(create_dataset(data_dir, split, global_batch_size, seed, shuffle, num_epochs, process_index,
+                               process_count, num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size,
+                               worker_count=worker_count))
+
+
+def to_global_batch(batch: Mapping[str, np.ndarray], sharding) -> dict[str, Any]:
+    """Host-local numpy batch -> dict of global jax.Arrays (leading axis = global batch) placed with `sharding`.
+
+    `sharding` is one jax.sharding.Sharding for every key (e.g. NamedSharding(mesh, P("data"))), or a dict of them.
+    """
+    import jax
+
+    def sharding_for(name: str):
+        return sharding[name] if isinstance(sharding, Mapping) else sharding
+
+    return {name: jax.make_array_from_process_local_data(sharding_for(name), np.asarray(value))
+            for name, value in batch.items()}
