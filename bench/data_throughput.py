@@ -258,7 +258,7 @@ def write_report(results: dict, name: str = "data_throughput") -> Path:
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
         "# create_pretraining_data throughput", "",
-        f"{results['machine']}; vocab {results['vocab_size']} pieces (trained on the corpus, read by every "
+        f"{results['machine']}; vocab {results['vocab_size']} pieces ({results.get('vocab_source', 'trained on the corpus')}, read by every "
         f"implementation); max_seq_length 128, max_predictions_per_seq 20, dupe_factor {results['dupe_factor']}; "
         f"load average at the start {results['load_average_at_start']}, at the end {results['load_average_at_end']}. "
         f"Made by `python bench/data_throughput.py {results['arguments']}` ({results['date']}).", "",
@@ -268,12 +268,12 @@ def write_report(results: dict, name: str = "data_throughput") -> Path:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in results["runs"]:
-        name = run["implementation"]
+        label = run["implementation"]
         if "min_mb_per_worker" in run:
-            name += f" (min_mb_per_worker={run['min_mb_per_worker']:g})"
+            label += f" (min_mb_per_worker={run['min_mb_per_worker']:g})"
         if "import_s" in run:
-            name += f" (+{run['import_s']:.1f} s TF import, {run['import_rss_mb']:.0f} MB RSS after it)"
-        lines.append(f"| {name} | {run['workers']} | {run['corpus_mb']} | {run['instances']:,} | "
+            label += f" (+{run['import_s']:.1f} s TF import, {run['import_rss_mb']:.0f} MB RSS after it)"
+        lines.append(f"| {label} | {run['workers']} | {run['corpus_mb']} | {run['instances']:,} | "
                      f"{run['run_s']} | {run['cpu_s']} | {run['instances_per_s']:,.0f} | "
                      f"{run['instances_per_cpu_s']:,.0f} | "
                      f"{_ratio_cells(run, ('speedup_vs_original', 'speedup_per_cpu_vs_original'))} | "
@@ -382,7 +382,9 @@ def main() -> None:
         "machine": f"{platform.machine()}, {cores} cores, {psutil.virtual_memory().total / 2**30:.0f} GB, "
                    f"Python {platform.python_version()}",
         "load_average_at_start": load_at_start, "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "vocab_size": vocab_size, "dupe_factor": args.dupe_factor, "repeats": args.repeats,
+        "vocab_size": vocab_size,
+        "vocab_source": f"from {args.vocab}" if args.vocab else "trained on the corpus",
+        "dupe_factor": args.dupe_factor, "repeats": args.repeats,
         "min_mb_per_worker": MIN_MB_PER_WORKER,
         "corpus_source": str(DEMO_CORPUS.relative_to(REPO)) if DEMO_CORPUS.is_file() else "synthetic",
         "runs": runs,

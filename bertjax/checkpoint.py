@@ -2,7 +2,8 @@
 
 Layout of a workdir:
   <workdir>/checkpoints/<step>/{state, data, config}   train state, Grain iterator state, config JSON
-  <workdir>/export/{params, config.json}                params only + the HF-format BertConfig
+  <workdir>/export/{params, config.json, model.safetensors}   params only (Orbax) + a Hugging Face BERT
+                                                       checkpoint (transformers' BertForPreTraining loads it)
 
 Saves are asynchronous, every `every_steps` steps or when a preemption is announced; the newest `keep`
 checkpoints are kept. A restore uses the shardings of the target, so a checkpoint written on one device
@@ -19,7 +20,9 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
+from bertjax import convert
 from bertjax.errors import BertjaxError
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -167,15 +170,17 @@ def _first_line(error: BaseException) -> str:
 
 
 def export_params(params, bert_config, workdir: str) -> epath.Path:
-    """Write <workdir>/export/{params, config.json}: the params-only export for fine-tuning."""
+    """Write <workdir>/export/: Orbax params (for phase 2 / fine-tuning in JAX) and a Hugging Face checkpoint."""
     export_dir = absolute_path(workdir) / EXPORT_DIR
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(export_dir / "params", params, force=True)
         checkpointer.wait_until_finished()
+    host_params = multihost_utils.process_allgather(params, tiled=True)  # a collective: every process calls it
     if jax.process_index() == 0:
-        with tempfile.TemporaryDirectory() as local:  # to_json_file writes local files; workdir may be gs://
-            bert_config.to_json_file(os.path.join(local, "config.json"))
-            (export_dir / "config.json").write_text(epath.Path(local, "config.json").read_text())
+        with tempfile.TemporaryDirectory() as local:  # write locally, then copy: the workdir may be gs://
+            convert.save_hf_checkpoint(local, bert_config, host_params)
+            for name in (convert.CONFIG_NAME, convert.WEIGHTS_NAME):
+                (export_dir / name).write_bytes(epath.Path(local, name).read_bytes())
     return export_dir
 
 

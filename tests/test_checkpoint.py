@@ -2,10 +2,11 @@
 import os
 
 import jax
+import numpy as np
 import pytest
 
 from _train_helpers import VOCAB_SIZE, params_digest, synthetic_data, tiny_config
-from bertjax import checkpoint, sharding
+from bertjax import checkpoint, convert, sharding
 from bertjax.errors import BertjaxError
 from bertjax.train import Trainer, train_and_evaluate
 
@@ -80,6 +81,9 @@ def test_run_exports_params_resumes_and_refuses_another_models_workdir(tmp_path)
                             "next_sentence_loss", "loss", "perplexity", "masked_lm_accuracy_baseline"}
     assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4]
     assert (tmp_path / "run" / "export" / "config.json").is_file()
+    # The export is also a Hugging Face checkpoint that bertjax.convert reads back.
+    hf_config, hf_params = convert.load_hf_checkpoint(tmp_path / "run" / "export")
+    assert hf_config.hidden_size == config.model.hidden_size
     assert (tmp_path / "run" / "config.json").is_file()
 
     # Phase-2 style: params from the export (and from the workdir's checkpoints) initialise a new run.
@@ -88,6 +92,9 @@ def test_run_exports_params_resumes_and_refuses_another_models_workdir(tmp_path)
     exported = checkpoint.load_params(os.path.join(workdir, "export"), abstract)
     from_checkpoints = checkpoint.load_params(workdir, abstract)
     assert params_digest(exported) == params_digest(from_checkpoints)
+    exported_hf, loaded_hf = convert.params_to_hf(exported), convert.params_to_hf(hf_params)
+    assert exported_hf.keys() == loaded_hf.keys()
+    assert all(np.array_equal(exported_hf[k], loaded_hf[k]) for k in exported_hf)
     phase2 = tiny_config(num_train_steps=4, init_from=workdir, eval_only=True)
     assert train_and_evaluate(phase2, str(tmp_path / "phase2"), data=synthetic_data(phase2)) == metrics
 
