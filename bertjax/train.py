@@ -41,11 +41,11 @@ class StepInfo:
 
 def open_dataset(config: ml_collections.ConfigDict, workdir: str) -> DataSource:
     """The config's dataset (built first for configs with a corpus), checked against its manifest."""
-    from bertjax.data import features, pipeline  # noqa: PLC0415  (data stack only needed for real runs)
+    from bertjax.data import catalog, pipeline  # noqa: PLC0415  (data stack only needed for real runs)
     from bertjax import prepare  # noqa: PLC0415
 
     data_dir, vocab_file = prepare.dataset_dir(config, workdir)
-    manifest = features.read_manifest(data_dir)
+    manifest = catalog.read_manifest(data_dir)
     vocab_size = run_config.check_manifest(config, manifest, data_dir, vocab_file)
 
     def iterator(split: str, batch_size: int, shuffle: bool, num_epochs: int | None):

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from bertjax.data import features
+from bertjax.data import catalog, features
 
 PAD, CLS, SEP, MASK = 0, 101, 102, 103
 VOCAB_SIZE = 5000
@@ -98,5 +98,5 @@ def write_dataset(output_dir: str, split_sizes: dict[str, list[int]], max_seq_le
     vocab = write_vocab(output_dir.rstrip("/") + "-vocab")
     spec = features.feature_spec(max_seq_length, max_predictions_per_seq)
     stored = manifest(max_seq_length, max_predictions_per_seq, masking, sha256(vocab), whole_word_mask)
-    features.finalize_dataset(output_dir, spec, shards, stored, vocab_file=vocab)
+    catalog.finalize_dataset(output_dir, spec, shards, stored, vocab_file=vocab)
     return output_dir

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from bertjax.data import builder, features, pipeline
+from bertjax.data import builder, catalog, features, pipeline
 from bertjax.errors import BertjaxError
 
 WORDS = [f"word{i}" for i in range(60)]
@@ -58,7 +58,7 @@ def test_build_from_local_text(corpus, tmp_path):
     out = builder.build_dataset(str(tmp_path / "tfds"), input_files=text, vocab_file=vocab, eval_fraction=0.2,
                                 **SETTINGS)
     assert out == str(tmp_path / "tfds" / "bert_pretraining" / "default" / "1.0.0")
-    manifest = features.read_manifest(out)
+    manifest = catalog.read_manifest(out)
     assert (manifest["max_seq_length"], manifest["max_predictions_per_seq"], manifest["dupe_factor"]) == (32, 5, 2)
     assert manifest["masking"] == "static" and set(manifest["num_examples"]) == {"train", "eval"}
     sources = tfds.builder_from_directory(out).as_data_source()
@@ -92,7 +92,7 @@ def test_build_with_dynamic_masking_feeds_the_pipeline(corpus, tmp_path):
     text, vocab, _ = corpus
     out = builder.build_dataset(str(tmp_path), name="dyn", input_files=text, vocab_file=vocab, masking="dynamic",
                                 **SETTINGS)
-    assert features.read_manifest(out)["masking"] == "dynamic"
+    assert catalog.read_manifest(out)["masking"] == "dynamic"
     assert tfds.builder_from_directory(out).as_data_source()["train"][0]["masked_lm_weights"].sum() == 0
     epochs = list(pipeline.create_iterator(out, "train", 4, shuffle=False, num_epochs=2, process_index=0,
                                            process_count=1))
@@ -110,7 +110,7 @@ def test_build_from_a_tfds_text_dataset_by_name(corpus, tmp_path):
     dumped = (tmp_path / "tfds" / "downloads" / "bertjax_bytext" / "text" / "part-00000.txt").read_text()
     documents = dumped.rstrip("\n").split("\n\n")
     assert sorted(documents) == sorted("\n".join(doc) for doc in _documents(seed=1))   # one sentence per line
-    assert features.read_manifest(out)["num_examples"]["train"] == len(tfds.builder_from_directory(out)
+    assert catalog.read_manifest(out)["num_examples"]["train"] == len(tfds.builder_from_directory(out)
                                                                       .as_data_source()["train"]) > 0
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from bertjax.data import features, masking, reference_original, tokenizer
+from bertjax.data import catalog, features, masking, reference_original, tokenizer
 from bertjax.data import create_pretraining_data as cpd
 from bertjax.errors import BertjaxError
 
@@ -51,7 +51,7 @@ def _no_leftovers(out):
 def test_static_dataset_is_a_valid_tfds_dataset(corpus, vocab_dir, tmp_path):
     out = tmp_path / "ds"
     summary = _make(corpus, out, vocab_dir, max_seq_length=64, max_predictions_per_seq=10)
-    manifest = features.read_manifest(out)
+    manifest = catalog.read_manifest(out)
     assert manifest["masking"] == "static" and manifest["whole_word_mask"] == "none"
     assert manifest["max_seq_length"] == 64 and manifest["vocab_sha256"] == tokenizer.vocab_sha256(vocab_dir)
     assert manifest["num_examples"]["train"] == summary["instances"] > 300
@@ -123,7 +123,7 @@ def test_worker_count_does_not_change_the_dataset(corpus, vocab_dir, tmp_path, m
 def test_dynamic_masking_stores_unmasked_pairs_and_the_vocab(corpus, vocab_dir, tmp_path):
     out = tmp_path / "dyn"
     _make(corpus, out, vocab_dir, masking="dynamic", whole_word_masking="per_word", masked_lm_prob=0.2)
-    manifest = features.read_manifest(out)
+    manifest = catalog.read_manifest(out)
     settings = (manifest["masking"], manifest["whole_word_mask"], manifest["masked_lm_prob"])
     assert settings == ("dynamic", "per_word", 0.2)
     batch = _read(out)
@@ -139,7 +139,7 @@ def test_dynamic_masking_stores_unmasked_pairs_and_the_vocab(corpus, vocab_dir, 
 
 def test_eval_fraction_and_whole_word_flags(corpus, vocab_dir, tmp_path):
     summary = _make(corpus, tmp_path / "ev", vocab_dir, eval_fraction=0.2, do_whole_word_mask=True, dupe_factor=1)
-    manifest = features.read_manifest(tmp_path / "ev")
+    manifest = catalog.read_manifest(tmp_path / "ev")
     assert manifest["whole_word_mask"] == "original"
     counts = manifest["num_examples"]
     assert set(counts) == {"train", "eval"} and 0.1 < counts["eval"] / (counts["train"] + counts["eval"]) < 0.3
@@ -159,7 +159,7 @@ def test_same_settings_reuse_other_settings_need_overwrite(corpus, vocab_dir, tm
         _make(corpus, out, vocab_dir, dupe_factor=1)
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamp
     rebuilt = _make(corpus, out, vocab_dir, dupe_factor=1, overwrite=True)
-    assert features.read_manifest(out)["dupe_factor"] == 1 and rebuilt["instances"] < first["instances"]
+    assert catalog.read_manifest(out)["dupe_factor"] == 1 and rebuilt["instances"] < first["instances"]
     assert _no_leftovers(out)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from bertjax.data import features
+from bertjax.data import catalog, features
 from bertjax.errors import BertjaxError
 
 import _tiny_dataset as tiny
@@ -61,7 +61,7 @@ def test_finalize_then_tfds_reads_every_split_in_order(tmp_path):
     features.write_shard(os.path.join(out, "e.tmp"), [_row(evals, i) for i in range(3)])
     features.write_shard(os.path.join(out, "empty.tmp"), tiny.make_batch(0, 0))
 
-    stored = features.finalize_dataset(out, features.feature_spec(L, P),
+    stored = catalog.finalize_dataset(out, features.feature_spec(L, P),
                                        {"train": [("b.tmp", 5), ("a.tmp", 2), ("empty.tmp", 0)],
                                         "eval": [(os.path.join(out, "e.tmp"), 3)]},
                                        tiny.manifest())
@@ -73,7 +73,7 @@ def test_finalize_then_tfds_reads_every_split_in_order(tmp_path):
     ]
     from array_record.python import array_record_module
 
-    reader = array_record_module.ArrayRecordReader(os.path.join(out, features.shard_filename("eval", 0, 1)))
+    reader = array_record_module.ArrayRecordReader(os.path.join(out, catalog.shard_filename("eval", 0, 1)))
     assert "snappy" in reader.writer_options_string().split(",")      # the fast codec, which TFDS reads:
     reader.close()
     sources = tfds.builder_from_directory(out).as_data_source()
@@ -82,7 +82,7 @@ def test_finalize_then_tfds_reads_every_split_in_order(tmp_path):
     for i in range(7):
         _assert_example_equal(sources["train"][i], want_train[i])
     _assert_example_equal(sources["eval"][2], _row(evals, 2))
-    assert features.read_manifest(out) == stored
+    assert catalog.read_manifest(out) == stored
 
 
 def test_dataset_directory_can_be_renamed_after_finalize(tmp_path):
@@ -90,7 +90,7 @@ def test_dataset_directory_can_be_renamed_after_finalize(tmp_path):
     shutil.move(str(tmp_path / "tmp-output"), str(tmp_path / "final"))
     source = tfds.builder_from_directory(str(tmp_path / "final")).as_data_source()["train"]
     assert [tiny.example_id(source[i]) for i in range(4)] == [0, 1, 2, 3]
-    assert features.read_manifest(str(tmp_path / "final"))["num_examples"] == {"train": 4}
+    assert catalog.read_manifest(str(tmp_path / "final"))["num_examples"] == {"train": 4}
 
 
 def test_manifest_numpy_values_are_stored_as_json(tmp_path):
@@ -100,29 +100,29 @@ def test_manifest_numpy_values_are_stored_as_json(tmp_path):
     out = str(tmp_path / "ds")
     os.makedirs(out)
     features.write_shard(os.path.join(out, "x"), tiny.make_batch(0, 2))
-    features.finalize_dataset(out, features.feature_spec(L, P), {"train": [("x", 2)]}, manifest)
-    got = features.read_manifest(out)
+    catalog.finalize_dataset(out, features.feature_spec(L, P), {"train": [("x", 2)]}, manifest)
+    got = catalog.read_manifest(out)
     assert got["random_seed"] == 7 and got["statistics"] == {"tokens_per_example": 12.5, "hist": [0, 1, 2]}
 
 
 def test_read_manifest_finds_the_single_nested_dataset(tmp_path):
     tiny.write_dataset(str(tmp_path / "root" / "bert_pretraining" / "default" / "1.0.0"), {"train": [2]})
-    assert features.read_manifest(str(tmp_path / "root"))["num_examples"] == {"train": 2}
+    assert catalog.read_manifest(str(tmp_path / "root"))["num_examples"] == {"train": 2}
 
 
 def test_read_manifest_errors(tmp_path):
     with pytest.raises(BertjaxError, match="does not exist"):
-        features.read_manifest(str(tmp_path / "nope"))
+        catalog.read_manifest(str(tmp_path / "nope"))
     with pytest.raises(BertjaxError, match="not a TFDS dataset directory"):
-        features.read_manifest(str(tmp_path))
+        catalog.read_manifest(str(tmp_path))
     out = tiny.write_dataset(str(tmp_path / "ds"), {"train": [2]})
     os.remove(os.path.join(out, "metadata.json"))
     with pytest.raises(BertjaxError, match="not a bertjax one"):
-        features.read_manifest(out)
+        catalog.read_manifest(out)
     with open(os.path.join(out, "metadata.json"), "w") as f:
-        json.dump({features.MANIFEST_METADATA_KEY: {"masking": "static"}}, f)
+        json.dump({catalog.MANIFEST_METADATA_KEY: {"masking": "static"}}, f)
     with pytest.raises(BertjaxError, match="missing keys"):
-        features.read_manifest(out)
+        catalog.read_manifest(out)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -138,21 +138,21 @@ def test_finalize_rejects_a_bad_manifest(tmp_path, change, message):
     manifest.pop(change.get("__delete__", "__none__"), None)
     features.write_shard(str(tmp_path / "x"), tiny.make_batch(0, 2))
     with pytest.raises(BertjaxError, match=message):
-        features.finalize_dataset(str(tmp_path), features.feature_spec(L, P), {"train": [("x", 2)]}, manifest)
+        catalog.finalize_dataset(str(tmp_path), features.feature_spec(L, P), {"train": [("x", 2)]}, manifest)
 
 
 def test_finalize_rejects_bad_shards(tmp_path):
     spec = features.feature_spec(L, P)
     with pytest.raises(BertjaxError, match="does not exist"):
-        features.finalize_dataset(str(tmp_path), spec, {"train": [("missing", 2)]}, tiny.manifest())
+        catalog.finalize_dataset(str(tmp_path), spec, {"train": [("missing", 2)]}, tiny.manifest())
     features.write_shard(str(tmp_path / "x"), tiny.make_batch(0, 2))
     with pytest.raises(BertjaxError, match="split name"):
-        features.finalize_dataset(str(tmp_path), spec, {"train-1": [("x", 2)]}, tiny.manifest())
+        catalog.finalize_dataset(str(tmp_path), spec, {"train-1": [("x", 2)]}, tiny.manifest())
     with pytest.raises(BertjaxError, match="holds 2 examples, not 3"):
-        features.finalize_dataset(str(tmp_path), spec, {"train": [("x", 3)]}, tiny.manifest())
+        catalog.finalize_dataset(str(tmp_path), spec, {"train": [("x", 3)]}, tiny.manifest())
     os.makedirs(tmp_path / "sub")
     with pytest.raises(BertjaxError, match="not directly inside"):
-        features.finalize_dataset(str(tmp_path / "sub"), spec, {"train": [("../x", 2)]}, tiny.manifest())
+        catalog.finalize_dataset(str(tmp_path / "sub"), spec, {"train": [("../x", 2)]}, tiny.manifest())
 
 
 def test_writer_rejects_wrong_shapes_and_missing_keys(tmp_path):
@@ -201,10 +201,10 @@ def test_a_dataset_carries_its_casing_even_without_a_config_beside_the_vocab(tmp
     os.makedirs(out)
     features.write_shard(os.path.join(out, "a.tmp"), tiny.make_batch(0, 3))
     stored = {**tiny.manifest(vocab_sha256=tiny.sha256(vocab)), "do_lower_case": False, "strip_accents": False}
-    features.finalize_dataset(out, features.feature_spec(L, P), {"train": [("a.tmp", 3)]}, stored, vocab_file=vocab)
+    catalog.finalize_dataset(out, features.feature_spec(L, P), {"train": [("a.tmp", 3)]}, stored, vocab_file=vocab)
     config = read_tokenizer_config(out)
     assert (config["do_lower_case"], config["strip_accents"]) == (False, False)
-    tok = BertTokenizer.from_vocab(features.dataset_vocab_path(out))
+    tok = BertTokenizer.from_vocab(catalog.dataset_vocab_path(out))
     assert (tok.do_lower_case, tok.strip_accents) == (False, False)
 
 

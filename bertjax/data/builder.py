@@ -34,7 +34,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 from etils import epath
 
-from bertjax.data import features
+from bertjax.data import catalog, features
 from bertjax.errors import BertjaxError
 
 TEXT_DUMP_SHARD_BYTES = 64 << 20
@@ -79,13 +79,13 @@ def _checked(config: BertPretrainingConfig | None) -> BertPretrainingConfig:
 class BertPretraining(tfds.core.GeneratorBasedBuilder):
     """BERT pretraining examples (masked LM + next sentence prediction), in the bertjax feature format."""
 
-    VERSION = tfds.core.Version(features.VERSION)
-    RELEASE_NOTES = {features.VERSION: "Original create_pretraining_data algorithm, bertjax manifest in metadata."}
+    VERSION = tfds.core.Version(catalog.VERSION)
+    RELEASE_NOTES = {catalog.VERSION: "Original create_pretraining_data algorithm, bertjax manifest in metadata."}
     # TFDS derives this from the package with `importlib_resources`, which is not installed (nor needed) here.
     code_path = epath.Path(__file__)
 
     def __init__(self, *, file_format: str | None = None, **kwargs: Any):
-        super().__init__(file_format=file_format or features.FILE_FORMAT, **kwargs)
+        super().__init__(file_format=file_format or catalog.FILE_FORMAT, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         config = _checked(self.builder_config)
@@ -111,9 +111,9 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
             short_seq_prob=config.short_seq_prob, dupe_factor=config.dupe_factor, random_seed=config.random_seed,
             masking=config.masking, eval_fraction=config.eval_fraction, num_workers=config.num_workers,
             show_progress=False)
-        manifest = features.read_manifest(examples_dir)
-        self.info.metadata.update(features.manifest_metadata(manifest))
-        features.copy_vocab(features.dataset_vocab_path(examples_dir), self.data_dir, manifest)
+        manifest = catalog.read_manifest(examples_dir)
+        self.info.metadata.update(catalog.manifest_metadata(manifest))
+        catalog.copy_vocab(catalog.dataset_vocab_path(examples_dir), self.data_dir, manifest)
         return {split: self._generate_examples(str(examples_dir), split) for split in manifest["num_examples"]}
 
     def _generate_examples(self, examples_dir: str, split: str) -> Iterator[tuple[str, dict]]:

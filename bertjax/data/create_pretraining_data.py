@@ -43,7 +43,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bertjax.data import features, instances, masking
+from bertjax.data import catalog, features, instances, masking
 from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
 from bertjax.errors import BertjaxError, exit_on_bad_input
 
@@ -183,8 +183,8 @@ def _check_args(max_seq_length: int, max_predictions_per_seq: int, masked_lm_pro
         raise BertjaxError(f"short_seq_prob={short_seq_prob} must be in [0, 1]; the original uses 0.1")
     if dupe_factor < 1:
         raise BertjaxError(f"dupe_factor={dupe_factor} must be >= 1")
-    if masking_mode not in features.MASKING_MODES:
-        raise BertjaxError(f"masking={masking_mode!r} must be one of {', '.join(features.MASKING_MODES)}")
+    if masking_mode not in catalog.MASKING_MODES:
+        raise BertjaxError(f"masking={masking_mode!r} must be one of {', '.join(catalog.MASKING_MODES)}")
     if not 0.0 <= eval_fraction < 1.0:
         raise BertjaxError(f"eval_fraction={eval_fraction} must be in [0, 1)")
     if num_workers < 1:
@@ -228,7 +228,7 @@ def _existing_dataset(output_dir: Path, settings: Settings, overwrite: bool) -> 
     if not any(output_dir.iterdir()):
         return None
     try:
-        manifest = features.read_manifest(output_dir)
+        manifest = catalog.read_manifest(output_dir)
     except BertjaxError:
         raise BertjaxError(f"output_dir {output_dir} is not empty and holds no bertjax dataset; choose an empty or "
                            "new --output_dir (nothing there was changed)") from None
@@ -407,7 +407,7 @@ def create_pretraining_data(
             "eval_fraction": eval_fraction, "random_next_scope": "shard", "settings": asdict(settings),
             "statistics": summary,
         }
-        features.finalize_dataset(staging, features.feature_spec(max_seq_length, max_predictions_per_seq),
+        catalog.finalize_dataset(staging, features.feature_spec(max_seq_length, max_predictions_per_seq),
                                   split_shards, manifest, vocab_file=tok.vocab_path)
         _replace_dir(staging, output)
     finally:
@@ -460,7 +460,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--masked_lm_prob", type=float, default=0.15)
     p.add_argument("--short_seq_prob", type=float, default=0.1,
                    help="probability of a shorter target length (decided per document per pass)")
-    p.add_argument("--masking", choices=features.MASKING_MODES, default="static",
+    p.add_argument("--masking", choices=catalog.MASKING_MODES, default="static",
                    help="static: masks stored; dynamic: unmasked pairs stored, the pipeline masks every epoch")
     p.add_argument("--eval_fraction", type=float, default=0.0, help="fraction of documents held out as split 'eval'")
     p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1,

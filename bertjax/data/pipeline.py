@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from bertjax.data import features, masking
+from bertjax.data import catalog, features, masking
 from bertjax.errors import BertjaxError
 
 Example = dict[str, np.ndarray]
@@ -39,7 +39,7 @@ def split_filepaths(data_dir: str, split: str) -> list[str]:
     """The ArrayRecord shard paths of a split, in reading order."""
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder_from_directory(features.resolve_dataset_dir(data_dir))
+    builder = tfds.builder_from_directory(catalog.resolve_dataset_dir(data_dir))
     splits = builder.info.splits
     if split not in splits:
         raise BertjaxError(f"dataset {data_dir} has no split {split!r}; it has {sorted(splits)}")
@@ -58,7 +58,7 @@ def _host_layout(num_examples: int, global_batch_size: int, process_count: int) 
 
 def batches_per_epoch(data_dir: str, split: str, global_batch_size: int, process_count: int | None = None) -> int:
     """How many batches every host yields per epoch of `split` (the epoch length in steps)."""
-    num_examples = _num_examples(features.read_manifest(data_dir), data_dir, split)
+    num_examples = _num_examples(catalog.read_manifest(data_dir), data_dir, split)
     per_host, local_batch_size = _host_layout(num_examples, global_batch_size, _process_count(process_count))
     return per_host // local_batch_size
 
@@ -100,7 +100,7 @@ class DynamicMasker:
     def __init__(self, manifest: Mapping[str, Any], data_dir: str):
         from bertjax.data import tokenizer
 
-        vocab_path = features.dataset_vocab_path(data_dir)
+        vocab_path = catalog.dataset_vocab_path(data_dir)
         if tokenizer.vocab_sha256(vocab_path) != manifest["vocab_sha256"]:
             raise BertjaxError(f"{vocab_path} does not match the manifest's vocab_sha256; recreate the dataset")
         tokens = tokenizer.read_vocab(vocab_path)
@@ -189,7 +189,7 @@ def create_dataset(data_dir: str, split: str = "train", global_batch_size: int |
         raise BertjaxError(f"num_epochs={num_epochs}; use a positive number, or None to repeat forever")
     if not 0 <= int(seed) < 2**32:
         raise BertjaxError(f"seed={seed}; it must be in [0, 2**32)")
-    manifest = features.read_manifest(data_dir)
+    manifest = catalog.read_manifest(data_dir)
     num_examples = _num_examples(manifest, data_dir, split)
     per_host, local_batch_size = _host_layout(num_examples, global_batch_size, process_count)
     if per_host < local_batch_size:
