@@ -185,6 +185,7 @@ def _vocab_without_mask(tmp_path):
     ("vocab_without_mask", r"lacks the special token\(s\) \[MASK\]"),
     ("predictions", "max_predictions_per_seq=200 is larger than max_seq_length=128"),
     ("no_train", "0 training instances"),
+    ("no_eval", "held out none of the 2 documents"),
     ("not_a_dataset", "not empty and holds no bertjax dataset"),
 ])
 def test_bad_input_is_one_clear_error_and_leaves_nothing(case, message, corpus, vocab_dir, tmp_path):
@@ -204,8 +205,9 @@ def test_bad_input_is_one_clear_error_and_leaves_nothing(case, message, corpus, 
     elif case == "not_a_dataset":
         out.mkdir()
         (out / "precious.txt").write_text("keep me")
-    extra = {"predictions": {"max_predictions_per_seq": 200}, "no_train": {"eval_fraction": 0.9999}}.get(case, {})
-    if case == "no_train":
+    extra = {"predictions": {"max_predictions_per_seq": 200}, "no_train": {"eval_fraction": 0.9999},
+             "no_eval": {"eval_fraction": 1e-6}}.get(case, {})
+    if case in ("no_train", "no_eval"):
         args["corpus"] = write_corpus(tmp_path / "two.txt", 2)
     with pytest.raises(BertjaxError, match=message):
         _make(args["corpus"], args["out"], args["vocab_dir"], **extra)

@@ -396,6 +396,10 @@ def create_pretraining_data(
         if "train" not in split_shards:
             raise BertjaxError(f"input {input_file!r} gave 0 training instances; give more text or lower "
                                "--eval_fraction")
+        if eval_fraction > 0 and "eval" not in split_shards:
+            raise BertjaxError(f"--eval_fraction={eval_fraction} held out none of the {stats['documents']} documents "
+                               f"of {input_file!r} (each document is held out with that probability); raise "
+                               "--eval_fraction or give more documents")
         num_examples = {s: sum(n for _, n in files) for s, files in split_shards.items()}
         summary = summarize(stats, num_examples, time.perf_counter() - started)
         manifest = {
