@@ -42,11 +42,20 @@ def next_sentence_nll(nsp_logits_Bx2: jax.Array, next_sentence_labels_B: jax.Arr
 
 def pretraining_loss(mlm_logits_BxPxV: jax.Array, nsp_logits_Bx2: jax.Array, batch: Mapping[str, jax.Array]) -> jax.Array:
     """The original training loss: sum(w * nll) / (sum(w) + 1e-5) for masked LM, plus the mean NSP loss."""
-    weights_BxP = batch["masked_lm_weights"].astype(jnp.float32)
-    mlm_nll_BxP = masked_lm_nll(mlm_logits_BxPxV, batch["masked_lm_ids"])
-    masked_lm_loss = jnp.sum(weights_BxP * mlm_nll_BxP) / (jnp.sum(weights_BxP) + MLM_DENOMINATOR_EPS)
-    next_sentence_loss = jnp.mean(next_sentence_nll(nsp_logits_Bx2, batch["next_sentence_labels"]))
-    return masked_lm_loss + next_sentence_loss
+    return loss_from_sums(metric_sums(mlm_logits_BxPxV, nsp_logits_Bx2, batch))
+
+
+def loss_from_sums(sums: Mapping[str, jax.Array], masked_lm_weight_total: jax.Array | None = None,
+                   num_examples: jax.Array | None = None) -> jax.Array:
+    """The original training loss from `metric_sums`.
+
+    The denominators default to the sums' own; pass the whole batch's (sum of masked_lm_weights, number of
+    examples) to get one micro-batch's exact share of the whole-batch loss for gradient accumulation.
+    """
+    weight_total = sums["masked_lm_weight_sum"] if masked_lm_weight_total is None else masked_lm_weight_total
+    count = sums["next_sentence_count"] if num_examples is None else num_examples
+    return (sums["masked_lm_loss_sum"] / (weight_total + MLM_DENOMINATOR_EPS)
+            + sums["next_sentence_loss_sum"] / count)
 
 
 def metric_sums(mlm_logits_BxPxV: jax.Array, nsp_logits_Bx2: jax.Array,

@@ -21,9 +21,6 @@ import optax
 
 from bertjax import losses, sharding
 
-MLM_LOSS_SUM = "masked_lm_loss_sum"
-NSP_LOSS_SUM = "next_sentence_loss_sum"
-
 
 def model_outputs(model, params, batch, *, deterministic: bool, dropout_rng=None) -> dict:
     """Run BertForPreTraining on a batch dict."""
@@ -43,20 +40,18 @@ def split_micro_batches(batch: dict, num_micro_batches: int) -> dict:
 def make_train_step(model, tx: optax.GradientTransformation, num_micro_batches: int = 1):
     """A function (state, batch) -> (new_state, metrics) to be jitted; metrics hold float32 sums and grad_norm."""
 
-    def micro_batch_loss(params, micro_batch, dropout_rng, mlm_denominator, nsp_denominator):
+    def micro_batch_loss(params, micro_batch, dropout_rng, masked_lm_weight_total, num_examples):
         outputs = model_outputs(model, params, micro_batch, deterministic=False, dropout_rng=dropout_rng)
         sums = losses.metric_sums(outputs["mlm_logits"], outputs["nsp_logits"], micro_batch)
-        loss = sums[MLM_LOSS_SUM] / mlm_denominator + sums[NSP_LOSS_SUM] / nsp_denominator
-        return loss, sums
+        return losses.loss_from_sums(sums, masked_lm_weight_total, num_examples), sums
 
     grad_fn = jax.value_and_grad(micro_batch_loss, has_aux=True)
 
     def train_step(state, batch):
         batch_size = batch["input_ids"].shape[0]
-        mlm_denominator = jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)) + losses.MLM_DENOMINATOR_EPS
-        nsp_denominator = jnp.float32(batch_size)
+        # The whole batch's denominators, so each micro-batch's loss is its exact share of the batch loss.
+        loss_args = (jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)), jnp.float32(batch_size))
         step_rng = jax.random.fold_in(state.rng, state.step)
-        loss_args = (mlm_denominator, nsp_denominator)
         if num_micro_batches == 1:
             (_, sums), grads = grad_fn(state.params, batch, jax.random.fold_in(step_rng, 0), *loss_args)
         else:
