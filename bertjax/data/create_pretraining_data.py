@@ -32,142 +32,23 @@ import concurrent.futures as futures
 import json
 import multiprocessing
 import os
-import random
 import shutil
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from bertjax.data import catalog, features, instances, masking
+from bertjax.data import catalog, features, instances, masking, shard_worker
 from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
 from bertjax.errors import BertjaxError, exit_on_bad_input
 
 MAX_AUTO_SHARD_MB = 1.0  # automatic shard size: corpus / 16, between these bounds
 MIN_AUTO_SHARD_MB = 0.25
 MIN_MB_PER_WORKER = 2.0  # smaller corpora use fewer worker processes (see worker_processes)
-MASK_BLOCK_ROWS = 4096  # instances masked / serialised at a time (bounds temporary memory)
-STAT_KEYS = ("documents", "documents_with_2plus_sentences", "sentences", "tokens", "unk_tokens", "instances",
-             "instance_tokens", "random_next", "short_target", "masked_tokens", "lines", "invalid_utf8_lines",
-             "split_long_lines", "bytes")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything that determines the dataset's content (the manifest stores it to detect reuse)."""
-
-    vocab_sha256: str
-    vocab_size: int
-    do_lower_case: bool
-    strip_accents: bool
-    max_seq_length: int
-    max_predictions_per_seq: int
-    masked_lm_prob: float
-    short_seq_prob: float
-    dupe_factor: int
-    random_seed: int
-    masking: str
-    whole_word_mask: str
-    eval_fraction: float
-    shard_bytes: int
-    inputs: tuple[tuple[str, int], ...]  # (absolute path, size in bytes) of every input file
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# One shard (runs in a worker process)
-
-
-@dataclass
-class ShardResult:
-    """What a worker wrote for one shard: file name and count per split, and statistics."""
-
-    index: int
-    files: dict[str, tuple[str, int]] = field(default_factory=dict)
-    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAT_KEYS, 0))
-
-
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(vocab_path: str, settings: Settings, staging: str) -> None:
-    """Load the tokenizer once per process; one tokenizer thread per worker process."""
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    tok = BertTokenizer.from_vocab(vocab_path, do_lower_case=settings.do_lower_case,
-                                   strip_accents=settings.strip_accents)
-    _WORKER.update(tokenizer=tok, settings=settings, staging=staging, is_continuation=tok.is_continuation())
-
-
-def _masking_args(settings: Settings, tok: BertTokenizer, is_continuation: np.ndarray) -> dict[str, Any]:
-    return dict(masked_lm_prob=settings.masked_lm_prob, max_predictions_per_seq=settings.max_predictions_per_seq,
-                vocab_size=tok.vocab_size, mask_id=tok.mask_id, cls_id=tok.cls_id, sep_id=tok.sep_id,
-                whole_word=settings.whole_word_mask,
-                is_continuation=is_continuation if settings.whole_word_mask != "none" else None)
-
-
-def _write_split(docs: instances.Documents, path: str, walk_rng: random.Random, np_rng: np.random.Generator,
-                 stats: dict[str, int]) -> int:
-    """Instances of some documents -> one ArrayRecord file; returns the number written."""
-    settings: Settings = _WORKER["settings"]
-    tok: BertTokenizer = _WORKER["tokenizer"]
-    made = instances.create_instances(docs, walk_rng, max_seq_length=settings.max_seq_length,
-                                      short_seq_prob=settings.short_seq_prob, dupe_factor=settings.dupe_factor)
-    made = instances.truncate_pairs(made, settings.max_seq_length - 3, np_rng)
-    made = made.take(np_rng.permutation(len(made)))
-    mask_args = _masking_args(settings, tok, _WORKER["is_continuation"])
-    p = settings.max_predictions_per_seq
-    with features.ShardWriter(path, settings.max_seq_length, p) as writer:
-        for start in range(0, len(made), MASK_BLOCK_ROWS):
-            block = made.take(np.arange(start, min(start + MASK_BLOCK_ROWS, len(made))))
-            rows = instances.build_features(docs.tokens, block, settings.max_seq_length, tok.cls_id, tok.sep_id)
-            num_tokens = rows.pop("num_tokens")
-            if settings.masking == "static":
-                ids, positions, labels, weights = masking.mask_batch(rows["input_ids"], num_tokens, np_rng,
-                                                                     **mask_args)
-                rows.update(input_ids=ids, masked_lm_positions=positions, masked_lm_ids=labels,
-                            masked_lm_weights=weights)
-                stats["masked_tokens"] += int(weights.sum())
-            else:
-                rows.update(masked_lm_positions=np.zeros((len(block), p), np.int32),
-                            masked_lm_ids=np.zeros((len(block), p), np.int32),
-                            masked_lm_weights=np.zeros((len(block), p), np.float32))
-            writer.write_batch(rows)
-            stats["instance_tokens"] += int(num_tokens.sum())
-            stats["random_next"] += int(block.is_random_next.sum())
-            stats["short_target"] += int(block.short_target.sum())
-    stats["instances"] += writer.num_examples
-    return writer.num_examples
-
-
-def process_shard(shard: instances.TextShard) -> ShardResult:
-    """Tokenize one shard once, make its instances (train, and eval documents apart), mask and write them."""
-    settings: Settings = _WORKER["settings"]
-    tok: BertTokenizer = _WORKER["tokenizer"]
-    result = ShardResult(shard.index)
-    stats = result.stats
-    stats.update(lines=shard.num_lines, invalid_utf8_lines=shard.invalid_utf8_lines,
-                 split_long_lines=shard.split_long_lines, bytes=shard.num_bytes)
-    docs = instances.tokenize_documents(shard.lines, tok.encode_batch)
-    stats.update(documents=docs.num_documents, sentences=docs.num_sentences, tokens=int(len(docs.tokens)),
-                 unk_tokens=int(np.count_nonzero(docs.tokens == tok.unk_id)),
-                 documents_with_2plus_sentences=sum(1 for a, b in docs.doc_bounds if b - a >= 2))
-    split_seq, walk_seq, mask_seq = np.random.SeedSequence([settings.random_seed, shard.index]).spawn(3)
-    is_eval = np.random.default_rng(split_seq).random(docs.num_documents) < settings.eval_fraction
-    walk_rng = random.Random(int(walk_seq.generate_state(1, np.uint64)[0]))
-    np_rng = np.random.default_rng(mask_seq)
-    for split, selected in (("train", ~is_eval), ("eval", is_eval)):
-        if not selected.any():
-            continue
-        name = f"{split}-{shard.index:06d}.array_record"
-        count = _write_split(docs.select(np.flatnonzero(selected).tolist()), os.path.join(_WORKER["staging"], name),
-                             walk_rng, np_rng, stats)
-        result.files[split] = (name, count)
-    return result
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The whole run
 
@@ -215,7 +96,7 @@ def _resolve_whole_word(do_whole_word_mask: bool, whole_word_masking: str | None
     return whole_word_masking
 
 
-def _existing_dataset(output_dir: Path, settings: Settings, overwrite: bool) -> dict[str, Any] | None:
+def _existing_dataset(output_dir: Path, settings: shard_worker.Settings, overwrite: bool) -> dict[str, Any] | None:
     """The manifest of a dataset already at output_dir made with the same settings (reuse it), else None.
 
     A dataset made with other settings needs overwrite=True; a non-empty directory that is not a bertjax
@@ -240,18 +121,18 @@ def _existing_dataset(output_dir: Path, settings: Settings, overwrite: bool) -> 
     return None
 
 
-def _run_shards(shards, num_workers: int, init_args: tuple, progress) -> list[ShardResult]:
+def _run_shards(shards, num_workers: int, init_args: tuple, progress) -> list[shard_worker.ShardResult]:
     """Process shards in order, at most 2 per worker in flight (bounded memory), in-process when num_workers=1."""
     results = []
     if num_workers == 1:
         previous = os.environ.get("TOKENIZERS_PARALLELISM")
         try:
-            _init_worker(*init_args)
+            shard_worker.init_worker(*init_args)
             for shard in shards:
-                results.append(process_shard(shard))
+                results.append(shard_worker.process_shard(shard))
                 progress(shard.num_bytes, results[-1])
         finally:
-            _WORKER.clear()
+            shard_worker.WORKER_STATE.clear()
             if previous is None:
                 os.environ.pop("TOKENIZERS_PARALLELISM", None)
             else:
@@ -261,12 +142,12 @@ def _run_shards(shards, num_workers: int, init_args: tuple, progress) -> list[Sh
     # this process, which may run threads).
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    pool = futures.ProcessPoolExecutor(num_workers, mp_context=context, initializer=_init_worker,
+    pool = futures.ProcessPoolExecutor(num_workers, mp_context=context, initializer=shard_worker.init_worker,
                                        initargs=init_args)
     try:
         pending: deque = deque()
         for shard in shards:
-            pending.append((shard.num_bytes, pool.submit(process_shard, shard)))
+            pending.append((shard.num_bytes, pool.submit(shard_worker.process_shard, shard)))
             while len(pending) >= 2 * num_workers:
                 results.append(_collect(pending.popleft(), progress))
         while pending:
@@ -278,7 +159,7 @@ def _run_shards(shards, num_workers: int, init_args: tuple, progress) -> list[Sh
     return results
 
 
-def _collect(item, progress) -> ShardResult:
+def _collect(item, progress) -> shard_worker.ShardResult:
     num_bytes, future = item
     result = future.result()
     progress(num_bytes, result)
@@ -354,7 +235,7 @@ def create_pretraining_data(
     if shard_size_mb is None:
         shard_size_mb = auto_shard_mb(total_bytes)
     tok = BertTokenizer.from_vocab(vocab_file, do_lower_case=do_lower_case, strip_accents=strip_accents)
-    settings = Settings(
+    settings = shard_worker.Settings(
         vocab_sha256=vocab_sha256(tok.vocab_path), vocab_size=tok.vocab_size, do_lower_case=tok.do_lower_case,
         strip_accents=tok.strip_accents, max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq,
         masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor, random_seed=random_seed,
@@ -378,7 +259,7 @@ def create_pretraining_data(
                    disable=not show_progress, file=sys.stderr)
         made = {"instances": 0}
 
-        def progress(num_bytes: int, result: ShardResult) -> None:
+        def progress(num_bytes: int, result: shard_worker.ShardResult) -> None:
             made["instances"] += result.stats["instances"]
             bar.update(num_bytes)
             bar.set_postfix(instances=made["instances"], refresh=False)
@@ -387,7 +268,7 @@ def create_pretraining_data(
         results = _run_shards(shards, worker_processes(num_workers, total_bytes, settings.shard_bytes),
                               (str(tok.vocab_path), settings, str(staging)), progress)
         bar.close()
-        stats = {k: sum(r.stats[k] for r in results) for k in STAT_KEYS}
+        stats = {k: sum(r.stats[k] for r in results) for k in shard_worker.STAT_KEYS}
         if stats["documents_with_2plus_sentences"] == 0:
             raise BertjaxError(f"input {input_file!r} has no document with at least 2 sentences; put one sentence per "
                                "line and separate documents with blank lines")

@@ -57,6 +57,15 @@ class RowGenerators:
         return np.stack([g.integers(low, high, size=row) for g in self._generators]).reshape(size)
 
 
+def masking_args(tokenizer, *, masked_lm_prob: float, max_predictions_per_seq: int,
+                 whole_word: WholeWord) -> dict:
+    """The keyword arguments of `mask_batch` / `mask_tokens` for a vocab (a `BertTokenizer`) and dataset settings."""
+    return dict(masked_lm_prob=masked_lm_prob, max_predictions_per_seq=max_predictions_per_seq,
+                vocab_size=tokenizer.vocab_size, mask_id=tokenizer.mask_id, cls_id=tokenizer.cls_id,
+                sep_id=tokenizer.sep_id, whole_word=whole_word,
+                is_continuation=tokenizer.is_continuation() if whole_word != "none" else None)
+
+
 def num_to_predict(num_tokens: np.ndarray | int, masked_lm_prob: float, max_predictions_per_seq: int) -> np.ndarray:
     """Number of predictions per sequence: min(P, max(1, round_half_even(num_tokens * masked_lm_prob)))."""
     wanted = np.rint(np.asarray(num_tokens, dtype=np.float64) * masked_lm_prob).astype(np.int64)

@@ -103,15 +103,11 @@ class DynamicMasker:
         vocab_path = catalog.dataset_vocab_path(data_dir)
         if tokenizer.vocab_sha256(vocab_path) != manifest["vocab_sha256"]:
             raise BertjaxError(f"{vocab_path} does not match the manifest's vocab_sha256; recreate the dataset")
-        tokens = tokenizer.read_vocab(vocab_path)
-        ids = {token: i for i, token in enumerate(tokens)}
-        self._settings = dict(
-            masked_lm_prob=float(manifest["masked_lm_prob"]),
-            max_predictions_per_seq=int(manifest["max_predictions_per_seq"]),
-            vocab_size=len(tokens), mask_id=ids[tokenizer.MASK], cls_id=ids[tokenizer.CLS], sep_id=ids[tokenizer.SEP],
-            whole_word=manifest["whole_word_mask"],
-            is_continuation=np.array([t.startswith(tokenizer.CONTINUATION_PREFIX) for t in tokens], dtype=bool),
-        )
+        vocab = tokenizer.BertTokenizer(tokenizer.read_vocab(vocab_path), do_lower_case=manifest["do_lower_case"],
+                                        strip_accents=manifest["strip_accents"])
+        self._settings = masking.masking_args(vocab, masked_lm_prob=float(manifest["masked_lm_prob"]),
+                                              max_predictions_per_seq=int(manifest["max_predictions_per_seq"]),
+                                              whole_word=manifest["whole_word_mask"])
 
     def __call__(self, batch: Example, rng) -> Example:
         """Mask a batch ([B, ...] arrays) with `rng`: a Generator, or `masking.RowGenerators` (one per row)."""
