@@ -1,15 +1,15 @@
 """Pretrain BERT: `python main.py --config=configs/demo.py --workdir=/tmp/demo` (see each config's docstring).
 
-Kept short on purpose: flags, multi-host setup, then bertjax.train.train_and_evaluate.
+Kept short on purpose: flags, multi-host setup, then bertjax.train.train_and_evaluate. JAX and the trainer are
+imported inside the functions: the data-building worker processes re-import this script (multiprocessing does so
+with the main module), and they should not pay for JAX.
 """
 import re
 import sys
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bertjax import train
 from bertjax.errors import exit_on_bad_input
 
 FLAGS = flags.FLAGS
@@ -26,6 +26,8 @@ flags.DEFINE_bool("distributed", None,
 
 def _maybe_initialize_distributed() -> None:
     """jax.distributed.initialize() with explicit flags, or auto-detected on TPU pods / Slurm / k8s."""
+    import jax
+
     if FLAGS.coordinator_address or FLAGS.num_processes:
         jax.distributed.initialize(FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
                                    process_id=FLAGS.process_id)
@@ -62,6 +64,10 @@ def argv_config(argv: list[str]) -> str:
 @exit_on_bad_input
 def main(argv) -> None:
     """Entry point."""
+    import jax
+
+    from bertjax import train
+
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not FLAGS["verbosity"].present:
@@ -73,5 +79,7 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    import jax
+
     jax.config.config_with_absl()
     app.run(main, flags_parser=parse_flags)

@@ -138,28 +138,31 @@ def original_command(runner: Path, corpus: Path, vocab: Path, dupe_factor: int, 
 
 
 def child(args: argparse.Namespace) -> None:
-    """Run one implementation and print a JSON line with its counts and inner wall time."""
+    """Run one implementation; print a JSON line with its count, import time and the wall/CPU time of the run."""
     sys.path.insert(0, str(REPO))
-    if args.min_mb_per_worker is not None:
-        from bertjax.data import create_pretraining_data as cpd
-
-        cpd.MIN_MB_PER_WORKER = args.min_mb_per_worker
     started = time.perf_counter()
     if args.child == "reference":
         from bertjax.data import reference_original, tokenizer
+    else:
+        from bertjax.data import create_pretraining_data as cpd
 
+        if args.min_mb_per_worker is not None:
+            cpd.MIN_MB_PER_WORKER = args.min_mb_per_worker
+    import_s = time.perf_counter() - started
+    cpu, started = time.process_time(), time.perf_counter()
+    if args.child == "reference":
         tokens = tokenizer.read_vocab(args.vocab)
         full = reference_original.FullTokenizer(tokens, do_lower_case=True)
         made = reference_original.create_training_instances(
             [Path(args.corpus)], full, max_seq_length=128, dupe_factor=args.dupe_factor, max_predictions_per_seq=20)
         count = reference_original.write_instances(made, Path(args.out) / "reference.array_record", full.vocab, 128, 20)
     else:
-        from bertjax.data.create_pretraining_data import create_pretraining_data
-
-        summary = create_pretraining_data(args.corpus, Path(args.out) / "dataset", args.vocab,
-                                          dupe_factor=args.dupe_factor, num_workers=args.workers, show_progress=False)
+        summary = cpd.create_pretraining_data(args.corpus, Path(args.out) / "dataset", args.vocab,
+                                              dupe_factor=args.dupe_factor, num_workers=args.workers,
+                                              show_progress=False)
         count = summary["instances"]
-    print(json.dumps({"instances": count, "run_s": time.perf_counter() - started}))
+    print(json.dumps({"instances": count, "run_s": time.perf_counter() - started,
+                      "run_cpu_s": time.process_time() - cpu, "import_s": import_s}))
 
 
 def measure(kind: str, corpus: Path, vocab: Path, workers: int, dupe_factor: int, runner: Path | None = None,
@@ -202,10 +205,13 @@ def measure(kind: str, corpus: Path, vocab: Path, workers: int, dupe_factor: int
     if process.returncode != 0:
         raise RuntimeError(f"{kind} run failed:\n{stderr[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
-    # The child's own total comes from rusage (exact); its descendants (workers) from the sampled CPU times.
+    # CPU of the run: the child's own (measured inside it, imports excluded) plus all of its descendants' (worker
+    # processes, sampled); the child's total from rusage bounds the sampled part.
     own = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    cpu = max(own, own - cpu_by_pid.get(process.pid, 0.0) + sum(cpu_by_pid.values()))
-    cpu = result.get("run_cpu_s", cpu)  # the original: CPU of the run only (TensorFlow import excluded)
+    descendants = sum(t for pid, t in cpu_by_pid.items() if pid != process.pid)
+    if descendants:
+        descendants = max(descendants, own - cpu_by_pid.get(process.pid, own))
+    cpu = result["run_cpu_s"] + descendants
     extra = {k: round(result[k], 2) for k in ("import_s", "import_rss_mb") if k in result}
     if min_mb_per_worker is not None:
         extra["min_mb_per_worker"] = min_mb_per_worker
@@ -262,19 +268,19 @@ def write_report(results: dict, name: str = "data_throughput") -> Path:
         f"implementation); max_seq_length 128, max_predictions_per_seq 20, dupe_factor {results['dupe_factor']}; "
         f"load average at the start {results['load_average_at_start']}, at the end {results['load_average_at_end']}. "
         f"Made by `python bench/data_throughput.py {results['arguments']}` ({results['date']}).", "",
-        "| implementation | workers | corpus MB | instances | work s | CPU s | instances/s | instances/CPU-s | "
+        "| implementation | workers | corpus MB | instances | import s | work s | CPU s | instances/s | instances/CPU-s | "
         "vs original: instances/s | vs original: per CPU-s | vs reference: instances/s | vs reference: per CPU-s | "
         "peak RSS MB (tree) | cores free before | load avg before |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in results["runs"]:
         label = run["implementation"]
         if "min_mb_per_worker" in run:
             label += f" (min_mb_per_worker={run['min_mb_per_worker']:g})"
-        if "import_s" in run:
-            label += f" (+{run['import_s']:.1f} s TF import, {run['import_rss_mb']:.0f} MB RSS after it)"
+        if "import_rss_mb" in run:
+            label += f" (TensorFlow: {run['import_rss_mb']:.0f} MB RSS after the import)"
         lines.append(f"| {label} | {run['workers']} | {run['corpus_mb']} | {run['instances']:,} | "
-                     f"{run['run_s']} | {run['cpu_s']} | {run['instances_per_s']:,.0f} | "
+                     f"{run.get('import_s', '')} | {run['run_s']} | {run['cpu_s']} | {run['instances_per_s']:,.0f} | "
                      f"{run['instances_per_cpu_s']:,.0f} | "
                      f"{_ratio_cells(run, ('speedup_vs_original', 'speedup_per_cpu_vs_original'))} | "
                      f"{_ratio_cells(run, ('speedup_vs_reference', 'speedup_per_cpu_vs_reference'))} | "
@@ -282,10 +288,11 @@ def write_report(results: dict, name: str = "data_throughput") -> Path:
     lines += [
         "",
         f"Fastest of {results['repeats']} runs each (the original: 1). "
-        "work s: wall time inside the child: for bertjax from before importing bertjax to the end (tfds import and "
-        "dataset finalisation included); for the original, its main() only (the TensorFlow import is shown apart). "
-        "CPU s: user+sys of the child's process tree including interpreter start (bertjax, reference), of main() "
-        "(original). Instances per CPU-second is the per-core rate; it stays meaningful when other processes share "
+        "import s: the child's top-level imports (TensorFlow and the script's module for the original; the "
+        "bertjax module for the others), not counted in the rates. work s: wall time of the run itself (the "
+        "original's main(); create_pretraining_data(), its worker start-up, tfds import and dataset finalisation "
+        "included; the reference's functions). CPU s: user+sys of the run, the worker processes' included. "
+        "Instances per CPU-second is the per-core rate; it stays meaningful when other processes share "
         "the machine, wall-clock rates do not. 'cores free before': CPU seconds per second that one busy process "
         "per core got just before the run (2.0 = both cores free).",
         "",

@@ -9,7 +9,7 @@ Every field can be overridden with --config.<a>.<b>=value, e.g. --config.train.b
 import ml_collections
 from ml_collections import config_dict
 
-from bertjax.train_state import default_optimizer_config
+from bertjax.optimizer_defaults import default_optimizer_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -1,5 +1,5 @@
-"""instances.py: reading text into bounded shards, tokenized documents, and the instance walk, which must make
-exactly the original's sentence pairs (checked against reference_original with the same random.Random)."""
+"""instances.py: tokenized documents, and the instance walk, which must make exactly the original's sentence pairs
+(checked against reference_original with the same random.Random)."""
 import random
 
 import numpy as np
@@ -27,41 +27,6 @@ def small_vocab():
     """Vocab tokens covering LEXICON (w-words as w + ## digit pieces)."""
     return (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "w", "hello", "world", "un", "##aff", "##able",
              "cafe", "the"] + [f"##{d}" for d in range(10)])
-
-
-def test_text_shards_hold_whole_documents(tmp_path):
-    a = tmp_path / "a.txt"
-    a.write_bytes(b"s1\ns2\n\n   \ns3\n\t\ns4\nbad \xff\xfe utf8\n")
-    b = tmp_path / "b.txt"
-    b.write_bytes(b"s5\n\n\ns6\n")
-    shards = list(instances.iter_text_shards([a, b], shard_bytes=3))
-    docs = [[line for line in s.lines if line] for s in shards]
-    assert docs == [["s1", "s2"], ["s3"], ["s4", "bad \ufffd\ufffd utf8"], ["s5"], ["s6"]]
-    assert [s.index for s in shards] == [0, 1, 2, 3, 4]
-    assert sum(s.invalid_utf8_lines for s in shards) == 1
-    assert sum(s.num_lines for s in shards) == 8 + 4  # lines read, blank ones included
-    assert all(s.lines[-1] == "" for s in shards)
-    tiny = list(instances.iter_text_shards([a, b], shard_bytes=1))  # a document over 4x the size is cut
-    assert [[line for line in s.lines if line] for s in tiny][2:4] == [["s4"], ["bad \ufffd\ufffd utf8"]]
-    big = list(instances.iter_text_shards([a, b], shard_bytes=1 << 20))
-    assert len(big) == 1 and big[0].num_bytes == a.stat().st_size + b.stat().st_size
-
-
-def test_long_lines_are_cut_at_character_boundaries(tmp_path, monkeypatch):
-    monkeypatch.setattr(instances, "MAX_LINE_BYTES", 10)
-    path = tmp_path / "long.txt"
-    path.write_text("ééééééééééé x\nok\n", encoding="utf-8")  # 22 bytes of é
-    stats = instances.TextStats()
-    lines = list(instances.iter_lines(path, stats))
-    assert "".join(lines[:-1]) == "ééééééééééé x" and lines[-1] == "ok"
-    assert stats.split_long_lines >= 2 and stats.invalid_utf8_lines == 0
-
-
-def test_expand_input_files_globs_and_lists(tmp_path):
-    for name in ("b.txt", "a.txt", "c.md"):
-        (tmp_path / name).write_text("x\n")
-    got = instances.expand_input_files(f"{tmp_path}/*.txt,{tmp_path}/c.md,{tmp_path}/a.txt")
-    assert [p.name for p in got] == ["a.txt", "b.txt", "c.md"]
 
 
 def test_tokenize_documents_drops_empty_sentences_and_documents():

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
+import importlib
 import json
 import multiprocessing
 import os
 import shutil
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import asdict
@@ -42,7 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bertjax.data import catalog, features, instances, masking, shard_worker
+from bertjax.data import catalog, features, masking, shard_worker, text
 from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
 from bertjax.errors import BertjaxError, exit_on_bad_input
 
@@ -138,11 +140,7 @@ def _run_shards(shards, num_workers: int, init_args: tuple, progress) -> list[sh
             else:
                 os.environ["TOKENIZERS_PARALLELISM"] = previous
         return results
-    # forkserver: one fresh process imports this module once, then workers are cheap forks of it (never of
-    # this process, which may run threads).
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    pool = futures.ProcessPoolExecutor(num_workers, mp_context=context, initializer=shard_worker.init_worker,
+    pool = futures.ProcessPoolExecutor(num_workers, mp_context=_worker_context(), initializer=shard_worker.init_worker,
                                        initargs=init_args)
     try:
         pending: deque = deque()
@@ -157,6 +155,22 @@ def _run_shards(shards, num_workers: int, init_args: tuple, progress) -> list[sh
         raise
     pool.shutdown()
     return results
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """forkserver: one fresh process imports this module once, then workers are cheap forks of it (never of this
+    process, which may run threads). Started by `start_workers_early`, or on the first submitted shard."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+def start_workers_early() -> None:
+    """Start the fork server now, so that its imports overlap the checks made before the shards are submitted."""
+    from multiprocessing import forkserver
+
+    _worker_context()
+    forkserver.ensure_running()
 
 
 def _collect(item, progress) -> shard_worker.ShardResult:
@@ -227,13 +241,16 @@ def create_pretraining_data(
     whole_word = _resolve_whole_word(do_whole_word_mask, whole_word_masking)
     _check_args(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, dupe_factor, masking,
                 whole_word, eval_fraction, num_workers, 1.0 if shard_size_mb is None else shard_size_mb)
-    files = instances.expand_input_files(input_file)
+    files = text.expand_input_files(input_file)
     total_bytes = sum(f.stat().st_size for f in files)
     if total_bytes == 0:
         raise BertjaxError(f"input {input_file!r} is empty; pass text files with one sentence per line and blank "
                            "lines between documents")
     if shard_size_mb is None:
         shard_size_mb = auto_shard_mb(total_bytes)
+    workers = worker_processes(num_workers, total_bytes, int(shard_size_mb * (1 << 20)))
+    if workers > 1:
+        start_workers_early()
     tok = BertTokenizer.from_vocab(vocab_file, do_lower_case=do_lower_case, strip_accents=strip_accents)
     settings = shard_worker.Settings(
         vocab_sha256=vocab_sha256(tok.vocab_path), vocab_size=tok.vocab_size, do_lower_case=tok.do_lower_case,
@@ -264,10 +281,15 @@ def create_pretraining_data(
             bar.update(num_bytes)
             bar.set_postfix(instances=made["instances"], refresh=False)
 
-        shards = instances.iter_text_shards(files, settings.shard_bytes)
-        results = _run_shards(shards, worker_processes(num_workers, total_bytes, settings.shard_bytes),
-                              (str(tok.vocab_path), settings, str(staging)), progress)
+        shards = text.plan_text_shards(files, settings.shard_bytes)
+        # TFDS (needed to finalize) is imported while the workers run, not after them.
+        tfds_import = threading.Thread(target=importlib.import_module, args=("tensorflow_datasets",), daemon=True)
+        if workers > 1:
+            tfds_import.start()
+        results = _run_shards(shards, workers, (str(tok.vocab_path), settings, str(staging)), progress)
         bar.close()
+        if workers > 1:
+            tfds_import.join()  # never import TFDS from two threads at once (see features.import_decoder)
         stats = {k: sum(r.stats[k] for r in results) for k in shard_worker.STAT_KEYS}
         if stats["documents_with_2plus_sentences"] == 0:
             raise BertjaxError(f"input {input_file!r} has no document with at least 2 sentences; put one sentence per "

@@ -1,9 +1,8 @@
 """Documents -> pretraining instances: the original create_pretraining_data algorithm, streaming over bounded shards.
 
-Text is read as one sentence per line, a blank (or whitespace-only) line ending a document; the end of a file
-also ends a document. `iter_text_shards` cuts the corpus into shards of whole documents of about `shard_bytes`
-each, so memory stays bounded however large the corpus is. Within a shard, `create_instances` follows the
-original (REFERENCE.md §3) exactly in structure and distribution:
+`bertjax.data.text` cuts the corpus into shards of whole documents, so memory stays bounded however large the
+corpus is. Within a shard, `create_instances` follows the original (REFERENCE.md §3) exactly in structure and
+distribution:
 
 * documents are shuffled once, then every document is walked `dupe_factor` times;
 * the target length is max_seq_length - 3, or with probability short_seq_prob a uniform 2..max_num_tokens,
@@ -23,134 +22,15 @@ padded feature rows are built with numpy.
 """
 from __future__ import annotations
 
-import glob
-import os
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from bertjax.errors import BertjaxError
 
-MAX_LINE_BYTES = 1 << 20  # longer lines are cut into several sentences of at most this many bytes
 RANDOM_DOCUMENT_TRIES = 10  # as the original: tries to draw a random document other than the current one
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reading text
-
-
-def expand_input_files(patterns: str | Sequence[str]) -> list[Path]:
-    """Files named by comma-separated globs (a string) or a list of globs, in order, without duplicates."""
-    if isinstance(patterns, (str, os.PathLike)):
-        patterns = [p for p in os.fspath(patterns).split(",")]
-    patterns = [os.path.expanduser(p.strip()) for p in patterns if p and p.strip()]
-    if not patterns:
-        raise BertjaxError("no input file given; pass --input_file with a file, a glob or a comma-separated list")
-    files: list[Path] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern, recursive=True))
-        matches = [m for m in matches if os.path.isfile(m)]
-        if not matches:
-            raise BertjaxError(f"input {pattern!r} matches no file; check the path or glob (quote globs in the shell)")
-        files.extend(Path(m) for m in matches if Path(m) not in files)
-    return files
-
-
-@dataclass
-class TextStats:
-    """Counts made while reading text."""
-
-    lines: int = 0
-    invalid_utf8_lines: int = 0
-    split_long_lines: int = 0
-    bytes: int = 0
-
-
-def iter_lines(path: Path, stats: TextStats) -> Iterator[str]:
-    """Lines of a text file as str without the newline; invalid UTF-8 is replaced (and counted), never fatal.
-
-    A line longer than MAX_LINE_BYTES is cut (at a UTF-8 character boundary) into several lines.
-    """
-    with open(path, "rb") as f:
-        carry = b""
-        while True:
-            chunk = f.readline(MAX_LINE_BYTES)
-            if not chunk:
-                if carry:
-                    yield _decode(carry, stats)
-                return
-            chunk = carry + chunk
-            carry = b""
-            if not chunk.endswith(b"\n") and len(chunk) >= MAX_LINE_BYTES:
-                cut = len(chunk)
-                while cut > 0 and (chunk[cut - 1] & 0xC0) == 0x80:  # back off to a character start
-                    cut -= 1
-                if cut > 0 and chunk[cut - 1] >= 0xC0:
-                    cut -= 1
-                if cut == 0:
-                    cut = len(chunk)
-                chunk, carry = chunk[:cut], chunk[cut:]
-                stats.split_long_lines += 1
-            yield _decode(chunk.rstrip(b"\r\n"), stats)
-
-
-def _decode(raw: bytes, stats: TextStats) -> str:
-    stats.lines += 1
-    stats.bytes += len(raw) + 1
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        stats.invalid_utf8_lines += 1
-        return raw.decode("utf-8", errors="replace")
-
-
-@dataclass
-class TextShard:
-    """A bounded slice of the corpus made of whole documents: lines, with "" ending each document."""
-
-    index: int
-    lines: list[str]
-    num_lines: int = 0  # lines read from the files (`lines` also holds a "" after each document)
-    invalid_utf8_lines: int = 0
-    split_long_lines: int = 0
-    num_bytes: int = 0
-
-
-def iter_text_shards(files: Sequence[Path], shard_bytes: int) -> Iterator[TextShard]:
-    """Cut the corpus into shards of whole documents of about `shard_bytes` each; a document longer than
-    4 * shard_bytes is cut into several documents so that no shard grows without bound."""
-    stats = TextStats()
-    lines: list[str] = []
-    index = 0
-    start = TextStats()
-
-    def make_shard() -> TextShard:
-        nonlocal lines, index, start
-        shard = TextShard(index, lines, stats.lines - start.lines, stats.invalid_utf8_lines - start.invalid_utf8_lines,
-                          stats.split_long_lines - start.split_long_lines, stats.bytes - start.bytes)
-        index += 1
-        lines = []
-        start = TextStats(**vars(stats))
-        return shard
-
-    has_text = False
-    for path in files:
-        for line in iter_lines(path, stats):
-            blank = not line.strip()
-            lines.append("" if blank else line)
-            has_text = has_text or not blank
-            size = stats.bytes - start.bytes
-            if has_text and ((blank and size >= shard_bytes) or size >= 4 * shard_bytes):
-                if not blank:
-                    lines.append("")
-                yield make_shard()
-                has_text = False
-        lines.append("")  # a file ends its last document
-    if has_text:
-        yield make_shard()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -244,20 +124,23 @@ def create_instances(docs: Documents, rng: random.Random, *, max_seq_length: int
     in creation order and untruncated; call `truncate_pairs` next.
     """
     max_num_tokens = max_seq_length - 3
+    if max_num_tokens < 2:
+        raise BertjaxError(f"max_seq_length={max_seq_length} is too small; [CLS] A [SEP] B [SEP] needs at least 5")
     order = list(range(docs.num_documents))
     rng.shuffle(order)
     bounds = [docs.doc_bounds[d] for d in order]
     starts, ends = docs.starts, docs.ends
     out: list[tuple[int, int, int, int, bool, bool]] = []
     append = out.append
-    randint, rand = rng.randint, rng.random
+    # randint(a, b) is a + _randbelow(b - a + 1) (CPython's random.py): the same stream without the argument checks.
+    below, rand = rng._randbelow, rng.random
     num_docs = len(bounds)
     for _ in range(dupe_factor):
         for doc, (first, stop) in enumerate(bounds):
             target = max_num_tokens
             short = rand() < short_seq_prob
             if short:
-                target = randint(2, max_num_tokens)
+                target = 2 + below(max_num_tokens - 1)
             chunk_first = first
             length = 0
             i = first
@@ -265,17 +148,17 @@ def create_instances(docs: Documents, rng: random.Random, *, max_seq_length: int
                 length += ends[i] - starts[i]
                 if i == stop - 1 or length >= target:
                     n_chunk = i - chunk_first + 1
-                    a_end = randint(1, n_chunk - 1) if n_chunk >= 2 else 1
+                    a_end = 1 + below(n_chunk - 1) if n_chunk >= 2 else 1
                     a_s, a_e = starts[chunk_first], ends[chunk_first + a_end - 1]
                     if n_chunk == 1 or rand() < 0.5:
                         target_b = target - (a_e - a_s)
                         other = doc
                         for _try in range(RANDOM_DOCUMENT_TRIES):
-                            other = randint(0, num_docs - 1)
+                            other = below(num_docs)
                             if other != doc:
                                 break
                         o_first, o_stop = bounds[other]
-                        j = o_first + randint(0, o_stop - o_first - 1)
+                        j = o_first + below(o_stop - o_first)
                         b_s = starts[j]
                         while ends[j] - b_s < target_b and j < o_stop - 1:
                             j += 1
@@ -315,18 +198,21 @@ def build_features(tokens: np.ndarray, instances: Instances, max_seq_length: int
                    sep_id: int) -> dict[str, np.ndarray]:
     """Padded rows [CLS] A [SEP] B [SEP]: input_ids, input_mask, segment_ids (int32[N, L]), next_sentence_labels
     (int32[N], 1 = random next) and num_tokens (int64[N])."""
-    a_len = instances.a_len[:, None]
-    b_len = instances.b_len[:, None]
-    pos = np.arange(max_seq_length)[None, :]
-    in_a = (pos >= 1) & (pos <= a_len)
-    in_b = (pos >= a_len + 2) & (pos < a_len + 2 + b_len)
-    num_tokens = instances.a_len + instances.b_len + 3
-    source = np.where(in_a, instances.a_start[:, None] + pos - 1, instances.b_start[:, None] + pos - a_len - 2)
-    source = np.where(in_a | in_b, source, 0)
-    input_ids = np.where(in_a | in_b, tokens[source] if len(tokens) else 0, 0)
-    is_sep = (pos == a_len + 1) | (pos == a_len + b_len + 2)
-    input_ids = np.where(pos == 0, cls_id, np.where(is_sep, sep_id, input_ids)).astype(np.int32)
-    input_mask = (pos < num_tokens[:, None]).astype(np.int32)
-    segment_ids = ((pos >= a_len + 2) & (pos < num_tokens[:, None])).astype(np.int32)
-    return {"input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids,
-            "next_sentence_labels": instances.is_random_next.astype(np.int32), "num_tokens": num_tokens}
+    n = len(instances)
+    a_len = instances.a_len.astype(np.int32)[:, None]
+    num_tokens = a_len + instances.b_len.astype(np.int32)[:, None] + 3
+    pos = np.arange(max_seq_length, dtype=np.int32)[None, :]
+    in_b = pos >= a_len + 2
+    # Position p holds A's token p-1, or B's token p-len(A)-2; the [CLS]/[SEP] slots are overwritten below.
+    source = pos + np.where(in_b, instances.b_start.astype(np.int32)[:, None] - a_len - 2,
+                            instances.a_start.astype(np.int32)[:, None] - 1)
+    real = pos < num_tokens
+    padded = np.append(np.asarray(tokens, np.int32), np.int32(0))  # index len(tokens): padding
+    input_ids = padded[np.where(real, source, len(tokens))]
+    rows = np.arange(n)
+    input_ids[:, 0] = cls_id
+    input_ids[rows, a_len[:, 0] + 1] = sep_id
+    input_ids[rows, num_tokens[:, 0] - 1] = sep_id
+    return {"input_ids": input_ids, "input_mask": real.astype(np.int32), "segment_ids": (in_b & real).astype(np.int32),
+            "next_sentence_labels": instances.is_random_next.astype(np.int32),
+            "num_tokens": num_tokens[:, 0].astype(np.int64)}

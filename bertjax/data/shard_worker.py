@@ -1,8 +1,8 @@
 """One text shard -> ArrayRecord files of pretraining examples; runs in a worker process of create_pretraining_data.
 
-`init_worker` loads the tokenizer once per process; `process_shard` tokenizes the shard's documents once, makes
-their instances with the original algorithm (`bertjax.data.instances`), masks them (`bertjax.data.masking`,
-static masking) and writes one file per split. All randomness comes from SeedSequence([random_seed, shard index]).
+`init_worker` loads the tokenizer once per process; `process_shard` reads a shard's text (`bertjax.data.text`),
+tokenizes its documents once, makes their instances with the original algorithm (`bertjax.data.instances`), masks
+them (`bertjax.data.masking`, static masking) and writes one file per split. All randomness comes from SeedSequence([random_seed, shard index]).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from bertjax.data import features, instances, masking
+from bertjax.data import features, instances, masking, text
 from bertjax.data.tokenizer import BertTokenizer
 
 MASK_BLOCK_ROWS = 4096  # instances masked / serialised at a time (bounds temporary memory)
@@ -100,15 +100,16 @@ def _write_split(docs: instances.Documents, path: str, walk_rng: random.Random, 
     return writer.num_examples
 
 
-def process_shard(shard: instances.TextShard) -> ShardResult:
-    """Tokenize one shard once, make its instances (train, and eval documents apart), mask and write them."""
+def process_shard(shard: text.TextShard) -> ShardResult:
+    """Read one shard, tokenize it once, make its instances (train, and eval documents apart), mask and write them."""
     settings: Settings = WORKER_STATE["settings"]
     tok: BertTokenizer = WORKER_STATE["tokenizer"]
     result = ShardResult(shard.index)
     stats = result.stats
-    stats.update(lines=shard.num_lines, invalid_utf8_lines=shard.invalid_utf8_lines,
-                 split_long_lines=shard.split_long_lines, bytes=shard.num_bytes)
-    docs = instances.tokenize_documents(shard.lines, tok.encode_batch)
+    lines, text_stats = text.read_shard_text(shard)
+    stats.update(lines=text_stats.lines, invalid_utf8_lines=text_stats.invalid_utf8_lines,
+                 split_long_lines=text_stats.split_long_lines, bytes=text_stats.bytes)
+    docs = instances.tokenize_documents(lines, tok.encode_batch)
     stats.update(documents=docs.num_documents, sentences=docs.num_sentences, tokens=int(len(docs.tokens)),
                  unk_tokens=int(np.count_nonzero(docs.tokens == tok.unk_id)),
                  documents_with_2plus_sentences=sum(1 for a, b in docs.doc_bounds if b - a >= 2))

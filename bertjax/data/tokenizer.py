@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -45,6 +46,10 @@ MAX_INPUT_CHARS_PER_WORD = 200
 BATCH_SEPARATOR = "\ue000"  # a private-use character joining texts in encode_batch
 BATCH_JOIN = 64  # texts per backend input in encode_batch
 _ASCII, _UNICODE, _ALONE = 0, 1, 2  # kinds of encode_batch inputs
+_ASCII_PUNCTUATION = "".join(c for c in map(chr, range(33, 127)) if not c.isalnum())  # all of it is BERT punctuation
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # dropped by BERT's cleaning (tab and newline aside)
+_ASCII_CLEAN = str.maketrans({**{c: None for c in [*range(32), 127]}, **{c: " " for c in b"\t\n\r"}})
+_TEXT_END = "\x00"  # ends each text in _encode_ascii (cleaning has removed every other NUL)
 
 
 def resolve_vocab_path(vocab: str | os.PathLike) -> Path:
@@ -140,7 +145,8 @@ class BertTokenizer:
             raise BertjaxError(f"vocab lacks the special token(s) {', '.join(missing)}; "
                                f"a BERT vocab needs {', '.join(REQUIRED_TOKENS)}")
         self.backend = build_backend(self.vocab, self.do_lower_case, self.strip_accents)
-        self._batch: tuple[Tokenizer, Tokenizer, Tokenizer] | None = None
+        self._joiner: Tokenizer | None = None
+        self._whole_words: dict[str, int] | None = None  # vocab entries a whole word can be
 
     @classmethod
     def from_vocab(cls, vocab: str | os.PathLike, do_lower_case: bool | None = None,
@@ -204,81 +210,147 @@ class BertTokenizer:
     def encode_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Ids of many texts at once: (flat int32 ids, int64 lengths); text i is ids[off[i]:off[i]+len[i]].
 
-        Same ids as `encode` on each text. For speed, runs of up to BATCH_JOIN texts are joined with a separator
-        that the backend splits on before normalising (so no text sees its neighbours), and pure-ASCII runs skip
-        the accent and CJK passes, which cannot change ASCII text. A text holding the separator is encoded alone.
+        Same ids as `encode` on each text. Pure-ASCII texts take `_encode_ascii` (BERT's cleaning and splitting
+        are simple on ASCII; WordPiece runs once per distinct word); the others go to the backend in runs of up
+        to BATCH_JOIN texts joined with a separator that it splits on before normalising (so no text sees its
+        neighbours). A text holding the separator is encoded alone.
         """
-        inputs: list[str] = []
-        kinds: list[int] = []
-        run: list[str] = []
-        run_kind = _ALONE
-        for text in texts:
-            kind = _ALONE if BATCH_SEPARATOR in text else _ASCII if text.isascii() else _UNICODE
-            if run and (kind != run_kind or kind == _ALONE or len(run) == BATCH_JOIN):
-                inputs.append(BATCH_SEPARATOR.join(run))
-                kinds.append(run_kind)
-                run = []
-            run.append(text)
-            run_kind = kind
-        if run:
-            inputs.append(BATCH_SEPARATOR.join(run))
-            kinds.append(run_kind)
-        if not inputs:
-            return np.zeros(0, np.int32), np.zeros(0, np.int64)
-        backends = self._batch_backends()
-        ids_lists: list[list[int]] = [[] for _ in inputs]
-        for kind, backend in enumerate(backends):
-            chosen = [i for i, k in enumerate(kinds) if k == kind]
-            if chosen:
-                encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-                for i, encoding in zip(chosen, encode([inputs[i] for i in chosen], add_special_tokens=False)):
-                    ids_lists[i] = encoding.ids
-        input_ends = np.cumsum([len(ids) for ids in ids_lists])
-        flat = np.fromiter(itertools.chain.from_iterable(ids_lists), dtype=np.int32, count=int(input_ends[-1]))
-        separators = np.flatnonzero(flat == len(self.tokens))  # the separator's id; the plain backend never makes it
-        # A text ends at each separator (the next starts after it) and at the end of each input.
-        cut = np.concatenate([input_ends, separators])
-        skip = np.concatenate([np.zeros(len(input_ends), np.int64), np.ones(len(separators), np.int64)])
-        order = np.lexsort((skip, cut))
-        cut, skip = cut[order], skip[order]
-        lengths = cut - np.concatenate([[0], (cut + skip)[:-1]])
-        keep = np.ones(len(flat), bool)
-        keep[separators] = False
-        return flat[keep], lengths.astype(np.int64)
+        groups: tuple[list[int], list[int], list[int]] = ([], [], [])
+        for i, text in enumerate(texts):
+            groups[_ASCII if text.isascii() else _ALONE if BATCH_SEPARATOR in text else _UNICODE].append(i)
+        parts = [(groups[_ASCII], *self._encode_ascii([texts[i] for i in groups[_ASCII]]))]
+        joiner, alone = self._batch_backends()
+        joined = [texts[i] for i in groups[_UNICODE]]
+        runs = [BATCH_SEPARATOR.join(joined[s:s + BATCH_JOIN]) for s in range(0, len(joined), BATCH_JOIN)]
+        parts.append((groups[_UNICODE], *_split_joined(_encode_ids(joiner, runs), self.vocab_size)))
+        ids = _encode_ids(alone, [texts[i] for i in groups[_ALONE]])
+        parts.append((groups[_ALONE], _concat_ids(ids), np.array([len(x) for x in ids], np.int64)))
+        return _merge_parts(parts, len(texts))
 
-    def _batch_backends(self) -> tuple[Tokenizer, Tokenizer, Tokenizer]:
-        """Backends for encode_batch, indexed by _ASCII, _UNICODE, _ALONE (built once)."""
-        if self._batch is None:
-            joiners = []
-            for ascii_only in (True, False):
-                joiner = build_backend(self.vocab, self.do_lower_case, self.strip_accents, ascii_only=ascii_only)
-                joiner.add_special_tokens([AddedToken(BATCH_SEPARATOR, normalized=False, special=True)])
-                if joiner.token_to_id(BATCH_SEPARATOR) != len(self.tokens):
-                    raise AssertionError("the batch separator must get the first id after the vocab")
-                joiners.append(joiner)
-            self._batch = (joiners[0], joiners[1], self.backend)
-        return self._batch
+    def _encode_ascii(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`encode_batch` of pure-ASCII texts without the backend's per-character passes.
+
+        On ASCII, BERT's cleaning drops control characters (tab, newline and CR are whitespace), every printable
+        non-alphanumeric character is punctuation and so a word of its own, and accent and CJK handling do nothing.
+        So the texts are joined with an end marker, punctuation is spaced out and the result split on whitespace;
+        only the distinct words go through the backend's WordPiece, and numpy lays their pieces out per word.
+        """
+        if not texts:
+            return np.zeros(0, np.int32), np.zeros(0, np.int64)
+        joined = "\n".join(texts)
+        if joined.count("\n") != len(texts) - 1 or _ASCII_CONTROL.search(joined):
+            joined = "\n".join(text.translate(_ASCII_CLEAN) for text in texts)
+        if self.do_lower_case:
+            joined = joined.lower()
+        for char in _ASCII_PUNCTUATION:
+            if char in joined:
+                joined = joined.replace(char, f" {char} ")
+        words = joined.replace("\n", f" {_TEXT_END} ").split()
+        words.append(_TEXT_END)
+        distinct = list(set(words) - {_TEXT_END})
+        distinct.append(_TEXT_END)
+        index = dict(zip(distinct, range(len(distinct))))
+        pieces, counts = self._wordpieces(distinct[:-1])
+        counts = np.append(counts, 0)  # the end marker has no pieces
+        word = np.fromiter(map(index.__getitem__, words), np.int64, len(words))
+        flat = _gather_spans(pieces, (np.cumsum(counts) - counts)[word], counts[word])
+        text_ends = np.cumsum(counts[word])[word == len(distinct) - 1]
+        return flat, np.diff(text_ends, prepend=0)
+
+    def _wordpieces(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """WordPiece ids of single words (alphanumeric runs or one punctuation character): (flat int32 ids, int64
+        piece count per word). A word that is a vocab entry is that entry (as greedy longest-match gives); the
+        others go to the backend in one call."""
+        if self._whole_words is None:
+            self._whole_words = {t: i for t, i in self.vocab.items() if len(t) <= MAX_INPUT_CHARS_PER_WORD}
+        direct = np.fromiter(map(self._whole_words.get, words, itertools.repeat(-1)), np.int64, len(words))
+        hits = np.flatnonzero(direct >= 0)
+        misses = np.flatnonzero(direct < 0)
+        miss_ids: list[int] = []
+        miss_counts = np.zeros(len(misses), np.int64)
+        if len(misses):
+            encoding = self.backend.encode(" ".join([words[i] for i in misses]), add_special_tokens=False)
+            miss_ids = encoding.ids
+            miss_counts = np.bincount(np.asarray(encoding.word_ids, np.int64), minlength=len(misses))
+        return _merge_parts([(hits, direct[hits].astype(np.int32), np.ones(len(hits), np.int64)),
+                             (misses, np.asarray(miss_ids, np.int32), miss_counts)], len(words))
+
+    def _batch_backends(self) -> tuple[Tokenizer, Tokenizer]:
+        """(backend that splits on BATCH_SEPARATOR, plain backend) for encode_batch; the first is built once."""
+        if self._joiner is None:
+            joiner = build_backend(self.vocab, self.do_lower_case, self.strip_accents)
+            joiner.add_special_tokens([AddedToken(BATCH_SEPARATOR, normalized=False, special=True)])
+            if joiner.token_to_id(BATCH_SEPARATOR) != len(self.tokens):
+                raise AssertionError("the batch separator must get the first id after the vocab")
+            self._joiner = joiner
+        return self._joiner, self.backend
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
         """Vocab tokens of `ids`."""
         return [self.tokens[int(i)] for i in ids]
 
 
-def build_normalizer(do_lower_case: bool, strip_accents: bool, ascii_only: bool = False) -> normalizers.Normalizer:
-    """BERT cleaning + CJK spacing + optional lower-casing / accent stripping.
-
-    ascii_only=True gives a normalizer for pure-ASCII text only: the CJK and accent passes are left out, as they
-    cannot change ASCII text.
-    """
-    return normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=not ascii_only,
-                                      strip_accents=strip_accents and not ascii_only, lowercase=do_lower_case)
+def _encode_ids(backend: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Ids of each text (no special tokens), one backend call."""
+    if not texts:
+        return []
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    return [encoding.ids for encoding in encode(texts, add_special_tokens=False)]
 
 
-def build_backend(vocab: dict[str, int], do_lower_case: bool, strip_accents: bool,
-                  ascii_only: bool = False) -> Tokenizer:
+def _concat_ids(ids: list[list[int]]) -> np.ndarray:
+    """The id lists one after another, as one int32 array."""
+    return np.fromiter(itertools.chain.from_iterable(ids), np.int32, sum(len(x) for x in ids))
+
+
+def _gather_spans(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """values[starts[0]:starts[0]+lengths[0]], values[starts[1]:...], ... concatenated (vectorised)."""
+    total = int(lengths.sum())
+    out_starts = np.cumsum(lengths) - lengths
+    return values[np.repeat(starts - out_starts, lengths) + np.arange(total)]
+
+
+def _split_joined(ids: list[list[int]], separator_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ids of inputs that joined texts with the batch separator -> (flat ids, length of each text)."""
+    flat = _concat_ids(ids)
+    input_ends = np.cumsum([len(x) for x in ids], dtype=np.int64)
+    separators = np.flatnonzero(flat == separator_id)
+    # A text ends at each separator (the next starts after it) and at the end of each input.
+    cut = np.concatenate([input_ends, separators])
+    skip = np.concatenate([np.zeros(len(input_ends), np.int64), np.ones(len(separators), np.int64)])
+    order = np.lexsort((skip, cut))
+    cut, skip = cut[order], skip[order]
+    lengths = cut - np.concatenate([[0], (cut + skip)[:-1]])
+    keep = np.ones(len(flat), bool)
+    keep[separators] = False
+    return flat[keep], lengths.astype(np.int64)
+
+
+def _merge_parts(parts: list[tuple[Sequence[int], np.ndarray, np.ndarray]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(item indices, flat ids, lengths) of groups of items -> (flat ids, lengths) of all n items in order."""
+    lengths = np.zeros(n, np.int64)
+    for rows, _, part_lengths in parts:
+        lengths[rows] = part_lengths
+    if len(parts[0][0]) == n:
+        return parts[0][1], lengths
+    starts = np.cumsum(lengths) - lengths
+    flat = np.empty(int(lengths.sum()), np.int32)
+    for rows, part_flat, part_lengths in parts:
+        if len(rows):
+            flat[_gather_spans(np.arange(len(flat)), starts[rows], part_lengths)] = part_flat
+    return flat, lengths
+
+
+def build_normalizer(do_lower_case: bool, strip_accents: bool) -> normalizers.Normalizer:
+    """BERT cleaning + CJK spacing + optional lower-casing / accent stripping."""
+    return normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents,
+                                      lowercase=do_lower_case)
+
+
+def build_backend(vocab: dict[str, int], do_lower_case: bool, strip_accents: bool) -> Tokenizer:
     """The `tokenizers` pipeline: BertNormalizer + BertPreTokenizer + WordPiece (200 chars per word)."""
     backend = Tokenizer(WordPiece(vocab, unk_token=UNK, continuing_subword_prefix=CONTINUATION_PREFIX,
                                   max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
-    backend.normalizer = build_normalizer(do_lower_case, strip_accents, ascii_only)
+    backend.normalizer = build_normalizer(do_lower_case, strip_accents)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     return backend

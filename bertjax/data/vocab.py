@@ -17,17 +17,17 @@ from typing import Iterator, Sequence
 from tokenizers import Tokenizer, pre_tokenizers, trainers
 from tokenizers.models import WordPiece
 
-from bertjax.data import instances, tokenizer
+from bertjax.data import text, tokenizer
 from bertjax.errors import BertjaxError, exit_on_bad_input
 
 TRAIN_BATCH_LINES = 1000
 
 
 def _line_batches(files: Sequence[Path]) -> Iterator[list[str]]:
-    stats = instances.TextStats()
+    stats = text.TextStats()
     batch: list[str] = []
     for path in files:
-        for line in instances.iter_lines(path, stats):
+        for line in text.iter_lines(path, stats):
             if line.strip():
                 batch.append(line)
                 if len(batch) >= TRAIN_BATCH_LINES:
@@ -45,7 +45,7 @@ def train_vocab(input_files: str | Sequence[str], vocab_size: int, output_dir: s
     strip_accents defaults to do_lower_case (the original); the casing is stored in tokenizer_config.json.
     The directory is written atomically (a temporary sibling renamed at the end).
     """
-    files = instances.expand_input_files(input_files)
+    files = text.expand_input_files(input_files)
     if vocab_size < len(tokenizer.SPECIAL_TOKENS) + 1:
         raise BertjaxError(f"vocab_size={vocab_size} is too small; it must exceed the {len(tokenizer.SPECIAL_TOKENS)} "
                            "special tokens (BERT uses 30522)")
