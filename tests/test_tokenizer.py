@@ -127,3 +127,19 @@ def test_encode_batch_equals_encoding_each_text(lower):
     # Text holding the separator character is encoded as usual; `tokenizers` drops private-use characters
     # (the original keeps them, usually as [UNK]): a documented difference.
     assert tok.tokenize("hello \ue000 world") == ["hello", "world"]
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_ascii_fast_path_gives_the_backend_ids_on_random_text(lower):
+    """encode_batch splits pure-ASCII texts itself (WordPiece once per distinct word); on any ASCII character,
+    control characters and over-long words included, and with non-ASCII texts in between, it must give exactly
+    the backend's ids."""
+    rng = np.random.default_rng(0)
+    alphabet = [chr(c) for c in range(128)] + list("aaeeiouhlnrst     ") + ["Hello", "cafe", "unaffable", "The"]
+    texts = ["".join(rng.choice(alphabet, size=rng.integers(0, 40))) for _ in range(2000)]
+    texts += ["a" * 200 + "!", "b" * 201, "x\ny\n", "tab\tsep\rcr\x0bvt\x1cfs", "", "é", "hello 中文"]
+    tok = BertTokenizer(VOCAB, do_lower_case=lower)
+    flat, lengths = tok.encode_batch(texts)
+    expected = [tok.encode(t).tolist() for t in texts]
+    assert lengths.tolist() == [len(ids) for ids in expected]
+    assert flat.tolist() == [i for ids in expected for i in ids]

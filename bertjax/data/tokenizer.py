@@ -26,7 +26,6 @@ import hashlib
 import itertools
 import json
 import os
-import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -47,8 +46,8 @@ BATCH_SEPARATOR = "\ue000"  # a private-use character joining texts in encode_ba
 BATCH_JOIN = 64  # texts per backend input in encode_batch
 _ASCII, _UNICODE, _ALONE = 0, 1, 2  # kinds of encode_batch inputs
 _ASCII_PUNCTUATION = "".join(c for c in map(chr, range(33, 127)) if not c.isalnum())  # all of it is BERT punctuation
-_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # dropped by BERT's cleaning (tab and newline aside)
-_ASCII_CLEAN = str.maketrans({**{c: None for c in [*range(32), 127]}, **{c: " " for c in b"\t\n\r"}})
+# BERT's cleaning drops control characters; tab, newline and CR are whitespace (str.split splits on them).
+_ASCII_DROP_CONTROL = str.maketrans(dict.fromkeys([c for c in [*range(32), 127] if c not in b"\t\n\r"]))
 _TEXT_END = "\x00"  # ends each text in _encode_ascii (cleaning has removed every other NUL)
 
 
@@ -238,8 +237,9 @@ class BertTokenizer:
         if not texts:
             return np.zeros(0, np.int32), np.zeros(0, np.int64)
         joined = "\n".join(texts)
-        if joined.count("\n") != len(texts) - 1 or _ASCII_CONTROL.search(joined):
-            joined = "\n".join(text.translate(_ASCII_CLEAN) for text in texts)
+        if joined.count("\n") != len(texts) - 1:  # a text holds a newline (whitespace, as tab and CR)
+            joined = "\n".join(text.replace("\n", " ") for text in texts)
+        joined = joined.translate(_ASCII_DROP_CONTROL)
         if self.do_lower_case:
             joined = joined.lower()
         for char in _ASCII_PUNCTUATION:
@@ -247,14 +247,17 @@ class BertTokenizer:
                 joined = joined.replace(char, f" {char} ")
         words = joined.replace("\n", f" {_TEXT_END} ").split()
         words.append(_TEXT_END)
-        distinct = list(set(words) - {_TEXT_END})
-        distinct.append(_TEXT_END)
-        index = dict(zip(distinct, range(len(distinct))))
-        pieces, counts = self._wordpieces(distinct[:-1])
-        counts = np.append(counts, 0)  # the end marker has no pieces
-        word = np.fromiter(map(index.__getitem__, words), np.int64, len(words))
+        # Where each word first occurs (one dict pass), then dense word ids in that order; the end marker gets id D.
+        seen = {_TEXT_END: -1}
+        first = np.fromiter(map(seen.setdefault, words, itertools.count()), np.int64, len(words))
+        firsts = np.flatnonzero(first == np.arange(len(words)))
+        dense = np.full(len(words) + 1, len(firsts), np.int64)  # first == -1 (the end marker) reads the last slot
+        dense[firsts] = np.arange(len(firsts))
+        word = dense[first]
+        pieces, counts = self._wordpieces([words[i] for i in firsts.tolist()])
+        counts = np.append(counts, 0)
         flat = _gather_spans(pieces, (np.cumsum(counts) - counts)[word], counts[word])
-        text_ends = np.cumsum(counts[word])[word == len(distinct) - 1]
+        text_ends = np.cumsum(counts[word])[word == len(firsts)]
         return flat, np.diff(text_ends, prepend=0)
 
     def _wordpieces(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
