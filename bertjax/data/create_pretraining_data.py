@@ -123,13 +123,14 @@ def _existing_dataset(output_dir: Path, settings: shard_worker.Settings, overwri
     return None
 
 
-def _run_shards(shards, num_workers: int, init_args: tuple, progress) -> list[shard_worker.ShardResult]:
+def _run_shards(shards, num_workers: int, init_args: tuple, tok: BertTokenizer,
+                progress) -> list[shard_worker.ShardResult]:
     """Process shards in order, at most 2 per worker in flight (bounded memory), in-process when num_workers=1."""
     results = []
     if num_workers == 1:
         previous = os.environ.get("TOKENIZERS_PARALLELISM")
         try:
-            shard_worker.init_worker(*init_args)
+            shard_worker.init_worker(*init_args, tokenizer=tok)
             for shard in shards:
                 results.append(shard_worker.process_shard(shard))
                 progress(shard.num_bytes, results[-1])
@@ -286,7 +287,7 @@ def create_pretraining_data(
         tfds_import = threading.Thread(target=importlib.import_module, args=("tensorflow_datasets",), daemon=True)
         if workers > 1:
             tfds_import.start()
-        results = _run_shards(shards, workers, (str(tok.vocab_path), settings, str(staging)), progress)
+        results = _run_shards(shards, workers, (str(tok.vocab_path), settings, str(staging)), tok, progress)
         bar.close()
         if workers > 1:
             tfds_import.join()  # never import TFDS from two threads at once (see features.import_decoder)

@@ -165,8 +165,9 @@ def serialize_batch(batch: Mapping[str, np.ndarray]) -> list[bytes]:
     Vectorised with numpy (no protobuf objects). Integer features must be non-negative (ids, masks, positions,
     labels are); within a batch each one is written as packed varints of one fixed width (`_fixed_varints`), so
     all N records have the same layout: one constant header per feature, computed once, then its payload. TFDS,
-    TensorFlow and `parse_example` decode them exactly as TFDS's own records (which use minimal varints: ~20%
-    fewer bytes after compression, several times slower to make). Layout: 0x0a V(body), then per feature the map
+    TensorFlow and `parse_example` decode them exactly as TFDS's own records. Minimal varints (as TFDS writes)
+    would make files about 15% smaller after compression (bench corpus, bert-base vocab), at about 4x the
+    encoding time. Layout: 0x0a V(body), then per feature the map
     entry 0x0a V(entry) 0x0a len(key) key 0x12 V(feature) tag V(list) 0x0a V(payload) payload.
     """
     n = _batch_size(batch)

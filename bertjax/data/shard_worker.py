@@ -55,11 +55,11 @@ class ShardResult:
 WORKER_STATE: dict[str, Any] = {}
 
 
-def init_worker(vocab_path: str, settings: Settings, staging: str) -> None:
-    """Load the tokenizer once per process; one tokenizer thread per worker process."""
+def init_worker(vocab_path: str, settings: Settings, staging: str, tokenizer: BertTokenizer | None = None) -> None:
+    """Load the tokenizer once per process (or take `tokenizer`, in-process); one tokenizer thread per worker."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    tok = BertTokenizer.from_vocab(vocab_path, do_lower_case=settings.do_lower_case,
-                                   strip_accents=settings.strip_accents)
+    tok = tokenizer or BertTokenizer.from_vocab(vocab_path, do_lower_case=settings.do_lower_case,
+                                                strip_accents=settings.strip_accents)
     mask_args = masking.masking_args(tok, masked_lm_prob=settings.masked_lm_prob,
                                      max_predictions_per_seq=settings.max_predictions_per_seq,
                                      whole_word=settings.whole_word_mask)

@@ -16,6 +16,10 @@ Korean: accent stripping uses NFD, which decomposes Hangul syllables into conjoi
 same when lower-casing). A cased vocabulary (do_lower_case=False) strips no accents by default, and
 ``strip_accents=False`` keeps syllables intact even when lower-casing, so a syllable-level vocab stays usable.
 
+Speed: `BertTokenizer.encode_batch` (what create_pretraining_data uses) gives the backend's ids, but splits
+pure-ASCII texts itself and runs WordPiece once per distinct word, about 2.5x faster than the backend on English;
+other texts go through the backend.
+
 The settings live in ``tokenizer_config.json`` next to ``vocab.txt``; `BertTokenizer.from_vocab` reads them back
 and refuses an explicit conflicting ``do_lower_case`` or ``strip_accents``. Without that file an explicit setting
 is used, else the casing is guessed from the vocab (next to no upper-case entries: uncased).
