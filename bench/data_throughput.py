@@ -299,8 +299,8 @@ def write_report(results: dict, name: str = "data_throughput") -> Path:
         "`original` is google-research/bert's create_pretraining_data.py (PyPI bert-tensorflow 1.0.4, on "
         "tensorflow-cpu via tensorflow.compat.v1), run from a virtualenv made by --with-original. `reference` is "
         "bertjax/data/reference_original.py: the original algorithm in pure Python without TensorFlow. "
-        "`min_mb_per_worker=0` forces one worker process per shard even for a small corpus (the default starts one "
-        f"worker per {results['min_mb_per_worker']:g} MB of text).",
+        "`min_mb_per_worker=0` uses every core even for a small corpus (by default, one process per "
+        f"{results['min_mb_per_worker']:g} MB of text; the main process works on shards too).",
         "",
     ]
     (RESULTS / f"{name}.md").write_text("\n".join(lines))

@@ -86,7 +86,7 @@ def make_dataset(root: str, masking: str, num_examples: int, vocab: str, sha: st
     manifest = {"vocab_size": VOCAB, "vocab_sha256": sha, "do_lower_case": True, "strip_accents": True,
                 "max_seq_length": SEQ, "max_predictions_per_seq": PREDS, "masking": masking, "masked_lm_prob": 0.15,
                 "whole_word_mask": "none", "random_seed": 0, "dupe_factor": 1}
-    catalog.finalize_dataset(out, features.feature_spec(SEQ, PREDS), {"train": shards}, manifest, vocab_file=vocab)
+    catalog.finalize_dataset(out, {"train": shards}, manifest, vocab_file=vocab)
     return out, num_examples / seconds
 
 

@@ -96,7 +96,6 @@ def write_dataset(output_dir: str, split_sizes: dict[str, list[int]], max_seq_le
             shards[split].append((name, n))
             start += n
     vocab = write_vocab(output_dir.rstrip("/") + "-vocab")
-    spec = features.feature_spec(max_seq_length, max_predictions_per_seq)
     stored = manifest(max_seq_length, max_predictions_per_seq, masking, sha256(vocab), whole_word_mask)
-    catalog.finalize_dataset(output_dir, spec, shards, stored, vocab_file=vocab)
+    catalog.finalize_dataset(output_dir, shards, stored, vocab_file=vocab)
     return output_dir

@@ -120,6 +120,21 @@ def test_worker_count_does_not_change_the_dataset(corpus, vocab_dir, tmp_path, m
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_a_script_read_from_stdin_runs_in_process(corpus, vocab_dir, tmp_path):
+    """Worker processes re-import the main script; one read from stdin has no file, so the run stays in-process
+    (with a note) instead of breaking the pool."""
+    script = (f"from bertjax.data import create_pretraining_data as cpd\n"
+              f"cpd.MIN_MB_PER_WORKER = 0.001\n"
+              f"s = cpd.create_pretraining_data({str(corpus)!r}, {str(tmp_path / 'ds')!r}, {str(vocab_dir)!r}, "
+              f"dupe_factor=1, num_workers=2, shard_size_mb=0.01, show_progress=False)\n"
+              f"print('instances', s['instances'])\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "running in this process only" in run.stderr and run.stdout.startswith("instances ")
+    assert int(run.stdout.split()[1]) == len(_read(tmp_path / "ds")["input_ids"]) > 0
+
+
 def test_dynamic_masking_stores_unmasked_pairs_and_the_vocab(corpus, vocab_dir, tmp_path):
     out = tmp_path / "dyn"
     _make(corpus, out, vocab_dir, masking="dynamic", whole_word_masking="per_word", masked_lm_prob=0.2)
@@ -247,6 +262,7 @@ def test_flags_and_defaults_are_the_originals():
 def test_small_corpora_use_fewer_worker_processes():
     mb = 1 << 20
     assert cpd.worker_processes(8, 1 * mb, mb // 4) == 1  # 1 MB: in-process
-    assert cpd.worker_processes(8, 5 * mb, mb) == 2
+    assert cpd.worker_processes(8, 5 * mb, mb) == 3
+    assert cpd.worker_processes(8, 2 * mb, mb // 4) == 1
     assert cpd.worker_processes(2, 100 * mb, mb) == 2
     assert cpd.worker_processes(8, 100 * mb, 50 * mb) == 2  # never more than the shards

@@ -61,10 +61,9 @@ def test_finalize_then_tfds_reads_every_split_in_order(tmp_path):
     features.write_shard(os.path.join(out, "e.tmp"), [_row(evals, i) for i in range(3)])
     features.write_shard(os.path.join(out, "empty.tmp"), tiny.make_batch(0, 0))
 
-    stored = catalog.finalize_dataset(out, features.feature_spec(L, P),
-                                       {"train": [("b.tmp", 5), ("a.tmp", 2), ("empty.tmp", 0)],
-                                        "eval": [(os.path.join(out, "e.tmp"), 3)]},
-                                       tiny.manifest())
+    stored = catalog.finalize_dataset(out, {"train": [("b.tmp", 5), ("a.tmp", 2), ("empty.tmp", 0)],
+                                            "eval": [(os.path.join(out, "e.tmp"), 3)]},
+                                      tiny.manifest())
     assert stored["num_examples"] == {"train": 7, "eval": 3}
     assert sorted(n for n in os.listdir(out) if n.startswith("bert_pretraining-")) == [
         "bert_pretraining-eval.array_record-00000-of-00001",
@@ -100,7 +99,7 @@ def test_manifest_numpy_values_are_stored_as_json(tmp_path):
     out = str(tmp_path / "ds")
     os.makedirs(out)
     features.write_shard(os.path.join(out, "x"), tiny.make_batch(0, 2))
-    catalog.finalize_dataset(out, features.feature_spec(L, P), {"train": [("x", 2)]}, manifest)
+    catalog.finalize_dataset(out, {"train": [("x", 2)]}, manifest)
     got = catalog.read_manifest(out)
     assert got["random_seed"] == 7 and got["statistics"] == {"tokens_per_example": 12.5, "hist": [0, 1, 2]}
 
@@ -126,7 +125,6 @@ def test_read_manifest_errors(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"max_seq_length": 32}, "features have 16, 4"),
     ({"masking": "sometimes"}, "masking='sometimes'"),
     ({"whole_word_mask": True}, "whole_word_mask=True"),
     ({"num_examples": {"train": 3}}, "does not match the shards"),
@@ -138,21 +136,20 @@ def test_finalize_rejects_a_bad_manifest(tmp_path, change, message):
     manifest.pop(change.get("__delete__", "__none__"), None)
     features.write_shard(str(tmp_path / "x"), tiny.make_batch(0, 2))
     with pytest.raises(BertjaxError, match=message):
-        catalog.finalize_dataset(str(tmp_path), features.feature_spec(L, P), {"train": [("x", 2)]}, manifest)
+        catalog.finalize_dataset(str(tmp_path), {"train": [("x", 2)]}, manifest)
 
 
 def test_finalize_rejects_bad_shards(tmp_path):
-    spec = features.feature_spec(L, P)
     with pytest.raises(BertjaxError, match="does not exist"):
-        catalog.finalize_dataset(str(tmp_path), spec, {"train": [("missing", 2)]}, tiny.manifest())
+        catalog.finalize_dataset(str(tmp_path), {"train": [("missing", 2)]}, tiny.manifest())
     features.write_shard(str(tmp_path / "x"), tiny.make_batch(0, 2))
     with pytest.raises(BertjaxError, match="split name"):
-        catalog.finalize_dataset(str(tmp_path), spec, {"train-1": [("x", 2)]}, tiny.manifest())
+        catalog.finalize_dataset(str(tmp_path), {"train-1": [("x", 2)]}, tiny.manifest())
     with pytest.raises(BertjaxError, match="holds 2 examples, not 3"):
-        catalog.finalize_dataset(str(tmp_path), spec, {"train": [("x", 3)]}, tiny.manifest())
+        catalog.finalize_dataset(str(tmp_path), {"train": [("x", 3)]}, tiny.manifest())
     os.makedirs(tmp_path / "sub")
     with pytest.raises(BertjaxError, match="not directly inside"):
-        catalog.finalize_dataset(str(tmp_path / "sub"), spec, {"train": [("../x", 2)]}, tiny.manifest())
+        catalog.finalize_dataset(str(tmp_path / "sub"), {"train": [("../x", 2)]}, tiny.manifest())
 
 
 def test_writer_rejects_wrong_shapes_and_missing_keys(tmp_path):
@@ -209,7 +206,7 @@ def test_a_dataset_carries_its_casing_even_without_a_config_beside_the_vocab(tmp
     os.makedirs(out)
     features.write_shard(os.path.join(out, "a.tmp"), tiny.make_batch(0, 3))
     stored = {**tiny.manifest(vocab_sha256=tiny.sha256(vocab)), "do_lower_case": False, "strip_accents": False}
-    catalog.finalize_dataset(out, features.feature_spec(L, P), {"train": [("a.tmp", 3)]}, stored, vocab_file=vocab)
+    catalog.finalize_dataset(out, {"train": [("a.tmp", 3)]}, stored, vocab_file=vocab)
     config = read_tokenizer_config(out)
     assert (config["do_lower_case"], config["strip_accents"]) == (False, False)
     tok = BertTokenizer.from_vocab(catalog.dataset_vocab_path(out))
@@ -229,3 +226,30 @@ def test_single_and_batch_writes_keep_their_order(tmp_path, monkeypatch):
         assert writer.num_examples == 6
     assert [tiny.example_id(features.parse_example(r)) for r in features.read_shard(str(tmp_path / "a"))] == list(
         range(6))
+
+
+def test_metadata_is_what_tfds_writes(tmp_path):
+    """finalize_dataset writes TFDS's metadata files without importing TFDS; they must equal TFDS's own."""
+    out = str(tmp_path / "ours")
+    os.makedirs(out)
+    features.write_shard(os.path.join(out, "a"), tiny.make_batch(0, 3))
+    features.write_shard(os.path.join(out, "b"), tiny.make_batch(3, 2))
+    features.write_shard(os.path.join(out, "c"), tiny.make_batch(5, 1))
+    manifest = catalog.finalize_dataset(out, {"train": [("a", 3), ("b", 2)], "eval": [("c", 1)]}, tiny.manifest())
+    theirs = str(tmp_path / "theirs")
+    shutil.copytree(out, theirs)
+    for name in ("dataset_info.json", "features.json", "metadata.json"):
+        os.remove(os.path.join(theirs, name))
+    info = json.load(open(os.path.join(out, "dataset_info.json")))
+    tfds.folder_dataset.write_metadata(
+        data_dir=theirs, features=features.feature_spec(L, P), version=catalog.VERSION, check_data=False,
+        split_infos=[tfds.core.SplitInfo(name=s["name"], shard_lengths=[int(n) for n in s["shardLengths"]],
+                                         num_bytes=int(s["numBytes"])) for s in info["splits"]],
+        filename_template=tfds.core.ShardedFileTemplate(
+            data_dir=theirs, template=catalog.FILEPATH_TEMPLATE, dataset_name=catalog.DATASET_NAME,
+            filetype_suffix=catalog.FILE_FORMAT),
+        description=catalog.DESCRIPTION, metadata=tfds.core.MetadataDict({catalog.MANIFEST_METADATA_KEY: manifest}))
+    for name in ("dataset_info.json", "features.json", "metadata.json"):
+        assert json.load(open(os.path.join(out, name))) == json.load(open(os.path.join(theirs, name))), name
+    assert info["splits"][0]["shardLengths"] == ["3", "2"]
+    assert len(tfds.builder_from_directory(out).as_data_source()["train"]) == 5

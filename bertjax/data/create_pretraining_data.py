@@ -13,9 +13,10 @@ these differences:
   binomial count per side (same distribution);
 * text: invalid UTF-8 is replaced and counted; lines longer than 1 MB are cut into several sentences;
   private-use/unassigned characters are dropped by the tokenizer (see `bertjax.data.tokenizer`);
-* shards run in up to --num_workers processes (one per MIN_MB_PER_WORKER MB of text at most, so a small corpus
-  runs in-process); every shard's randomness comes from numpy SeedSequence([random_seed, shard index]), so the
-  dataset is identical for a given seed whatever the number of workers;
+* shards run in up to --num_workers processes, this one included (one per MIN_MB_PER_WORKER MB of text at most,
+  so a small corpus runs in this process alone); every shard's randomness comes from numpy
+  SeedSequence([random_seed, shard index]), so the dataset is identical for a given seed whatever the number of
+  workers;
 * --masking=dynamic stores unmasked pairs and the pipeline draws fresh masks every epoch;
 * --whole_word_masking=per_word draws 80/10/10 once per word (google-research/bert#910);
 * --eval_fraction holds out whole documents as an "eval" split.
@@ -29,13 +30,11 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
-import importlib
 import json
 import multiprocessing
 import os
 import shutil
 import sys
-import threading
 import time
 from collections import deque
 from dataclasses import asdict
@@ -44,13 +43,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bertjax.data import catalog, features, masking, shard_worker, text
+from bertjax.data import catalog, masking, shard_worker, text
 from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
 from bertjax.errors import BertjaxError, exit_on_bad_input
 
 MAX_AUTO_SHARD_MB = 1.0  # automatic shard size: corpus / 16, between these bounds
 MIN_AUTO_SHARD_MB = 0.25
-MIN_MB_PER_WORKER = 2.0  # smaller corpora use fewer worker processes (see worker_processes)
+MIN_MB_PER_WORKER = 1.5  # smaller corpora use fewer processes (see worker_processes)
 # ----------------------------------------------------------------------------------------------------------------
 # The whole run
 
@@ -82,9 +81,9 @@ def auto_shard_mb(total_bytes: int) -> float:
 
 
 def worker_processes(num_workers: int, total_bytes: int, shard_bytes: int) -> int:
-    """Processes worth starting: at most one per shard and one per MIN_MB_PER_WORKER of text (a worker's start-up
-    costs about as much as tokenizing 1 MB), so a small corpus runs in this process. The dataset does not depend
-    on it."""
+    """Processes worth using (this one included): at most one per shard and one per MIN_MB_PER_WORKER of text (a
+    worker process's start-up costs about as much as 1 MB of work; measured break-even 1.5-2 MB on 2 cores), so a
+    small corpus runs in this process alone. The dataset does not depend on it."""
     num_shards = -(-total_bytes // shard_bytes)
     by_size = int(total_bytes // (MIN_MB_PER_WORKER * (1 << 20))) if MIN_MB_PER_WORKER > 0 else num_shards
     return max(1, min(num_workers, num_shards, by_size))
@@ -125,37 +124,50 @@ def _existing_dataset(output_dir: Path, settings: shard_worker.Settings, overwri
 
 def _run_shards(shards, num_workers: int, init_args: tuple, tok: BertTokenizer,
                 progress) -> list[shard_worker.ShardResult]:
-    """Process shards in order, at most 2 per worker in flight (bounded memory), in-process when num_workers=1."""
-    results = []
-    if num_workers == 1:
-        previous = os.environ.get("TOKENIZERS_PARALLELISM")
-        try:
-            shard_worker.init_worker(*init_args, tokenizer=tok)
-            for shard in shards:
+    """Process the shards; return their results in shard order.
+
+    This process works on shards itself; with num_workers > 1, num_workers - 1 worker processes take the shards it
+    is not busy with (at most 2 each in flight, so memory stays bounded), and their start-up overlaps its work.
+    """
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    shard_worker.init_worker(*init_args, tokenizer=tok)
+    pool = None
+    if num_workers > 1:
+        pool = futures.ProcessPoolExecutor(num_workers - 1, mp_context=_worker_context(),
+                                           initializer=shard_worker.init_worker, initargs=init_args)
+    results: list[shard_worker.ShardResult] = []
+    pending: deque = deque()
+    try:
+        for shard in shards:
+            if pool is not None and len(pending) < 2 * (num_workers - 1):
+                pending.append((shard.num_bytes, pool.submit(shard_worker.process_shard, shard)))
+            else:
                 results.append(shard_worker.process_shard(shard))
                 progress(shard.num_bytes, results[-1])
-        finally:
-            shard_worker.WORKER_STATE.clear()
-            if previous is None:
-                os.environ.pop("TOKENIZERS_PARALLELISM", None)
-            else:
-                os.environ["TOKENIZERS_PARALLELISM"] = previous
-        return results
-    pool = futures.ProcessPoolExecutor(num_workers, mp_context=_worker_context(), initializer=shard_worker.init_worker,
-                                       initargs=init_args)
-    try:
-        pending: deque = deque()
-        for shard in shards:
-            pending.append((shard.num_bytes, pool.submit(shard_worker.process_shard, shard)))
-            while len(pending) >= 2 * num_workers:
+            while pending and pending[0][1].done():
                 results.append(_collect(pending.popleft(), progress))
         while pending:
             results.append(_collect(pending.popleft(), progress))
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         raise
-    pool.shutdown()
-    return results
+    finally:
+        shard_worker.WORKER_STATE.clear()
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+    if pool is not None:
+        pool.shutdown()
+    return sorted(results, key=lambda result: result.index)
+
+
+def _main_module_has_file() -> bool:
+    """Whether worker processes can re-import the main module (multiprocessing does): no file (python -c, a
+    notebook) is fine, a file name that does not exist (a script read from stdin) is not."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return path is None or os.path.isfile(path)
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -250,6 +262,10 @@ def create_pretraining_data(
     if shard_size_mb is None:
         shard_size_mb = auto_shard_mb(total_bytes)
     workers = worker_processes(num_workers, total_bytes, int(shard_size_mb * (1 << 20)))
+    if workers > 1 and not _main_module_has_file():
+        print("create_pretraining_data: the main script was read from stdin, which worker processes cannot "
+              "re-import; running in this process only (run a script file to use all cores)", file=sys.stderr)
+        workers = 1
     if workers > 1:
         start_workers_early()
     tok = BertTokenizer.from_vocab(vocab_file, do_lower_case=do_lower_case, strip_accents=strip_accents)
@@ -283,14 +299,8 @@ def create_pretraining_data(
             bar.set_postfix(instances=made["instances"], refresh=False)
 
         shards = text.plan_text_shards(files, settings.shard_bytes)
-        # TFDS (needed to finalize) is imported while the workers run, not after them.
-        tfds_import = threading.Thread(target=importlib.import_module, args=("tensorflow_datasets",), daemon=True)
-        if workers > 1:
-            tfds_import.start()
         results = _run_shards(shards, workers, (str(tok.vocab_path), settings, str(staging)), tok, progress)
         bar.close()
-        if workers > 1:
-            tfds_import.join()  # never import TFDS from two threads at once (see features.import_decoder)
         stats = {k: sum(r.stats[k] for r in results) for k in shard_worker.STAT_KEYS}
         if stats["documents_with_2plus_sentences"] == 0:
             raise BertjaxError(f"input {input_file!r} has no document with at least 2 sentences; put one sentence per "
@@ -315,8 +325,7 @@ def create_pretraining_data(
             "eval_fraction": eval_fraction, "random_next_scope": "shard", "settings": asdict(settings),
             "statistics": summary,
         }
-        catalog.finalize_dataset(staging, features.feature_spec(max_seq_length, max_predictions_per_seq),
-                                  split_shards, manifest, vocab_file=tok.vocab_path)
+        catalog.finalize_dataset(staging, split_shards, manifest, vocab_file=tok.vocab_path)
         _replace_dir(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -372,7 +381,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="static: masks stored; dynamic: unmasked pairs stored, the pipeline masks every epoch")
     p.add_argument("--eval_fraction", type=float, default=0.0, help="fraction of documents held out as split 'eval'")
     p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1,
-                   help=f"worker processes at most (one per {MIN_MB_PER_WORKER:g} MB of text; 1 runs in-process)")
+                   help=f"processes at most, this one included (one per {MIN_MB_PER_WORKER:g} MB of text; 1: no worker "
+                        "processes)")
     p.add_argument("--shard_size_mb", type=float, default=None,
                    help="text per shard; the random next document is drawn within a shard "
                         f"(default: corpus/16, between {MIN_AUTO_SHARD_MB} and {MAX_AUTO_SHARD_MB} MB)")

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
+from array_record.python import array_record_module
 
 from bertjax.errors import BertjaxError
 
@@ -72,15 +73,6 @@ def example_shapes(max_seq_length: int, max_predictions_per_seq: int) -> dict[st
 def feature_dtype(name: str) -> np.dtype:
     """The numpy dtype of a feature (float32 for masked_lm_weights, int32 otherwise)."""
     return np.dtype(np.float32) if name in FLOAT_FEATURES else np.dtype(np.int32)
-
-
-def spec_lengths(features) -> tuple[int, int]:
-    """(max_seq_length, max_predictions_per_seq) of a FeaturesDict made by `feature_spec`."""
-    info = features.get_tensor_info()
-    if set(info) != set(FEATURE_NAMES):
-        raise BertjaxError(f"features have keys {sorted(info)}, expected {sorted(FEATURE_NAMES)}; "
-                           "build them with bertjax.data.features.feature_spec(L, P)")
-    return info["input_ids"].shape[0], info["masked_lm_ids"].shape[0]
 
 
 def check_lengths(max_seq_length: int, max_predictions_per_seq: int) -> None:
@@ -255,8 +247,6 @@ class ShardWriter:
 
     def __init__(self, path: str | os.PathLike, max_seq_length: int | None = None,
                  max_predictions_per_seq: int | None = None):
-        from array_record.python import array_record_module
-
         self.path = os.fspath(path)
         self._lengths = (max_seq_length, max_predictions_per_seq) if max_seq_length else None
         self._writer = array_record_module.ArrayRecordWriter(self.path, WRITER_OPTIONS)
@@ -328,8 +318,6 @@ def write_shard(path: str | os.PathLike, examples: Mapping[str, np.ndarray] | It
 
 def count_records(path: str | os.PathLike) -> int:
     """Number of records in one ArrayRecord file (reads only its index)."""
-    from array_record.python import array_record_module
-
     reader = array_record_module.ArrayRecordReader(os.fspath(path))
     try:
         return reader.num_records()
@@ -339,8 +327,6 @@ def count_records(path: str | os.PathLike) -> int:
 
 def iter_records(path: str | os.PathLike, chunk_size: int = 1024) -> Iterator[bytes]:
     """The raw records of one ArrayRecord file in order, read `chunk_size` at a time (bounded memory)."""
-    from array_record.python import array_record_module
-
     reader = array_record_module.ArrayRecordReader(os.fspath(path))
     try:
         total = reader.num_records()
