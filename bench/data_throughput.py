@@ -290,8 +290,8 @@ def write_report(results: dict, name: str = "data_throughput") -> Path:
         f"Fastest of {results['repeats']} runs each (the original: 1). "
         "import s: the child's top-level imports (TensorFlow and the script's module for the original; the "
         "bertjax module for the others), not counted in the rates. work s: wall time of the run itself (the "
-        "original's main(); create_pretraining_data(), its worker start-up, tfds import and dataset finalisation "
-        "included; the reference's functions). CPU s: user+sys of the run, the worker processes' included. "
+        "original's main(); create_pretraining_data(), its worker start-up and dataset finalisation included; the "
+        "reference's functions). CPU s: user+sys of the run, the worker processes' included. "
         "Instances per CPU-second is the per-core rate; it stays meaningful when other processes share "
         "the machine, wall-clock rates do not. 'cores free before': CPU seconds per second that one busy process "
         "per core got just before the run (2.0 = both cores free).",
