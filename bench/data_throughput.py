@@ -202,6 +202,8 @@ def measure(kind: str, corpus: Path, vocab: Path, workers: int, dupe_factor: int
         stdout, stderr = process.communicate()
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        record_bytes = sum(path.stat().st_size for path in Path(out).rglob("*")
+                           if path.is_file() and ("array_record" in path.name or path.suffix == ".tfrecord"))
     if process.returncode != 0:
         raise RuntimeError(f"{kind} run failed:\n{stderr[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
@@ -220,7 +222,8 @@ def measure(kind: str, corpus: Path, vocab: Path, workers: int, dupe_factor: int
         "instances": result["instances"], "run_s": round(result["run_s"], 2), "process_wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2), "instances_per_s": round(result["instances"] / result["run_s"], 1),
         "instances_per_cpu_s": round(result["instances"] / cpu, 1),
-        "peak_rss_mb_tree": round(peak / 2**20, 1), **extra,
+        "peak_rss_mb_tree": round(peak / 2**20, 1),
+        "bytes_per_instance": round(record_bytes / max(1, result["instances"]), 1), **extra,
     }
 
 
@@ -270,8 +273,8 @@ def write_report(results: dict, name: str = "data_throughput") -> Path:
         f"Made by `python bench/data_throughput.py {results['arguments']}` ({results['date']}).", "",
         "| implementation | workers | corpus MB | instances | import s | work s | CPU s | instances/s | instances/CPU-s | "
         "vs original: instances/s | vs original: per CPU-s | vs reference: instances/s | vs reference: per CPU-s | "
-        "peak RSS MB (tree) | cores free before | load avg before |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "peak RSS MB (tree) | output bytes/instance | cores free before | load avg before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in results["runs"]:
         label = run["implementation"]
@@ -284,14 +287,16 @@ def write_report(results: dict, name: str = "data_throughput") -> Path:
                      f"{run['instances_per_cpu_s']:,.0f} | "
                      f"{_ratio_cells(run, ('speedup_vs_original', 'speedup_per_cpu_vs_original'))} | "
                      f"{_ratio_cells(run, ('speedup_vs_reference', 'speedup_per_cpu_vs_reference'))} | "
-                     f"{run['peak_rss_mb_tree']} | {run['available_cores_before']} | {run['load_average_before']} |")
+                     f"{run['peak_rss_mb_tree']} | {run.get('bytes_per_instance', '')} | {run['available_cores_before']} | "
+                     f"{run['load_average_before']} |")
     lines += [
         "",
         f"Fastest of {results['repeats']} runs each (the original: 1). "
         "import s: the child's top-level imports (TensorFlow and the script's module for the original; the "
         "bertjax module for the others), not counted in the rates. work s: wall time of the run itself (the "
         "original's main(); create_pretraining_data(), its worker start-up and dataset finalisation included; the "
-        "reference's functions). CPU s: user+sys of the run, the worker processes' included. "
+        "reference's functions). CPU s: user+sys of the run, the worker processes' included. Output bytes/instance: "
+        "the record files (ArrayRecord, snappy, for bertjax and the reference; the original's uncompressed TFRecord). "
         "Instances per CPU-second is the per-core rate; it stays meaningful when other processes share "
         "the machine, wall-clock rates do not. 'cores free before': CPU seconds per second that one busy process "
         "per core got just before the run (2.0 = both cores free).",
