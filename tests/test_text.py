@@ -99,6 +99,12 @@ def test_long_lines_are_cut_at_character_boundaries(tmp_path, monkeypatch):
     lines = list(text.iter_lines(path, stats))
     assert "".join(lines[:-1]) == "ééééééééééé x" and lines[-1] == "ok"
     assert stats.split_long_lines >= 2 and stats.invalid_utf8_lines == 0
+    exact = tmp_path / "exact.txt"
+    exact.write_bytes(b"0123456789\nabc\n")  # a line of exactly MAX_LINE_BYTES is whole (no blank line after it)
+    assert list(text.iter_lines(exact, text.TextStats())) == ["0123456789", "abc"]
+    assert text.read_shard_text(next(text.plan_text_shards([exact], shard_bytes=1)))[0][:2] == ["0123456789", ""]
+    assert [line for s in text.plan_text_shards([exact], 1) for line in text.read_shard_text(s)[0] if line] == [
+        "0123456789", "abc"]
     shards = list(text.plan_text_shards([path], shard_bytes=1))  # shards cut inside the long line, never a character
     pieces = [line for s in shards for line in text.read_shard_text(s)[0] if line]
     assert "".join(pieces[:-1]) == "ééééééééééé x" and pieces[-1] == "ok"

@@ -65,15 +65,12 @@ def iter_lines(source: str | os.PathLike | BinaryIO, stats: TextStats) -> Iterat
     with (open(source, "rb") if isinstance(source, (str, os.PathLike)) else source) as f:
         carry = b""
         while True:
-            chunk = f.readline(MAX_LINE_BYTES)
-            if not chunk:
-                if carry:
-                    yield _decode(carry, stats)
-                return
-            chunk = carry + chunk
+            chunk = carry + f.readline(MAX_LINE_BYTES + 1 - len(carry))
             carry = b""
-            if not chunk.endswith(b"\n") and len(chunk) >= MAX_LINE_BYTES:
-                cut = char_boundary(chunk)
+            if not chunk:
+                return
+            if not chunk.endswith(b"\n") and len(chunk) > MAX_LINE_BYTES:
+                cut = char_boundary(chunk[:MAX_LINE_BYTES])
                 chunk, carry = chunk[:cut], chunk[cut:]
                 stats.split_long_lines += 1
             yield _decode(chunk.rstrip(b"\r\n"), stats)
@@ -160,11 +157,13 @@ def _find_cut(f: BinaryIO, start: int, file_size: int, wanted: int, limit: int) 
         size = min(limit, 2 * size)
     line_start = start + window.rfind(b"\n", 0, limit - 1) + 1  # rfind gives -1 when the line began at start
     f.seek(line_start)
-    line = f.read(MAX_LINE_BYTES)
+    line = f.read(MAX_LINE_BYTES + 1)
     newline = line.find(b"\n")
     if newline >= 0:
         return line_start + newline + 1
-    return file_size if line_start + len(line) >= file_size else line_start + char_boundary(line)
+    if line_start + len(line) >= file_size:
+        return file_size
+    return line_start + char_boundary(line[:MAX_LINE_BYTES])
 
 
 def read_shard_text(shard: TextShard) -> tuple[list[str], TextStats]:
@@ -202,9 +201,9 @@ def read_shard_text(shard: TextShard) -> tuple[list[str], TextStats]:
 
 def _decode_lines(raw: bytes) -> str | None:
     """`raw` decoded, if it is valid UTF-8 and has no line longer than MAX_LINE_BYTES; else None."""
-    if len(raw) >= MAX_LINE_BYTES:
+    if len(raw) > MAX_LINE_BYTES:
         ends = np.flatnonzero(np.frombuffer(raw, np.uint8) == ord("\n"))
-        if np.diff(ends, prepend=-1, append=len(raw)).max() > MAX_LINE_BYTES:
+        if np.diff(ends, prepend=-1, append=len(raw)).max() > MAX_LINE_BYTES + 1:  # a line + its newline
             return None
     try:
         return raw.decode("utf-8")
