@@ -79,8 +79,8 @@ def finalize_dataset(output_dir: str | os.PathLike, split_shards: Mapping[str, S
 
 
 def features_json(max_seq_length: int, max_predictions_per_seq: int) -> dict[str, Any]:
-    """TFDS's features.json for `features.feature_spec(L, P)`, made without importing TFDS (0.13 s, a fifth of a
-    6 MB run); tests check it, and the dataset_info.json that finalize_dataset writes, against TFDS's own."""
+    """TFDS's features.json for `features.feature_spec(L, P)`, made without importing TFDS (the import costs more
+    than a small corpus's work); tests check it, and the dataset_info.json finalize_dataset writes, against TFDS's."""
     tfds_features = "tensorflow_datasets.core.features."
     entries = {}
     for name, shape in example_shapes(max_seq_length, max_predictions_per_seq).items():
