@@ -108,11 +108,12 @@ def time_pipeline(data_dir: str, num_batches: int, worker_count: int) -> dict[st
 
 def time_train_step(batch_size: int, steps: int) -> dict[str, float]:
     """Seconds per BERT-base forward+backward step at `batch_size` (after one compile+warm-up step)."""
-    import jax
-    import jax.numpy as jnp
+    # Not at the top: Grain's worker processes (spawned) re-import this script, and need no model.
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
 
-    from bertjax import losses
-    from bertjax.model import BertConfig, BertForPreTraining, init_params
+    from bertjax import losses  # noqa: PLC0415
+    from bertjax.model import BertConfig, BertForPreTraining, init_params  # noqa: PLC0415
 
     model = BertForPreTraining(BertConfig.named("base", vocab_size=VOCAB))
     params = init_params(model, jax.random.PRNGKey(0))

@@ -1,9 +1,10 @@
-"""Checkpoints of a training run (Orbax CheckpointManager) and the params-only export for fine-tuning.
+"""Checkpoints of a training run (Orbax CheckpointManager), its model description and its export.
 
 Layout of a workdir:
   <workdir>/checkpoints/<step>/{state, data, config}   train state, Grain iterator state, config JSON
-  <workdir>/export/{params, config.json, model.safetensors}   params only (Orbax) + a Hugging Face BERT
-                                                       checkpoint (transformers' BertForPreTraining loads it)
+  <workdir>/model/{config.json, vocab.txt, tokenizer_config.json}   what the run trains (written at its start)
+  <workdir>/export/   the final params as a Hugging Face BERT directory (`convert.hf.save_pretrained`): the files
+                      of model/ plus model.safetensors; transformers' BertForPreTraining and BertTokenizerFast load it
 
 Saves are asynchronous, every `every_steps` steps or when a preemption is announced; the newest `keep`
 checkpoints are kept. A restore uses the shardings of the target, so a checkpoint written on one device
@@ -17,13 +18,16 @@ import tempfile
 import threading
 from typing import Any
 
+import grain
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from bertjax import convert
+from bertjax.convert import hf, sources
 from bertjax.errors import BertjaxError
+from bertjax.layers import SCANNED_LAYERS_NAME
+from bertjax.model import stack_layers
 
 CHECKPOINTS_DIR = "checkpoints"
 EXPORT_DIR = "export"
@@ -81,10 +85,6 @@ class Checkpointer:
         """The newest finished checkpoint's step, or None."""
         return self._manager.latest_step()
 
-    def all_steps(self) -> list[int]:
-        """Steps of all finished checkpoints."""
-        return list(self._manager.all_steps())
-
     def preemption_requested(self, step: int) -> bool:
         """True when the run should save now and stop (SIGTERM, or a preemption notice on a pod)."""
         if self._sigterm is not None and self._sigterm.received:
@@ -95,8 +95,6 @@ class Checkpointer:
         """Start an asynchronous save if the policy says so (or `force`); returns whether one started."""
         items = {"state": ocp.args.StandardSave(state)}
         if data_iter is not None:
-            import grain  # noqa: PLC0415  (only needed when there is an iterator)
-
             items["data"] = grain.checkpoint.CheckpointSave(data_iter)
         if config is not None:
             items["config"] = ocp.args.JsonSave(config)
@@ -129,8 +127,6 @@ class Checkpointer:
         """
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         if data_iter is not None and self.has_data_state(step):
-            import grain  # noqa: PLC0415
-
             items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(**items))
@@ -169,33 +165,44 @@ def _first_line(error: BaseException) -> str:
     return text[0][:300] if text else type(error).__name__
 
 
-def export_params(params, bert_config, workdir: str) -> epath.Path:
-    """Write <workdir>/export/: Orbax params (for phase 2 / fine-tuning in JAX) and a Hugging Face checkpoint."""
-    export_dir = absolute_path(workdir) / EXPORT_DIR
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(export_dir / "params", params, force=True)
-        checkpointer.wait_until_finished()
-    host_params = multihost_utils.process_allgather(params, tiled=True)  # a collective: every process calls it
+def write_model_description(workdir: str, bert_config, vocab_file: str | None, do_lower_case: bool | None,
+                            strip_accents: bool | None) -> None:
+    """Write <workdir>/model/ (config.json, vocab.txt, tokenizer_config.json) on process 0: what the run trains,
+    so that any of its checkpoints converts on its own (`python -m bertjax.convert to-hf`)."""
     if jax.process_index() == 0:
         with tempfile.TemporaryDirectory() as local:  # write locally, then copy: the workdir may be gs://
-            convert.save_hf_checkpoint(local, bert_config, host_params)
-            for name in (convert.CONFIG_NAME, convert.WEIGHTS_NAME):
-                (export_dir / name).write_bytes(epath.Path(local, name).read_bytes())
+            hf.save_pretrained(local, bert_config, vocab_file=vocab_file, do_lower_case=do_lower_case,
+                               strip_accents=strip_accents)
+            _copy_tree(epath.Path(local), absolute_path(workdir) / sources.MODEL_DIR)
+
+
+def _copy_tree(source: epath.Path, target: epath.Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+
+
+def export_params(params, workdir: str) -> epath.Path:
+    """Write <workdir>/export/, a Hugging Face BERT directory (weights, config, vocab, casing) of `params`.
+
+    `params` are global arrays; every process calls this (gathering them is a collective), process 0 writes.
+    """
+    export_dir = absolute_path(workdir) / EXPORT_DIR
+    model_dir = absolute_path(workdir) / sources.MODEL_DIR
+    host_params = multihost_utils.process_allgather(params, tiled=True)
+    if jax.process_index() == 0:
+        with tempfile.TemporaryDirectory() as local:
+            local = epath.Path(local)
+            _copy_tree(model_dir, local)  # config.json, vocab.txt, tokenizer_config.json
+            hf.save_pretrained(local, hf.read_config(local), host_params)
+            _copy_tree(local, export_dir)
     return export_dir
 
 
 def load_params(init_from: str, abstract_params) -> Any:
-    """Params for `abstract_params`' shapes/shardings from an export dir, a workdir's export, or its latest checkpoint."""
+    """Params for `abstract_params`' shapes/shardings from `init_from`: a bertjax workdir (its latest checkpoint),
+    or any checkpoint `convert.sources` reads (a bertjax export, a Hugging Face or an original TF directory)."""
     root = absolute_path(init_from)
-    for params_dir in (root / "params", root / EXPORT_DIR / "params"):
-        if params_dir.is_dir():
-            try:
-                with ocp.StandardCheckpointer() as checkpointer:
-                    return checkpointer.restore(params_dir, abstract_params)
-            except ValueError as e:
-                raise BertjaxError(
-                    f"config.train.init_from={init_from}: its params do not fit this model ({_first_line(e)}); "
-                    "use the same model size and vocab as the run that wrote it.") from e
     checkpoints = root / CHECKPOINTS_DIR
     if checkpoints.is_dir():
         with ocp.CheckpointManager(checkpoints, options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
@@ -210,6 +217,16 @@ def load_params(init_from: str, abstract_params) -> Any:
                         f"config.train.init_from={init_from}: checkpoint step {step} does not fit this model "
                         f"({_first_line(e)}); use the same model size and vocab as the run that wrote it.") from e
                 return restored["state"]["params"]
-    raise BertjaxError(
-        f"config.train.init_from={init_from}: no params found (expected <dir>/params, <dir>/export/params or "
-        "<dir>/checkpoints/<step>); point it at a phase-1 --workdir or its export directory.")
+    try:
+        params = sources.load_pretrained(str(root)).params
+    except BertjaxError as e:
+        raise BertjaxError(f"config.train.init_from={init_from}: {e}") from e
+    scanned = abstract_params["bert"]["encoder"].get(SCANNED_LAYERS_NAME)
+    if scanned is not None:
+        params = stack_layers(params, jax.tree.leaves(scanned)[0].shape[0])
+    try:
+        return jax.tree.map(lambda value, target: jax.device_put(value.astype(target.dtype), target.sharding),
+                            params, abstract_params)
+    except ValueError as e:
+        raise BertjaxError(f"config.train.init_from={init_from}: its params do not fit this model "
+                           f"({_first_line(e)}); use the model size and vocab of the checkpoint.") from e

@@ -1,4 +1,6 @@
 """One error type for bad input, so command-line entry points can print one clear line and exit non-zero."""
+import functools
+import sys
 
 
 class BertjaxError(ValueError):
@@ -11,9 +13,6 @@ class BertjaxError(ValueError):
 
 def exit_on_bad_input(main_fn):
     """Wrap a command-line `main` so a BertjaxError prints one line to stderr and exits with status 2."""
-    import functools
-    import sys
-
     @functools.wraps(main_fn)
     def wrapper(*args, **kwargs):
         try:

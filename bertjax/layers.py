@@ -3,7 +3,7 @@
 Module and parameter names follow the original TF scopes and the Hugging Face BERT names (`attention/self/query`,
 `intermediate/dense`, `output/LayerNorm`, ...), so checkpoints map onto them by renaming alone.
 
-Shapes ride in names: B batch, T sequence length, H hidden size, N heads, D head size, I intermediate size.
+Shapes ride in names, with the letters of the legend in `bertjax/__init__.py`.
 Numerics: LayerNorm and the attention softmax always run in at least float32 (`accum_dtype`), whatever the
 compute `dtype` (bfloat16 compute keeps them in float32; float64 compute, used by gradient checks, in float64).
 """
@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from bertjax.errors import BertjaxError
 
 Dtype = Any
 
@@ -86,9 +88,9 @@ class BertEmbeddings(nn.Module):
         cfg = self.config
         seq_len = input_ids_BxT.shape[-1]
         if seq_len > cfg.max_position_embeddings:
-            raise ValueError(
+            raise BertjaxError(
                 f"sequence length {seq_len} exceeds max_position_embeddings={cfg.max_position_embeddings}; "
-                "shorten the input or use a config with more positions"
+                "truncate the input to that length, or use a model with more position embeddings"
             )
         init = kernel_init(cfg.initializer_range)
 

@@ -1,6 +1,6 @@
 """BERT models: `BertConfig`, `BertModel` (encoder + pooler) and `BertForPreTraining` (+ MLM and NSP heads).
 
-The math is google-research/bert's (see shared REFERENCE.md section 1); parameter names are the original TF scopes in
+The math is google-research/bert's `modeling.py` (`BertModel`, `transformer_model`, `attention_layer`); parameter names are the original TF scopes in
 Flax form, which are also Hugging Face's names (docs/design.md lists the tree).
 """
 
@@ -34,7 +34,7 @@ from bertjax.layers import (
 
 Dtype = Any
 
-# Named sizes (REFERENCE.md section 5; Turc et al. 2019): (layers, hidden); heads = hidden / 64, intermediate = 4 * hidden.
+# Named sizes (google-research/bert README, "24 smaller BERT models"; Turc et al. 2019): (layers, hidden); heads = hidden / 64, intermediate = 4 * hidden.
 NAMED_SIZES = {
     "tiny": (2, 128),
     "mini": (4, 256),
@@ -262,6 +262,20 @@ class BertForPreTraining(nn.Module):
         masked_hidden_BxPxH = gather_positions(outputs["sequence_output"], masked_lm_positions)
         mlm_logits, nsp_logits = self.cls(masked_hidden_BxPxH, outputs["pooled_output"], word_embeddings_VxH)
         return {**outputs, "mlm_logits": mlm_logits, "nsp_logits": nsp_logits}
+
+
+def flops_per_example(config: BertConfig, seq_length: int, num_predictions: int) -> float:
+    """Approximate training FLOPs of one BertForPreTraining example (forward + backward = 3x the forward's).
+
+    Per layer and token: 2 FLOPs per multiply-add of the Q, K, V and output projections (4 H^2) and the
+    feed-forward block (2 H I), plus the attention scores and context (2 T H). The heads add the MLM transform and
+    the tied decoder at the P masked positions (H^2 + H V each) and the pooler (H^2).
+    """
+    hidden, inner = config.hidden_size, config.intermediate_size
+    per_token_layer = 2 * (4 * hidden * hidden + 2 * hidden * inner) + 2 * 2 * seq_length * hidden
+    encoder = config.num_hidden_layers * seq_length * per_token_layer
+    heads = num_predictions * 2 * (hidden * hidden + hidden * config.vocab_size) + 2 * hidden * hidden
+    return 3.0 * (encoder + heads)
 
 
 def dummy_inputs(config: BertConfig, batch_size: int = 1, seq_len: int = 8, num_predictions: int = 2) -> tuple:

@@ -3,7 +3,9 @@ import os
 
 import jax
 import ml_collections
+from jax.experimental import multihost_utils
 
+from bertjax.data import create_pretraining_data, tokenizer, vocab
 from bertjax.errors import BertjaxError
 
 
@@ -16,18 +18,16 @@ def dataset_dir(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, s
                 "`python -m bertjax.data.create_pretraining_data --output_dir=...` or fix the path.")
         return config.data.dir, config.data.vocab_file
     if config.data.get("build") is not None:
-        return build_dataset(config, workdir)
+        return build_demo_dataset(config, workdir)
     raise BertjaxError("--config.data.dir is not set; point it at a dataset made by "
                        "`python -m bertjax.data.create_pretraining_data`.")
 
 
-def build_dataset(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str]:
+def build_demo_dataset(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str]:
     """Train the vocab and write the dataset from config.data.build.corpus, unless already there; reused later.
 
     Only process 0 builds; the others wait (multi-host runs should use a prepared --config.data.dir instead).
     """
-    from bertjax.data import create_pretraining_data, tokenizer, vocab  # noqa: PLC0415
-
     build = config.data.build
     if not os.path.isfile(build.corpus):
         raise BertjaxError(f"--config.data.build.corpus={build.corpus} does not exist; fix the path.")
@@ -46,7 +46,5 @@ def build_dataset(config: ml_collections.ConfigDict, workdir: str) -> tuple[str,
             eval_fraction=build.eval_fraction, masking=build.masking, random_seed=config.data.seed,
             show_progress=False)
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils  # noqa: PLC0415
-
         multihost_utils.sync_global_devices("bertjax_build_dataset")
     return data_dir, vocab_file

@@ -1,17 +1,84 @@
-"""Checks of a run's config against itself, the devices and the dataset manifest; the model config it implies.
+"""The door of a training run: every check of its config, in one pass, before anything is built.
 
-Every problem is a BertjaxError naming the config field (as `--config.a.b`) and the fix.
+    spec = run_config.check_run(config, workdir, num_devices=8, process_count=1)
+
+checks the config against itself, the devices and processes, the optimizer fields, the dataset manifest and vocab,
+and the model fields, and returns a `RunSpec` of typed values (the `BertConfig`, the dataset directory) that the
+rest of the run takes without asking the config again. Every problem is a BertjaxError naming the config field
+(as `--config.a.b`) and the fix. The demo's dataset is built here on first use (`prepare.py`), after the checks
+that need no data.
 """
+import dataclasses
 import pathlib
 
 import ml_collections
 
+from bertjax import prepare
+from bertjax.convert import sources
+from bertjax.data import catalog
+from bertjax.data.tokenizer import vocab_sha256
 from bertjax.errors import BertjaxError
+from bertjax.model import BertConfig
+from bertjax.train_state import validate_optimizer_config
 
 DTYPES = ("float32", "bfloat16")
+POSITIVE_FIELDS = ("train.batch_size", "train.micro_batches", "train.num_train_steps", "eval.batch_size",
+                   "eval.every_steps", "checkpoint.every_steps", "checkpoint.keep", "log.every_steps",
+                   "data.max_seq_length", "data.max_predictions_per_seq")
+DEFAULT_SIZE = "base"
+# The fields a named size sets, and the ones a run chooses even when the model comes from a checkpoint.
+SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+RUN_CHOSEN_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+# The BertConfig fields a run config may override (config.model.<name>); unset ones keep the named size's value.
+MODEL_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+                "max_position_embeddings", "initializer_range", "hidden_dropout_prob", "attention_probs_dropout_prob")
 
 
-def _positive(config, path: str) -> None:
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """What the checks resolved: the model to build, where its data is and the vocab and casing it was made with
+    (None when the caller brings its own data)."""
+
+    bert_config: BertConfig
+    data_dir: str | None = None
+    vocab_file: str | None = None
+    do_lower_case: bool | None = None
+    strip_accents: bool | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        """The vocab size of the model and of the data."""
+        return self.bert_config.vocab_size
+
+
+def check_run(config: ml_collections.ConfigDict, workdir: str, *, num_devices: int, process_count: int,
+              vocab_size: int | None = None) -> RunSpec:
+    """All checks of a run, in one pass; returns the resolved RunSpec.
+
+    `vocab_size` is given when the caller brings its own data (tests); otherwise the dataset named by the config
+    (or the demo's, built on first use) is checked against its manifest and gives the vocab size.
+    """
+    validate(config, num_devices, process_count)
+    validate_optimizer_config(config.optimizer, config.train.num_train_steps)
+    pretrained = None
+    if config.train.init_from:
+        try:
+            pretrained = sources.load_pretrained(config.train.init_from, read_params=False)
+        except BertjaxError as e:
+            raise BertjaxError(f"--config.train.init_from={config.train.init_from}: {e}") from e
+    if vocab_size is not None:
+        return RunSpec(bert_config(config, vocab_size, pretrained))
+    data_dir, vocab_file = prepare.dataset_dir(config, workdir)
+    manifest = catalog.read_manifest(data_dir)
+    vocab_size = check_manifest(config, manifest, data_dir, vocab_file)
+    dataset_vocab = catalog.dataset_vocab_path(data_dir)
+    if pretrained is not None and pretrained.vocab_file is not None:
+        check_same_vocab(pretrained, dataset_vocab, manifest, data_dir)
+    return RunSpec(bert_config(config, vocab_size, pretrained), data_dir, dataset_vocab,
+                   bool(manifest["do_lower_case"]), bool(manifest["strip_accents"]))
+
+
+def _positive(config: ml_collections.ConfigDict, path: str) -> None:
     value = config
     for part in path.split("."):
         value = getattr(value, part)
@@ -24,9 +91,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     if config.train.require_init_from and not config.train.init_from:
         raise BertjaxError("--config.train.init_from is required by this config (phase 2 continues a phase-1 run); "
                            "set it to the phase-1 --workdir or its export directory.")
-    for path in ("train.batch_size", "train.micro_batches", "train.num_train_steps", "eval.batch_size",
-                 "eval.every_steps", "checkpoint.every_steps", "checkpoint.keep", "log.every_steps",
-                 "data.max_seq_length", "data.max_predictions_per_seq"):
+    for path in POSITIVE_FIELDS:
         _positive(config, path)
     if config.dtype not in DTYPES:
         raise BertjaxError(f"--config.dtype={config.dtype!r} is not supported; use one of {DTYPES}.")
@@ -67,8 +132,6 @@ def check_manifest(config: ml_collections.ConfigDict, manifest: dict, data_dir: 
     if vocab_file is not None:
         if not pathlib.Path(vocab_file).is_file():
             raise BertjaxError(f"--config.data.vocab_file={vocab_file} does not exist; fix the path.")
-        from bertjax.data.tokenizer import vocab_sha256  # noqa: PLC0415
-
         digest = vocab_sha256(vocab_file)
         if manifest.get("vocab_sha256") and digest != manifest["vocab_sha256"]:
             raise BertjaxError(
@@ -78,33 +141,61 @@ def check_manifest(config: ml_collections.ConfigDict, manifest: dict, data_dir: 
     return vocab_size
 
 
-def bert_config(config: ml_collections.ConfigDict, vocab_size: int):
-    """The BertConfig the run trains: a named size with the config's overrides."""
-    from bertjax.model import BertConfig  # noqa: PLC0415  (keeps config checks importable without flax)
+def bert_config(config: ml_collections.ConfigDict, vocab_size: int,
+                pretrained: sources.Pretrained | None = None) -> BertConfig:
+    """The BertConfig the run trains.
 
-    fields = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-              "max_position_embeddings", "initializer_range", "hidden_dropout_prob", "attention_probs_dropout_prob")
-    overrides = {name: config.model[name] for name in fields if config.model.get(name) is not None}
+    Without init_from: the named size (`--config.model.size`, default base) with the config's overrides. With it:
+    the checkpoint's model, with the run's dropout; a size, model field or vocab size the config sets that
+    contradicts the checkpoint is an error.
+    """
+    overrides = {name: config.model[name] for name in MODEL_FIELDS if config.model.get(name) is not None}
+    if pretrained is not None:
+        return _pretrained_config(config, vocab_size, pretrained, overrides)
     try:
-        return BertConfig.named(config.model.size, vocab_size=vocab_size, **overrides)
+        model = BertConfig.named(config.model.size or DEFAULT_SIZE, vocab_size=vocab_size, **overrides)
     except BertjaxError as e:
         raise BertjaxError(f"--config.model.*: {e}") from e
+    _check_positions(config, model)
+    return model
 
 
-def flops_per_example(bert, seq_length: int, num_predictions: int) -> float:
-    """Approximate training FLOPs (forward + backward = 3x forward) of one example."""
-    hidden, inner = bert.hidden_size, bert.intermediate_size
-    per_token_layer = 2 * (4 * hidden * hidden + 2 * hidden * inner) + 2 * 2 * seq_length * hidden
-    encoder = bert.num_hidden_layers * seq_length * per_token_layer
-    heads = num_predictions * 2 * (hidden * hidden + hidden * bert.vocab_size) + 2 * hidden * hidden
-    return 3.0 * (encoder + heads)
-
-
-def check_token_ids(batch: dict, vocab_size: int) -> None:
-    """Raise if a host-local batch has a token id outside [0, vocab_size)."""
-    for key in ("input_ids", "masked_lm_ids"):
-        values = batch[key]
-        if values.size and (values.max() >= vocab_size or values.min() < 0):
+def _pretrained_config(config: ml_collections.ConfigDict, vocab_size: int, pretrained: sources.Pretrained,
+                       overrides: dict) -> BertConfig:
+    source = f"--config.train.init_from={config.train.init_from}"
+    model = pretrained.config
+    fixed = {}
+    if config.model.size is not None:
+        fixed.update({name: getattr(BertConfig.named(config.model.size), name) for name in SIZE_FIELDS})
+    fixed.update({name: value for name, value in overrides.items() if name not in RUN_CHOSEN_FIELDS})
+    fixed["vocab_size"] = vocab_size
+    for name, value in fixed.items():
+        if getattr(model, name) != value:
+            flag = ("the dataset's vocab_size" if name == "vocab_size" else f"--config.model.{name}"
+                    if name in overrides else f"--config.model.size={config.model.size}")
             raise BertjaxError(
-                f"the dataset has {key} outside [0, {vocab_size}) (max {int(values.max())}); the model's vocab_size "
-                "does not fit the data: regenerate the dataset with the matching vocab.")
+                f"{flag} gives {name}={value}, but {source} has {name}={getattr(model, name)}; the model comes from "
+                "the checkpoint: leave the model fields unset (and build the dataset with the checkpoint's vocab.txt).")
+    model = model.replace(**{name: overrides[name] for name in RUN_CHOSEN_FIELDS if name in overrides})
+    _check_positions(config, model)
+    return model
+
+
+def _check_positions(config: ml_collections.ConfigDict, model: BertConfig) -> None:
+    if config.data.max_seq_length > model.max_position_embeddings:
+        raise BertjaxError(
+            f"--config.data.max_seq_length={config.data.max_seq_length} exceeds the model's max_position_embeddings="
+            f"{model.max_position_embeddings}; use shorter sequences.")
+
+
+def check_same_vocab(pretrained: sources.Pretrained, dataset_vocab: str, manifest: dict, data_dir: str) -> None:
+    """The dataset must be made with the checkpoint's vocab.txt and casing (ids mean tokens of that vocab)."""
+    fix = f"rebuild the dataset with --vocab_file={pretrained.vocab_file}"
+    if vocab_sha256(dataset_vocab) != vocab_sha256(pretrained.vocab_file):
+        raise BertjaxError(f"the dataset in {data_dir} was made with another vocab than --config.train.init_from="
+                           f"{pretrained.path} ({pretrained.vocab_file}); {fix}.")
+    if bool(manifest["do_lower_case"]) != pretrained.do_lower_case:
+        raise BertjaxError(
+            f"the dataset in {data_dir} was made with do_lower_case={bool(manifest['do_lower_case'])}, but "
+            f"--config.train.init_from={pretrained.path} is do_lower_case={pretrained.do_lower_case} (from "
+            f"{pretrained.casing_from}); {fix} --do_lower_case={str(pretrained.do_lower_case).lower()}.")

@@ -14,9 +14,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from bertjax import checkpoint, run_config, sharding, train_step
+from bertjax import checkpoint, losses, run_config, sharding, train_step
+from bertjax.data import pipeline
 from bertjax.errors import BertjaxError
 from bertjax.metrics_writer import MetricsWriter, Throughput, format_duration, peak_flops_per_device
+from bertjax.model import BertConfig, BertForPreTraining, flops_per_example
+from bertjax.train_state import TrainState, create_optimizer, nonfinite_counts
 
 
 @dataclasses.dataclass
@@ -39,36 +42,37 @@ class StepInfo:
     checkpointer: checkpoint.Checkpointer
 
 
-def open_dataset(config: ml_collections.ConfigDict, workdir: str) -> DataSource:
-    """The config's dataset (built first for configs with a corpus), checked against its manifest."""
-    from bertjax.data import catalog, pipeline  # noqa: PLC0415  (data stack only needed for real runs)
-    from bertjax import prepare  # noqa: PLC0415
-
-    data_dir, vocab_file = prepare.dataset_dir(config, workdir)
-    manifest = catalog.read_manifest(data_dir)
-    vocab_size = run_config.check_manifest(config, manifest, data_dir, vocab_file)
+def open_dataset(config: ml_collections.ConfigDict, spec: run_config.RunSpec) -> DataSource:
+    """Iterators over the dataset the door checked (`spec.data_dir`)."""
 
     def iterator(split: str, batch_size: int, shuffle: bool, num_epochs: int | None):
-        return pipeline.create_iterator(data_dir, split=split, global_batch_size=batch_size, seed=config.data.seed,
-                                        shuffle=shuffle, num_epochs=num_epochs)
+        return pipeline.create_iterator(spec.data_dir, split=split, global_batch_size=batch_size,
+                                        seed=config.data.seed, shuffle=shuffle, num_epochs=num_epochs)
 
     return DataSource(
-        vocab_size=vocab_size,
+        vocab_size=spec.vocab_size,
         train_iterator=lambda: iterator(config.data.train_split, config.train.batch_size, True, None),
         eval_iterator=lambda: iterator(config.data.eval_split, config.eval.batch_size, False, 1))
+
+
+def check_token_ids(batch: dict, vocab_size: int) -> None:
+    """Raise if a host-local batch has a token id outside [0, vocab_size)."""
+    for key in ("input_ids", "masked_lm_ids"):
+        values = batch[key]
+        if values.size and (values.max() >= vocab_size or values.min() < 0):
+            raise BertjaxError(
+                f"the dataset has {key} outside [0, {vocab_size}) (max {int(values.max())}); the model's vocab_size "
+                "does not fit the data: regenerate the dataset with the matching vocab.")
 
 
 class Trainer:
     """The model, optimizer, shardings and jitted steps of one run."""
 
-    def __init__(self, config: ml_collections.ConfigDict, vocab_size: int, mesh: jax.sharding.Mesh):
-        from bertjax.model import BertForPreTraining  # noqa: PLC0415
-        from bertjax.train_state import TrainState, create_optimizer  # noqa: PLC0415
-
+    def __init__(self, config: ml_collections.ConfigDict, bert_config: BertConfig, mesh: jax.sharding.Mesh):
         self.config = config
         self.mesh = mesh
-        self.vocab_size = vocab_size
-        self.bert_config = run_config.bert_config(config, vocab_size)
+        self.bert_config = bert_config
+        self.vocab_size = bert_config.vocab_size
         self.model = BertForPreTraining(
             self.bert_config, dtype=jnp.dtype(config.dtype), param_dtype=jnp.float32,
             scan_layers=config.model.scan_layers, remat=config.model.remat)
@@ -90,11 +94,11 @@ class Trainer:
         self._init = jax.jit(init_state, out_shardings=self.state_shardings)
         self._rng = rng
         step_fn = train_step.make_train_step(self.model, self.tx, config.train.micro_batches)
-        self.train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_sharding),
-                                  out_shardings=(self.state_shardings, replicated), donate_argnums=0)
-        self.eval_step = jax.jit(train_step.make_eval_step(self.model, vocab_size),
-                                 in_shardings=(self.state_shardings.params, self.batch_sharding),
-                                 out_shardings=replicated)
+        self.jit_train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_sharding),
+                                      out_shardings=(self.state_shardings, replicated), donate_argnums=0)
+        self.jit_eval_step = jax.jit(train_step.make_eval_step(self.model, self.vocab_size),
+                                     in_shardings=(self.state_shardings.params, self.batch_sharding),
+                                     out_shardings=replicated)
 
     def initial_state(self):
         """A freshly initialised, sharded TrainState."""
@@ -106,9 +110,7 @@ class Trainer:
 
     def global_batch(self, host_batch: dict) -> dict:
         """Host-local numpy batch -> global jax.Arrays sharded over the batch axes."""
-        from bertjax.data import pipeline  # noqa: PLC0415
-
-        run_config.check_token_ids(host_batch, self.vocab_size)
+        check_token_ids(host_batch, self.vocab_size)
         return pipeline.to_global_batch(host_batch, self.batch_sharding)
 
     def evaluate(self, params, batches: Iterator[dict], max_batches: int) -> dict:
@@ -117,7 +119,7 @@ class Trainer:
         for host_batch in batches:
             if 0 <= max_batches <= count:
                 break
-            sums, counts = self.eval_step(params, self.global_batch(host_batch))
+            sums, counts = self.jit_eval_step(params, self.global_batch(host_batch))
             totals = sums if totals is None else train_step.add_sums(totals, sums)
             id_counts = counts if id_counts is None else id_counts + counts
             count += 1
@@ -126,8 +128,6 @@ class Trainer:
                 f"the eval split --config.data.eval_split={self.config.data.eval_split!r} gave no batch of "
                 f"--config.eval.batch_size={self.config.eval.batch_size}; use a smaller eval batch size or a dataset "
                 "with more eval examples.")
-        from bertjax import losses  # noqa: PLC0415
-
         metrics = {name: float(value) for name, value in losses.compute_metrics(totals).items()}
         id_counts = np.asarray(id_counts, np.float64)
         metrics["masked_lm_accuracy_baseline"] = float(id_counts.max() / max(id_counts.sum(), 1e-9))
@@ -143,26 +143,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, data:
     `data` replaces the config's dataset (tests); `hooks` run after every step; `devices` restricts the mesh.
     """
     devices = list(jax.devices() if devices is None else devices)
-    run_config.validate(config, len(devices), jax.process_count())
+    spec = run_config.check_run(config, workdir, num_devices=len(devices), process_count=jax.process_count(),
+                                vocab_size=None if data is None else data.vocab_size)
     mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, devices)
     checkpoint.absolute_path(workdir).mkdir(parents=True, exist_ok=True)
     if data is None:
-        data = open_dataset(config, workdir)
+        data = open_dataset(config, spec)
     with jax.set_mesh(mesh):
-        trainer = Trainer(config, data.vocab_size, mesh)
-        resolved = _resolved_config(config, data.vocab_size)
+        trainer = Trainer(config, spec.bert_config, mesh)
+        resolved = _resolved_config(config, spec.bert_config)
         checkpointer = checkpoint.Checkpointer(
             workdir, every_steps=config.checkpoint.every_steps, keep=config.checkpoint.keep,
             async_save=config.checkpoint.async_save)
         try:
-            return _run(trainer, data, checkpointer, resolved, workdir, hooks)
+            return _run(trainer, data, checkpointer, resolved, workdir, spec, hooks)
         finally:
             checkpointer.close()
 
 
-def _resolved_config(config: ml_collections.ConfigDict, vocab_size: int) -> ml_collections.ConfigDict:
+def _resolved_config(config: ml_collections.ConfigDict, bert_config: BertConfig) -> ml_collections.ConfigDict:
+    """The config with the model fields the run actually trains (from the named size, the data or init_from)."""
     resolved = ml_collections.ConfigDict(config.to_dict())
-    resolved.model.vocab_size = vocab_size
+    for name in ("vocab_size", *run_config.MODEL_FIELDS):
+        resolved.model[name] = getattr(bert_config, name)
     return resolved
 
 
@@ -210,12 +213,14 @@ def _log_process_0(message: str, *args) -> None:
 
 
 def _run(trainer: Trainer, data: DataSource, checkpointer: checkpoint.Checkpointer,
-         config: ml_collections.ConfigDict, workdir: str, hooks) -> dict:
+         config: ml_collections.ConfigDict, workdir: str, spec: run_config.RunSpec, hooks) -> dict:
     train_iter = None if config.train.eval_only else data.train_iterator()
     state = _restore_or_init(trainer, checkpointer, config, train_iter)
     step = int(jax.device_get(state.step))
     if jax.process_index() == 0:  # only now: an incompatible workdir must keep its config.json
         (checkpoint.absolute_path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
+    checkpoint.write_model_description(workdir, trainer.bert_config, spec.vocab_file, spec.do_lower_case,
+                                       spec.strip_accents)
     writer = MetricsWriter(workdir, tensorboard=config.log.tensorboard, total_steps=config.train.num_train_steps,
                            initial_step=step)
     writer.write_config(config.to_json_best_effort())
@@ -234,7 +239,7 @@ def _run(trainer: Trainer, data: DataSource, checkpointer: checkpoint.Checkpoint
             return {}
         metrics = evaluate(state.params, int(jax.device_get(state.step)))
         checkpointer.wait()
-        export_dir = checkpoint.export_params(state.params, trainer.bert_config, workdir)
+        export_dir = checkpoint.export_params(state.params, workdir)
         writer.log(f"done: step {int(jax.device_get(state.step))}; params exported to {export_dir}")
         return metrics
     finally:
@@ -248,7 +253,7 @@ def _train_loop(trainer: Trainer, state, train_iter, checkpointer: checkpoint.Ch
     step = start_step = int(jax.device_get(state.step))
     seq, preds = config.data.max_seq_length, config.data.max_predictions_per_seq
     throughput = Throughput(
-        flops_per_step=run_config.flops_per_example(trainer.bert_config, seq, preds) * config.train.batch_size,
+        flops_per_step=flops_per_example(trainer.bert_config, seq, preds) * config.train.batch_size,
         tokens_per_step=config.train.batch_size * seq, total_steps=num_steps,
         peak_flops=peak_flops_per_device(config.log.peak_flops_per_device))
     config_dict = config.to_dict()
@@ -257,7 +262,7 @@ def _train_loop(trainer: Trainer, state, train_iter, checkpointer: checkpoint.Ch
                f"{dict(trainer.mesh.shape)}, {jax.process_count()} processes")
     while step < num_steps:
         host_batch = next(train_iter)
-        state, metrics = trainer.train_step(state, trainer.global_batch(host_batch))
+        state, metrics = trainer.jit_train_step(state, trainer.global_batch(host_batch))
         step += 1
         interval_steps += 1
         totals = metrics if totals is None else train_step.add_sums(totals, metrics)
@@ -286,9 +291,6 @@ def _train_loop(trainer: Trainer, state, train_iter, checkpointer: checkpoint.Ch
 
 
 def _log_train(writer, trainer, state, totals, interval_steps, step, throughput, config) -> None:
-    from bertjax import losses  # noqa: PLC0415
-    from bertjax.train_state import nonfinite_counts  # noqa: PLC0415
-
     consecutive, total_skipped = (int(x) for x in jax.device_get(nonfinite_counts(state.opt_state)))
     limit = config.optimizer.get("max_consecutive_nonfinite")
     if limit and consecutive >= limit:

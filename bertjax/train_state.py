@@ -1,6 +1,6 @@
 """The BERT optimizer, its learning-rate schedules, the weight-decay mask, and `TrainState`.
 
-The default optimizer is google-research/bert `optimization.py` (shared REFERENCE.md section 4):
+The default optimizer is google-research/bert `optimization.py` (`AdamWeightDecayOptimizer`, `create_optimizer`):
 
     clip_by_global_norm(1.0) -> Adam without bias correction -> decoupled weight decay 0.01 (not on LayerNorm or
     biases) -> times the learning rate, which warms up linearly from 0 and then decays linearly to 0.
@@ -180,7 +180,7 @@ def scale_by_layerwise_trust_ratio(stacked_name: str = SCANNED_LAYERS_NAME) -> o
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _validate(config: ml_collections.ConfigDict, num_train_steps: int) -> None:
+def validate_optimizer_config(config: ml_collections.ConfigDict, num_train_steps: int) -> None:
     """Raises BertjaxError naming the first bad `config.optimizer` field (or `num_train_steps`) and the fix."""
     missing = [key for key in default_optimizer_config() if key not in config]
     if missing:
@@ -224,7 +224,7 @@ def create_optimizer(
     the cross-device mean" with no extra communication. The learning rate sits outside the guard so that its counter
     advances on skipped steps too and stays equal to `TrainState.step`.
     """
-    _validate(config, num_train_steps)
+    validate_optimizer_config(config, num_train_steps)
     schedule = _SCHEDULES[config.schedule](config.learning_rate, config.warmup_steps, num_train_steps)
 
     links = []

@@ -17,8 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
 
     config.model = ml_collections.ConfigDict()
-    # Named size for BertConfig.named: tiny, mini, small, medium, base, large.
-    config.model.size = "base"
+    # Named size for BertConfig.named: tiny, mini, small, medium, base, large. Unset: base, or with
+    # --config.train.init_from the checkpoint's model (which a set size must then match).
+    config.model.size = config_dict.placeholder(str)
     # Vocabulary size; unset = take it from the dataset manifest. If set, it must equal the manifest's.
     config.model.vocab_size = config_dict.placeholder(int)
     # Optional overrides of the named size and of BertConfig's other fields (unset = the BertConfig default).
@@ -62,7 +63,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.seed = 42
     # Only evaluate (the latest checkpoint, or init_from), no training.
     config.train.eval_only = False
-    # Load params (not optimizer state) from a phase-1 workdir or params export before step 0.
+    # Load params (not optimizer state) before step 0 from a bertjax workdir or export, a Hugging Face BERT
+    # directory or an original TF checkpoint directory; the model size and vocab then come from it.
     config.train.init_from = config_dict.placeholder(str)
     # Refuse to start without init_from (phase 2).
     config.train.require_init_from = False

@@ -20,20 +20,21 @@ Output files (all small, about 1.5 MB in total):
   inputs.npz         input_ids, attention_mask (= bertjax input_mask), token_type_ids (= segment_ids),
                      masked_lm_positions [B,P] (0-padded), plus masked_lm_ids, masked_lm_weights [float32],
                      next_sentence_labels [B] for an optional loss check. Integers are int32.
-  expected.npz       sequence_output [B,L,H], pooled_output [B,H], mlm_logits_at_positions [B,P,V]
+  expected.npz       sequence_output [B,T,H], pooled_output [B,H], mlm_logits_at_positions [B,P,V]
                      (HF prediction_logits gathered at masked_lm_positions), nsp_logits [B,2], and the HF losses
                      masked_lm_loss, next_sentence_loss (scalars; HF = mean CE over the real predictions), all float32.
   metadata.json      versions, seed, how it was made, saved keys/shapes, tied-weight notes, and "sensitivity":
                      max |difference| of the MLM logits / sequence output caused by a few deliberate mistakes
                      (tanh GELU, LayerNorm eps 1e-6, query/key swapped, ...) to help choose test tolerances.
 
-Batch: B=3, L=16 with real lengths 16, 11, 5 ([CLS] A [SEP] B [SEP] with segment ids 0/1, 0-padding), P=4 masked
+Batch: B=3, T=16 with real lengths 16, 11, 5 ([CLS] A [SEP] B [SEP] with segment ids 0/1, 0-padding), P=4 masked
 positions per row, padded slots hold position 0 (as the original create_pretraining_data does).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -41,8 +42,10 @@ import random
 import sys
 
 import numpy as np
+import safetensors
 import torch
 import transformers
+from safetensors import safe_open
 from transformers import BertConfig, BertForPreTraining
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,7 +165,7 @@ def run(model: BertForPreTraining, inputs: dict[str, np.ndarray]) -> dict[str, n
         token_type_ids=t("token_type_ids"),
         return_dict=True,
     )
-    logits = out.prediction_logits  # [B, L, V]
+    logits = out.prediction_logits  # [B, T, V]
     gathered = torch.gather(logits, 1, pos[:, :, None].expand(-1, -1, logits.shape[-1]))  # [B, P, V]
 
     # HF losses: labels -100 everywhere except the real predictions.
@@ -187,8 +190,6 @@ def run(model: BertForPreTraining, inputs: dict[str, np.ndarray]) -> dict[str, n
 
 def sensitivity(model: BertForPreTraining, inputs, expected) -> dict[str, float]:
     """Max |diff| of outputs under a few deliberate converter/model mistakes (on a copy of the model)."""
-    import copy
-
     results = {}
 
     def measure(name, mutate):
@@ -282,13 +283,9 @@ def main(argv=None) -> None:
     for f in os.listdir(args.out):
         os.chmod(os.path.join(args.out, f), 0o644)
 
-    from safetensors import safe_open
-
     with safe_open(os.path.join(args.out, "model.safetensors"), framework="np") as f:
         saved = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
         st_meta = f.metadata()
-
-    import safetensors
 
     metadata = {
         "description": "Parity fixture: random (perturbed) HF BertForPreTraining, float32, eval mode, eager attention.",
@@ -318,9 +315,9 @@ def main(argv=None) -> None:
             "names": {"attention_mask": "bertjax input_mask", "token_type_ids": "bertjax segment_ids"},
         },
         "expected": {
-            "sequence_output": "model.bert(...).last_hidden_state [B,L,H], every position incl. padding",
+            "sequence_output": "model.bert(...).last_hidden_state [B,T,H], every position incl. padding",
             "pooled_output": "model.bert(...).pooler_output [B,H]",
-            "mlm_logits_at_positions": "prediction_logits [B,L,V] gathered at masked_lm_positions -> [B,P,V]",
+            "mlm_logits_at_positions": "prediction_logits [B,T,V] gathered at masked_lm_positions -> [B,P,V]",
             "nsp_logits": "seq_relationship_logits [B,2]",
             "masked_lm_loss": "torch CrossEntropyLoss mean over real predictions (no +1e-5 in denominator)",
             "next_sentence_loss": "torch CrossEntropyLoss mean over batch",

@@ -20,11 +20,11 @@ ID_OFFSET = 1000
 def make_batch(start: int, num: int, max_seq_length: int = 16, max_predictions_per_seq: int = 4,
                static_masks: bool = True) -> dict[str, np.ndarray]:
     """Examples start..start+num-1; with `static_masks` each has one prediction at position 1."""
-    L, P = max_seq_length, max_predictions_per_seq
+    T, P = max_seq_length, max_predictions_per_seq
     ids = np.arange(start, start + num)
-    lengths = 3 + ids % (L - 3)                       # 3..L tokens
-    input_ids = np.zeros((num, L), np.int32)
-    input_mask = np.zeros((num, L), np.int32)
+    lengths = 3 + ids % (T - 3)                       # 3..T tokens
+    input_ids = np.zeros((num, T), np.int32)
+    input_mask = np.zeros((num, T), np.int32)
     for row, (i, n) in enumerate(zip(ids, lengths)):
         input_ids[row, :n] = [CLS] + [ID_OFFSET + i + j for j in range(n - 2)] + [SEP]
         input_mask[row, :n] = 1
@@ -37,7 +37,7 @@ def make_batch(start: int, num: int, max_seq_length: int = 16, max_predictions_p
         weights[:, 0] = 1.0
         input_ids[:, 1] = MASK
     return {
-        "input_ids": input_ids, "input_mask": input_mask, "segment_ids": np.zeros((num, L), np.int32),
+        "input_ids": input_ids, "input_mask": input_mask, "segment_ids": np.zeros((num, T), np.int32),
         "masked_lm_positions": positions, "masked_lm_ids": labels, "masked_lm_weights": weights,
         "next_sentence_labels": (ids % 2).astype(np.int32),
     }

@@ -118,13 +118,13 @@ def params_digest(params) -> dict:
 def run_steps(config: ml_collections.ConfigDict, num_steps: int, *, devices=None, batches=None,
               initial_params=None):
     """Train `num_steps` steps in-process on synthetic batches; return (per-step losses, final state, trainer)."""
-    from bertjax import losses, sharding  # noqa: PLC0415
+    from bertjax import losses, run_config, sharding  # noqa: PLC0415
     from bertjax.train import Trainer  # noqa: PLC0415
 
     devices = list(jax.devices() if devices is None else devices)
     mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, devices)
     with jax.set_mesh(mesh):
-        trainer = Trainer(config, VOCAB_SIZE, mesh)
+        trainer = Trainer(config, run_config.bert_config(config, VOCAB_SIZE), mesh)
         state = trainer.initial_state()
         if initial_params is not None:
             state = state.replace(params=jax.device_put(initial_params, trainer.state_shardings.params))
@@ -132,6 +132,6 @@ def run_steps(config: ml_collections.ConfigDict, num_steps: int, *, devices=None
         for step in range(num_steps):
             host_batch = batches[step] if batches is not None else make_batch(
                 config.train.batch_size, start=step * config.train.batch_size)
-            state, metrics = trainer.train_step(state, trainer.global_batch(host_batch))
+            state, metrics = trainer.jit_train_step(state, trainer.global_batch(host_batch))
             step_losses.append(float(losses.compute_metrics(jax.device_get(metrics))["loss"]))
     return step_losses, state, trainer

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from _train_helpers import VOCAB_SIZE, params_digest, synthetic_data, tiny_config
-from bertjax import checkpoint, convert, sharding
+from bertjax import checkpoint, run_config, sharding
+from bertjax.convert import hf
 from bertjax.errors import BertjaxError
 from bertjax.train import Trainer, train_and_evaluate
 
@@ -14,7 +15,7 @@ from bertjax.train import Trainer, train_and_evaluate
 def _trainer(config, devices):
     mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, devices)
     with jax.set_mesh(mesh):
-        return Trainer(config, VOCAB_SIZE, mesh)
+        return Trainer(config, run_config.bert_config(config, VOCAB_SIZE), mesh)
 
 
 def _fsdp_state():
@@ -82,7 +83,7 @@ def test_run_exports_params_resumes_and_refuses_another_models_workdir(tmp_path)
     assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4]
     assert (tmp_path / "run" / "export" / "config.json").is_file()
     # The export is also a Hugging Face checkpoint that bertjax.convert reads back.
-    hf_config, hf_params = convert.load_hf_checkpoint(tmp_path / "run" / "export")
+    hf_config, hf_params = hf.load_hf_checkpoint(tmp_path / "run" / "export")
     assert hf_config.hidden_size == config.model.hidden_size
     assert (tmp_path / "run" / "config.json").is_file()
 
@@ -92,7 +93,7 @@ def test_run_exports_params_resumes_and_refuses_another_models_workdir(tmp_path)
     exported = checkpoint.load_params(os.path.join(workdir, "export"), abstract)
     from_checkpoints = checkpoint.load_params(workdir, abstract)
     assert params_digest(exported) == params_digest(from_checkpoints)
-    exported_hf, loaded_hf = convert.params_to_hf(exported), convert.params_to_hf(hf_params)
+    exported_hf, loaded_hf = hf.params_to_hf(exported), hf.params_to_hf(hf_params)
     assert exported_hf.keys() == loaded_hf.keys()
     assert all(np.array_equal(exported_hf[k], loaded_hf[k]) for k in exported_hf)
     phase2 = tiny_config(num_train_steps=4, init_from=workdir, eval_only=True)

@@ -6,6 +6,7 @@ from ml_collections import config_flags
 from _train_helpers import REPO_ROOT, load_config, tiny_config
 from bertjax import run_config
 from bertjax.errors import BertjaxError
+from bertjax.train import check_token_ids
 
 CONFIGS = ("base", "large", "phase2", "demo")
 
@@ -18,7 +19,9 @@ def test_config_docstring_is_its_run_command(name):
 
 def test_base_is_the_paper_recipe():
     config = load_config("base")
-    assert (config.model.size, config.train.batch_size, config.train.num_train_steps) == ("base", 256, 1_000_000)
+    assert (config.train.batch_size, config.train.num_train_steps) == (256, 1_000_000)
+    model = run_config.bert_config(config, 30522)  # the size is unset: base, unless init_from brings a model
+    assert (model.num_hidden_layers, model.hidden_size, model.num_attention_heads) == (12, 768, 12)
     assert (config.data.max_seq_length, config.data.max_predictions_per_seq) == (128, 20)
     assert (config.model.hidden_dropout_prob, config.model.attention_probs_dropout_prob) == (0.1, 0.1)
     optimizer = config.optimizer
@@ -105,13 +108,29 @@ def test_manifest_mismatch_names_the_field(tmp_path):
         run_config.check_manifest(config, _manifest(), "/d", str(vocab))
 
 
+def test_the_door_checks_everything_before_building_anything(tmp_path):
+    config = load_config("demo")
+    config.optimizer.name = "adamm"
+    workdir = tmp_path / "run"
+    with pytest.raises(BertjaxError, match=r"config.optimizer.name='adamm' is unknown"):
+        run_config.check_run(config, str(workdir), num_devices=1, process_count=1)
+    assert not workdir.exists()  # the demo's dataset was not built for a config that cannot run
+    config = tiny_config()
+    config.model.num_attention_heads = 5
+    with pytest.raises(BertjaxError, match=r"--config.model.\*: .*not divisible by num_attention_heads=5"):
+        run_config.check_run(config, str(workdir), num_devices=1, process_count=1, vocab_size=96)
+    config.model.num_attention_heads = None
+    spec = run_config.check_run(config, str(workdir), num_devices=1, process_count=1, vocab_size=96)
+    assert (spec.vocab_size, spec.data_dir) == (96, None)
+
+
 def test_token_ids_must_be_below_vocab_size():
     from _train_helpers import make_batch
 
     batch = make_batch(4)
-    run_config.check_token_ids(batch, 96)
+    check_token_ids(batch, 96)
     with pytest.raises(BertjaxError, match="input_ids outside"):
-        run_config.check_token_ids(batch, 50)
+        check_token_ids(batch, 50)
 
 
 def test_missing_dataset_names_the_field(tmp_path):

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from bertjax import convert
+from bertjax.convert import hf
 from bertjax.errors import BertjaxError
 from bertjax.model import BertConfig, BertForPreTraining, BertModel, init_params, stack_layers
 
@@ -19,12 +19,12 @@ FIXTURES = Path(__file__).parent / "fixtures" / "hf_bert"
 
 @pytest.fixture(scope="module")
 def hf_state_dict():
-    return convert.load_safetensors(FIXTURES / convert.WEIGHTS_NAME)
+    return hf.load_safetensors(FIXTURES / hf.WEIGHTS_NAME)
 
 
 @pytest.fixture(scope="module")
 def hf_config():
-    return BertConfig.from_json_file(FIXTURES / convert.CONFIG_NAME)
+    return BertConfig.from_json_file(FIXTURES / hf.CONFIG_NAME)
 
 
 def test_fixture_config_is_non_default(hf_config):
@@ -34,7 +34,7 @@ def test_fixture_config_is_non_default(hf_config):
 
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_matches_hugging_face_outputs(hf_config, scan_layers):
-    config, params = convert.load_hf_checkpoint(FIXTURES)
+    config, params = hf.load_hf_checkpoint(FIXTURES)
     if scan_layers:
         params = stack_layers(params, config.num_hidden_layers)
     inputs = np.load(FIXTURES / "inputs.npz")
@@ -50,19 +50,19 @@ def test_matches_hugging_face_outputs(hf_config, scan_layers):
 
 
 def test_round_trip_to_hf_is_exact(hf_state_dict, hf_config):
-    params = convert.params_from_hf(hf_state_dict, hf_config)
-    back = convert.params_to_hf(params)
+    params = hf.params_from_hf(hf_state_dict, hf_config)
+    back = hf.params_to_hf(params)
     assert set(back) == set(hf_state_dict)
     for key, value in hf_state_dict.items():
         np.testing.assert_array_equal(back[key], value, err_msg=key)
     # Scanned params export to the same state dict.
-    stacked = convert.params_to_hf(stack_layers(params, hf_config.num_hidden_layers))
+    stacked = hf.params_to_hf(stack_layers(params, hf_config.num_hidden_layers))
     for key, value in hf_state_dict.items():
         np.testing.assert_array_equal(stacked[key], value, err_msg=key)
 
 
 def test_linear_weights_are_transposed(hf_state_dict, hf_config):
-    params = convert.params_from_hf(hf_state_dict, hf_config)
+    params = hf.params_from_hf(hf_state_dict, hf_config)
     np.testing.assert_array_equal(params["bert"]["encoder"]["layer_0"]["intermediate"]["dense"]["kernel"],
                                   hf_state_dict["bert.encoder.layer.0.intermediate.dense.weight"].T)
     np.testing.assert_array_equal(params["cls"]["seq_relationship"]["kernel"],
@@ -72,8 +72,8 @@ def test_linear_weights_are_transposed(hf_state_dict, hf_config):
 
 def test_save_and_load_checkpoint_directory(tmp_path, hf_config):
     params = init_params(BertForPreTraining(hf_config), jax.random.PRNGKey(1))
-    convert.save_hf_checkpoint(tmp_path, hf_config, params)
-    config2, params2 = convert.load_hf_checkpoint(tmp_path)
+    hf.save_pretrained(tmp_path, hf_config, params)
+    config2, params2 = hf.load_hf_checkpoint(tmp_path)
     assert config2 == hf_config
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b), params, params2)
 
@@ -84,7 +84,7 @@ def test_tied_decoder_and_legacy_keys_are_accepted(hf_state_dict, hf_config):
     legacy["cls.predictions.decoder.bias"] = hf_state_dict["cls.predictions.bias"]
     legacy["bert.embeddings.position_ids"] = np.arange(64)[None]
     legacy["bert.embeddings.LayerNorm.gamma"] = legacy.pop("bert.embeddings.LayerNorm.weight")
-    params = convert.params_from_hf(legacy, hf_config)
+    params = hf.params_from_hf(legacy, hf_config)
     np.testing.assert_array_equal(params["bert"]["embeddings"]["LayerNorm"]["scale"],
                                   hf_state_dict["bert.embeddings.LayerNorm.weight"])
 
@@ -93,28 +93,28 @@ def test_untied_decoder_is_an_error(hf_state_dict, hf_config):
     bad = dict(hf_state_dict)
     bad["cls.predictions.decoder.weight"] = hf_state_dict["bert.embeddings.word_embeddings.weight"] + 1
     with pytest.raises(BertjaxError, match="differs from the word embeddings"):
-        convert.params_from_hf(bad, hf_config)
+        hf.params_from_hf(bad, hf_config)
 
 
 def test_missing_unexpected_and_mismatched_keys_are_errors(hf_state_dict, hf_config):
     missing = {k: v for k, v in hf_state_dict.items() if k != "bert.pooler.dense.bias"}
     with pytest.raises(BertjaxError, match=r"missing keys \(1\): bert.pooler.dense.bias"):
-        convert.params_from_hf(missing, hf_config)
+        hf.params_from_hf(missing, hf_config)
     extra = dict(hf_state_dict, **{"classifier.weight": np.zeros((2, 96), np.float32)})
     with pytest.raises(BertjaxError, match=r"unexpected keys \(1\): classifier.weight"):
-        convert.params_from_hf(extra, hf_config)
+        hf.params_from_hf(extra, hf_config)
     with pytest.raises(BertjaxError, match="shape mismatches: bert.embeddings.word_embeddings.weight"):
-        convert.params_from_hf(hf_state_dict, hf_config.replace(vocab_size=999))
+        hf.params_from_hf(hf_state_dict, hf_config.replace(vocab_size=999))
     heads_missing = {k: v for k, v in hf_state_dict.items() if not k.startswith("cls.")}
     with pytest.raises(BertjaxError, match="encoder_only=True"):
-        convert.params_from_hf(heads_missing, hf_config)
+        hf.params_from_hf(heads_missing, hf_config)
 
 
 def test_encoder_only_loading_of_a_bare_bert_model(hf_state_dict, hf_config):
     """A BertModel state dict (no `bert.` prefix, no heads) plus a classifier loads with encoder_only=True."""
     bare = {k[len("bert."):]: v for k, v in hf_state_dict.items() if k.startswith("bert.")}
     bare["classifier.weight"] = np.zeros((2, 96), np.float32)
-    params = convert.params_from_hf(bare, hf_config, encoder_only=True)
+    params = hf.params_from_hf(bare, hf_config, encoder_only=True)
     assert set(params) == {"bert"}
     inputs = np.load(FIXTURES / "inputs.npz")
     expected = np.load(FIXTURES / "expected.npz")
@@ -125,8 +125,8 @@ def test_encoder_only_loading_of_a_bare_bert_model(hf_state_dict, hf_config):
 
 def test_corrupt_and_missing_weights_files(tmp_path):
     with pytest.raises(BertjaxError, match="does not exist"):
-        convert.load_safetensors(tmp_path / "nope.safetensors")
+        hf.load_safetensors(tmp_path / "nope.safetensors")
     bad = tmp_path / "model.safetensors"
     bad.write_bytes(b"\x00\x01garbage")
     with pytest.raises(BertjaxError, match="not a readable safetensors file"):
-        convert.load_safetensors(bad)
+        hf.load_safetensors(bad)

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from bertjax.data import catalog, features, masking, reference_original, tokenizer
+from bertjax.data import catalog, features, masking, tokenizer
 from bertjax.data import create_pretraining_data as cpd
+from bertjax.data import worker_pool
 from bertjax.errors import BertjaxError
 
+import reference_original
 from test_instances import small_vocab, write_corpus
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
@@ -66,7 +68,7 @@ def test_static_dataset_is_a_valid_tfds_dataset(corpus, vocab_dir, tmp_path):
     labels = batch["masked_lm_ids"][batch["masked_lm_weights"] > 0]
     assert not np.isin(labels, [PAD, CLS, SEP, MASK]).any()
     assert set(np.unique(batch["next_sentence_labels"])) == {0, 1}
-    # long sentences for L=64: many 1-sentence chunks, which always take a random next
+    # long sentences for T=64: many 1-sentence chunks, which always take a random next
     assert 0.5 < summary["random_next_fraction"] < 0.9 and summary["unk_rate"] == 0.0
 
 
@@ -111,8 +113,8 @@ def test_same_seed_same_dataset_other_seed_differs(corpus, vocab_dir, tmp_path):
 
 
 def test_worker_count_does_not_change_the_dataset(corpus, vocab_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(cpd, "MIN_MB_PER_WORKER", 0.001)  # really start 2 processes for this small corpus
-    assert cpd.worker_processes(2, corpus.stat().st_size, 10_000) == 2
+    monkeypatch.setattr(worker_pool, "MIN_MB_PER_WORKER", 0.001)  # really start 2 processes for this small corpus
+    assert worker_pool.worker_processes(2, corpus.stat().st_size, 10_000) == 2
     one = _make(corpus, tmp_path / "one", vocab_dir, num_workers=1, shard_size_mb=0.01)
     two = _make(corpus, tmp_path / "two", vocab_dir, num_workers=2, shard_size_mb=0.01)
     assert one["instances"] == two["instances"]
@@ -123,8 +125,8 @@ def test_worker_count_does_not_change_the_dataset(corpus, vocab_dir, tmp_path, m
 def test_a_script_read_from_stdin_runs_in_process(corpus, vocab_dir, tmp_path):
     """Worker processes re-import the main script; one read from stdin has no file, so the run stays in-process
     (with a note) instead of breaking the pool."""
-    script = (f"from bertjax.data import create_pretraining_data as cpd\n"
-              f"cpd.MIN_MB_PER_WORKER = 0.001\n"
+    script = (f"from bertjax.data import create_pretraining_data as cpd, worker_pool\n"
+              f"worker_pool.MIN_MB_PER_WORKER = 0.001\n"
               f"s = cpd.create_pretraining_data({str(corpus)!r}, {str(tmp_path / 'ds')!r}, {str(vocab_dir)!r}, "
               f"dupe_factor=1, num_workers=2, shard_size_mb=0.01, show_progress=False)\n"
               f"print('instances', s['instances'])\n")
@@ -199,6 +201,7 @@ def _vocab_without_mask(tmp_path):
     ("missing_vocab", "does not exist"),
     ("vocab_without_mask", r"lacks the special token\(s\) \[MASK\]"),
     ("predictions", "max_predictions_per_seq=200 is larger than max_seq_length=128"),
+    ("shard_size", "shard_size_mb=0 must be > 0"),
     ("no_train", "0 training instances"),
     ("no_eval", "held out none of the 2 documents"),
     ("not_a_dataset", "not empty and holds no bertjax dataset"),
@@ -220,7 +223,8 @@ def test_bad_input_is_one_clear_error_and_leaves_nothing(case, message, corpus, 
     elif case == "not_a_dataset":
         out.mkdir()
         (out / "precious.txt").write_text("keep me")
-    extra = {"predictions": {"max_predictions_per_seq": 200}, "no_train": {"eval_fraction": 0.9999},
+    extra = {"predictions": {"max_predictions_per_seq": 200}, "shard_size": {"shard_size_mb": 0},
+             "no_train": {"eval_fraction": 0.9999},
              "no_eval": {"eval_fraction": 1e-6}}.get(case, {})
     if case in ("no_train", "no_eval"):
         args["corpus"] = write_corpus(tmp_path / "two.txt", 2)
@@ -261,8 +265,8 @@ def test_flags_and_defaults_are_the_originals():
 
 def test_small_corpora_use_fewer_worker_processes():
     mb = 1 << 20
-    assert cpd.worker_processes(8, 1 * mb, mb // 4) == 1  # 1 MB: in-process
-    assert cpd.worker_processes(8, 5 * mb, mb) == 3
-    assert cpd.worker_processes(8, 2 * mb, mb // 4) == 1
-    assert cpd.worker_processes(2, 100 * mb, mb) == 2
-    assert cpd.worker_processes(8, 100 * mb, 50 * mb) == 2  # never more than the shards
+    assert worker_pool.worker_processes(8, 1 * mb, mb // 4) == 1  # 1 MB: in-process
+    assert worker_pool.worker_processes(8, 5 * mb, mb) == 3
+    assert worker_pool.worker_processes(8, 2 * mb, mb // 4) == 1
+    assert worker_pool.worker_processes(2, 100 * mb, mb) == 2
+    assert worker_pool.worker_processes(8, 100 * mb, 50 * mb) == 2  # never more than the shards

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import random
 import re
 import struct
 import sys
@@ -127,8 +128,6 @@ def test_book_documents_strip_boilerplate_and_front_matter() -> None:
 
 
 def test_sentence_runs_cover_everything_in_bounds() -> None:
-    import random
-
     sentences = [f"S{i}." for i in range(123)]
     runs = mdc.sentence_runs(sentences, random.Random(0))
     assert [s for run in runs for s in run] == sentences

@@ -6,13 +6,15 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from array_record.python import array_record_module
 
 from bertjax.data import catalog, features
+from bertjax.data.tokenizer import BertTokenizer, read_tokenizer_config
 from bertjax.errors import BertjaxError
 
 import _tiny_dataset as tiny
 
-L, P = 16, 4
+T, P = 16, 4
 
 
 def _row(batch, i):
@@ -26,16 +28,16 @@ def _assert_example_equal(got, want):
 
 
 def test_feature_spec_names_shapes_dtypes():
-    info = features.feature_spec(L, P).get_tensor_info()
+    info = features.feature_spec(T, P).get_tensor_info()
     assert {k: (v.shape, np.dtype(v.np_dtype)) for k, v in info.items()} == {
-        "input_ids": ((L,), np.int32), "input_mask": ((L,), np.int32), "segment_ids": ((L,), np.int32),
+        "input_ids": ((T,), np.int32), "input_mask": ((T,), np.int32), "segment_ids": ((T,), np.int32),
         "masked_lm_positions": ((P,), np.int32), "masked_lm_ids": ((P,), np.int32),
         "masked_lm_weights": ((P,), np.float32), "next_sentence_labels": ((), np.int32),
     }
 
 
 def test_serialization_is_the_tfds_wire_format():
-    spec = features.feature_spec(L, P)
+    spec = features.feature_spec(T, P)
     batch = tiny.make_batch(0, 3)
     batch["masked_lm_weights"][:, 1] = 0.25                     # a non-trivial float
     records = features.serialize_batch(batch)
@@ -54,7 +56,7 @@ def test_finalize_then_tfds_reads_every_split_in_order(tmp_path):
     os.makedirs(out)
     first, second, evals = tiny.make_batch(0, 5), tiny.make_batch(5, 2), tiny.make_batch(7, 3)
     assert features.write_shard(os.path.join(out, "b.tmp"), first) == 5
-    with features.ShardWriter(os.path.join(out, "a.tmp"), L, P) as writer:   # per-example writes
+    with features.ShardWriter(os.path.join(out, "a.tmp"), T, P) as writer:   # per-example writes
         for i in range(2):
             writer.write(_row(second, i))
     assert writer.num_examples == 2
@@ -70,8 +72,6 @@ def test_finalize_then_tfds_reads_every_split_in_order(tmp_path):
         "bert_pretraining-train.array_record-00000-of-00002",
         "bert_pretraining-train.array_record-00001-of-00002",
     ]
-    from array_record.python import array_record_module
-
     reader = array_record_module.ArrayRecordReader(os.path.join(out, catalog.shard_filename("eval", 0, 1)))
     assert "snappy" in reader.writer_options_string().split(",")      # the fast codec, which TFDS reads:
     reader.close()
@@ -154,7 +154,7 @@ def test_finalize_rejects_bad_shards(tmp_path):
 
 def test_writer_rejects_wrong_shapes_and_missing_keys(tmp_path):
     batch = tiny.make_batch(0, 2)
-    with features.ShardWriter(str(tmp_path / "a"), L, P) as writer:
+    with features.ShardWriter(str(tmp_path / "a"), T, P) as writer:
         with pytest.raises(BertjaxError, match="'input_ids' has per-example shape"):
             writer.write_batch({**batch, "input_ids": batch["input_ids"][:, :8]})
         with pytest.raises(BertjaxError, match="missing features"):
@@ -199,8 +199,6 @@ def test_serialize_batch_decodes_like_tfds_for_every_varint_width():
 
 
 def test_a_dataset_carries_its_casing_even_without_a_config_beside_the_vocab(tmp_path):
-    from bertjax.data.tokenizer import BertTokenizer, read_tokenizer_config
-
     vocab = tiny.write_vocab(str(tmp_path / "vocab"))          # a bare vocab.txt, no tokenizer_config.json
     out = str(tmp_path / "ds")
     os.makedirs(out)
@@ -216,7 +214,7 @@ def test_a_dataset_carries_its_casing_even_without_a_config_beside_the_vocab(tmp
 def test_single_and_batch_writes_keep_their_order(tmp_path, monkeypatch):
     monkeypatch.setattr(features.ShardWriter, "WRITE_BUFFER", 2)       # single writes are encoded 2 at a time
     batch = tiny.make_batch(0, 6)
-    with features.ShardWriter(str(tmp_path / "a"), L, P) as writer:
+    with features.ShardWriter(str(tmp_path / "a"), T, P) as writer:
         for i in range(3):                                              # 2 flushed, 1 pending
             row = _row(batch, i)
             writer.write(row)
@@ -242,7 +240,7 @@ def test_metadata_is_what_tfds_writes(tmp_path):
         os.remove(os.path.join(theirs, name))
     info = json.load(open(os.path.join(out, "dataset_info.json")))
     tfds.folder_dataset.write_metadata(
-        data_dir=theirs, features=features.feature_spec(L, P), version=catalog.VERSION, check_data=False,
+        data_dir=theirs, features=features.feature_spec(T, P), version=catalog.VERSION, check_data=False,
         split_infos=[tfds.core.SplitInfo(name=s["name"], shard_lengths=[int(n) for n in s["shardLengths"]],
                                          num_bytes=int(s["numBytes"])) for s in info["splits"]],
         filename_template=tfds.core.ShardedFileTemplate(

@@ -5,8 +5,10 @@ import random
 import numpy as np
 import pytest
 
-from bertjax.data import instances, reference_original
+from bertjax.data import instances
 from bertjax.data.tokenizer import BertTokenizer
+
+import reference_original
 
 LEXICON = [f"w{i}" for i in range(60)] + ["hello", "world", "unaffable", "cafe", "the"]
 

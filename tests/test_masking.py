@@ -121,6 +121,9 @@ def test_bad_arguments_raise_one_clear_error():
     with pytest.raises(BertjaxError, match="is_continuation"):
         masking.mask_tokens(ids, 5, np.random.default_rng(0), **{**ARGS, "max_predictions_per_seq": 2},
                             whole_word="original")
+    with pytest.raises(BertjaxError, match=r"is_continuation has shape \(10,\), but vocab_size=50"):
+        masking.mask_tokens(ids, 5, np.random.default_rng(0), **{**ARGS, "max_predictions_per_seq": 2},
+                            whole_word="per_word", is_continuation=IS_CONT[:10])
     with pytest.raises(BertjaxError, match="whole_word"):
         masking.mask_tokens(ids, 5, np.random.default_rng(0), **{**ARGS, "max_predictions_per_seq": 2},
                             whole_word="bogus")

@@ -127,6 +127,13 @@ def test_initializers_follow_original(small_params):
     assert nsp_kernel.shape == (SMALL.hidden_size, 2) and nsp_kernel.std() > 0.01
 
 
+def test_sequence_longer_than_position_embeddings_is_a_clear_error(small_params):
+    too_long = SMALL.max_position_embeddings + 1
+    ids = np.ones((1, too_long), np.int32)
+    with pytest.raises(BertjaxError, match=rf"sequence length {too_long} exceeds max_position_embeddings=32"):
+        BertForPreTraining(SMALL).apply({"params": small_params}, ids, ids, 0 * ids, np.zeros((1, 2), np.int32))
+
+
 def test_output_shapes_and_dtypes(small_params):
     batch = make_batch(SMALL)
     out = BertForPreTraining(SMALL).apply({"params": small_params}, *model_inputs(batch), output_hidden_states=True)
@@ -297,7 +304,7 @@ def test_gradient_is_finite_and_matches_finite_difference():
 
 
 def test_attention_maps_helper_for_notebooks(small_params):
-    from bertjax.attention import attention_maps
+    from bertjax.visualization import attention_maps
 
     batch = make_batch(SMALL)
     maps = attention_maps(SMALL, small_params, batch["input_ids"], batch["input_mask"], batch["segment_ids"])

@@ -1,18 +1,21 @@
 """pipeline.py: batches, shuffling, epochs, host sharding, resume, global arrays on 8 CPU devices, errors."""
 import json
 import os
+import pickle
 
+import grain
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from bertjax.data import features, pipeline
+from bertjax.data import features, masking, pipeline
 from bertjax.errors import BertjaxError
 
 import _tiny_dataset as tiny
 
-L, P = 16, 4
+T, P = 16, 4
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def test_batches_have_the_design_keys_shapes_and_dtypes(static_dir):
     batch = next(_single(static_dir, batch_size=4))
     shapes = {k: (v.shape, v.dtype) for k, v in batch.items()}
     assert shapes == {
-        "input_ids": ((4, L), np.int32), "input_mask": ((4, L), np.int32), "segment_ids": ((4, L), np.int32),
+        "input_ids": ((4, T), np.int32), "input_mask": ((4, T), np.int32), "segment_ids": ((4, T), np.int32),
         "masked_lm_positions": ((4, P), np.int32), "masked_lm_ids": ((4, P), np.int32),
         "masked_lm_weights": ((4, P), np.float32), "next_sentence_labels": ((4,), np.int32),
     }
@@ -106,10 +109,10 @@ def test_global_batch_on_eight_devices(static_dir):
     sharding = NamedSharding(mesh, PartitionSpec("data"))
     local = next(pipeline.create_iterator(static_dir, "train", 16, seed=0))   # jax.process_count() == 1
     batch = pipeline.to_global_batch(local, sharding)
-    assert batch["input_ids"].shape == (16, L) and batch["next_sentence_labels"].shape == (16,)
+    assert batch["input_ids"].shape == (16, T) and batch["next_sentence_labels"].shape == (16,)
     assert batch["masked_lm_weights"].dtype == np.float32
     assert batch["input_ids"].sharding == sharding
-    assert {s.data.shape for s in batch["input_ids"].addressable_shards} == {(2, L)}
+    assert {s.data.shape for s in batch["input_ids"].addressable_shards} == {(2, T)}
     for name in features.FEATURE_NAMES:
         np.testing.assert_array_equal(np.asarray(batch[name]), local[name])
 
@@ -150,8 +153,6 @@ def _masks_by_id(batches):
 
 
 def test_dynamic_masks_are_valid_and_follow_the_documented_rng(dynamic_dir):
-    from bertjax.data import masking
-
     batches = _take(_single(dynamic_dir, batch_size=4, seed=11, shuffle=False), 12)    # 2 epochs of 6 batches
     stored = tiny.make_batch(0, 24, static_masks=False)
     for k, batch in enumerate(batches):
@@ -216,9 +217,6 @@ def test_dynamic_dataset_without_vocab_is_a_clear_error(tmp_path):
 
 
 def test_orbax_checkpoints_the_iterator(static_dir, tmp_path):
-    import grain
-    import orbax.checkpoint as ocp
-
     it = _single(static_dir, batch_size=4, seed=9)
     _take(it, 3)
     with ocp.CheckpointManager(str(tmp_path / "ckpt")) as manager:
@@ -230,12 +228,9 @@ def test_orbax_checkpoints_the_iterator(static_dir, tmp_path):
     assert [_ids(b) for b in _take(resumed, 3)] == want
 
 
-
 def test_a_batch_reader_imports_its_decoder_when_unpickled(static_dir, monkeypatch):
     """Grain worker processes unpickle the reader in their main thread: the decoder's first import happens there,
     not in several prefetch threads at once (a first import of tensorflow_datasets from two threads can deadlock)."""
-    import pickle
-
     reader = pipeline.BatchReader(pipeline.split_filepaths(static_dir, "train"), 35, 0, None)
     calls = []
     monkeypatch.setattr(features, "import_decoder", lambda: calls.append(1))

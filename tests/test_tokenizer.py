@@ -5,9 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from bertjax.data import reference_original, tokenizer
+from bertjax.data import tokenizer
 from bertjax.data.tokenizer import BertTokenizer
 from bertjax.errors import BertjaxError
+
+import reference_original
 
 WORDS = ["the", "cafe", "café", "naive", "resume", "hello", "world", "un", "##aff", "##able", "##s", "a", "##a",
          "Hello", "World", "The", "中", "文", "한국어", "한", "국", "어", "ᄒ", "##ᅡ", "##ᆫ", "##ᄀ", "##ᅮ", "##ᆨ", "ᄋ",
@@ -114,6 +116,17 @@ def test_missing_vocab_or_specials_is_an_error(tmp_path):
     _write_vocab(tmp_path / "v")
     with pytest.raises(BertjaxError, match="not a valid tokenizer config"):
         BertTokenizer.from_vocab(tmp_path / "v")
+
+
+@pytest.mark.parametrize("extra,message", [(["\ue000"], r"the entry U\+E000"),
+                                           (["cafe"], r"repeated entries \['cafe'\]")])
+def test_a_vocab_that_breaks_the_batch_separator_is_one_clear_error(tmp_path, extra, message):
+    """encode_batch joins non-ASCII texts with a separator numbered right after the vocab; a vocab holding that
+    character, or repeating an entry, breaks the numbering: the error names the vocab file and the fix."""
+    tok = BertTokenizer.from_vocab(_write_vocab(tmp_path / "v", VOCAB + extra))
+    assert tok.encode_batch(["hello world"])[1].tolist() == [2]  # ASCII text never needs the separator
+    with pytest.raises(BertjaxError, match=f"vocab '.*vocab.txt' has {message}.*placeholder such as \\[unused0\\]"):
+        tok.encode_batch(["Héllo 中文"])
 
 
 @pytest.mark.parametrize("lower", [True, False])

@@ -35,6 +35,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from bertjax.data import catalog, features
+from bertjax.data.create_pretraining_data import create_pretraining_data
+from bertjax.data.pipeline import split_filepaths
 from bertjax.errors import BertjaxError
 
 TEXT_DUMP_SHARD_BYTES = 64 << 20
@@ -98,8 +100,6 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager) -> dict[str, Iterator[tuple[str, dict]]]:
-        from bertjax.data.create_pretraining_data import create_pretraining_data
-
         config = _checked(self.builder_config)
         work = Path(dl_manager.download_dir) / f"bertjax_{config.name}"
         inputs = config.input_files or dump_text_dataset(config, work / "text")
@@ -117,8 +117,6 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(str(examples_dir), split) for split in manifest["num_examples"]}
 
     def _generate_examples(self, examples_dir: str, split: str) -> Iterator[tuple[str, dict]]:
-        from bertjax.data.pipeline import split_filepaths
-
         for path in split_filepaths(examples_dir, split):
             for i, record in enumerate(features.iter_records(path)):
                 yield f"{os.path.basename(path)}-{i}", features.parse_example(record)

@@ -7,9 +7,11 @@ tokenizer_config.json with the manifest's casing). `read_manifest` reads the man
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -79,7 +81,7 @@ def finalize_dataset(output_dir: str | os.PathLike, split_shards: Mapping[str, S
 
 
 def features_json(max_seq_length: int, max_predictions_per_seq: int) -> dict[str, Any]:
-    """TFDS's features.json for `features.feature_spec(L, P)`, made without importing TFDS (the import costs more
+    """TFDS's features.json for `features.feature_spec(T, P)`, made without importing TFDS (the import costs more
     than a small corpus's work); tests check it, and the dataset_info.json finalize_dataset writes, against TFDS's."""
     tfds_features = "tensorflow_datasets.core.features."
     entries = {}
@@ -101,8 +103,6 @@ def _check_vocab_file(vocab_file: str | os.PathLike | None, manifest: Mapping[st
             raise BertjaxError("masking='dynamic' needs the vocab in the dataset (the pipeline masks with it); "
                                "pass vocab_file to finalize_dataset")
         return
-    import hashlib
-
     if not os.path.isfile(vocab_file):
         raise BertjaxError(f"vocab_file {vocab_file} does not exist; pass the vocab.txt the examples were made with")
     with open(vocab_file, "rb") as f:
@@ -115,8 +115,6 @@ def _check_vocab_file(vocab_file: str | os.PathLike | None, manifest: Mapping[st
 def copy_vocab(vocab_file: str | os.PathLike, dataset_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
     """Copy vocab.txt into a dataset directory and write tokenizer_config.json beside it with the manifest's casing
     (do_lower_case, strip_accents), so the dataset always carries the casing its examples were made with."""
-    import shutil
-
     shutil.copyfile(vocab_file, os.path.join(dataset_dir, VOCAB_FILE))
     write_tokenizer_config(dataset_dir, bool(manifest["do_lower_case"]), bool(manifest["strip_accents"]))
 
@@ -132,7 +130,7 @@ def dataset_vocab_path(data_dir: str | os.PathLike) -> str:
 
 def manifest_metadata(manifest: Mapping[str, Any]):
     """A `tfds.core.MetadataDict` holding a manifest, for a builder's DatasetInfo(metadata=...)."""
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # noqa: PLC0415  (create_pretraining_data imports this module, never TFDS)
 
     return tfds.core.MetadataDict({MANIFEST_METADATA_KEY: _json_ready(manifest)})
 

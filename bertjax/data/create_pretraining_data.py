@@ -13,10 +13,10 @@ these differences:
   binomial count per side (same distribution);
 * text: invalid UTF-8 is replaced and counted; lines longer than 1 MB are cut into several sentences;
   private-use/unassigned characters are dropped by the tokenizer (see `bertjax.data.tokenizer`);
-* shards run in up to --num_workers processes, this one included (one per MIN_MB_PER_WORKER MB of text at most,
-  so a small corpus runs in this process alone); every shard's randomness comes from numpy
-  SeedSequence([random_seed, shard index]), so the dataset is identical for a given seed whatever the number of
-  workers;
+* shards run in up to --num_workers processes, this one included (one per worker_pool.MIN_MB_PER_WORKER MB of
+  text at most, so a small corpus runs in this process alone; see `bertjax.data.worker_pool`); every shard's
+  randomness comes from numpy SeedSequence([random_seed, shard index]), so the dataset is identical for a given
+  seed whatever the number of workers;
 * --masking=dynamic stores unmasked pairs and the pipeline draws fresh masks every epoch;
 * --whole_word_masking=per_word draws 80/10/10 once per word (google-research/bert#910);
 * --eval_fraction holds out whole documents as an "eval" split.
@@ -24,43 +24,37 @@ these differences:
 The output directory is written as a temporary sibling and renamed at the end, so a failed run leaves nothing
 that looks like a dataset. Re-running with the same settings and inputs (paths and sizes) finds the dataset
 already there and does nothing; an output_dir holding a dataset made with other settings is an error unless
---overwrite is given.
+--overwrite is given (see `bertjax.data.staged_output`).
 """
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as futures
-import json
-import multiprocessing
 import os
-import shutil
 import sys
 import time
-from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
-from bertjax.data import catalog, masking, shard_worker, text
+from bertjax.data import catalog, masking, shard_worker, staged_output, text, worker_pool
 from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
 from bertjax.errors import BertjaxError, exit_on_bad_input
 
 MAX_AUTO_SHARD_MB = 1.0  # automatic shard size: corpus / 16, between these bounds
 MIN_AUTO_SHARD_MB = 0.25
-MIN_MB_PER_WORKER = 1.5  # smaller corpora use fewer processes (see worker_processes)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The whole run
 
 
 def _check_args(max_seq_length: int, max_predictions_per_seq: int, masked_lm_prob: float, short_seq_prob: float,
                 dupe_factor: int, masking_mode: str, whole_word: str, eval_fraction: float, num_workers: int,
-                shard_size_mb: float) -> None:
+                shard_size_mb: float | None) -> None:
     if max_seq_length < 5:
         raise BertjaxError(f"max_seq_length={max_seq_length} is too small; [CLS] A [SEP] B [SEP] needs at least 5")
     masking.check_masking_args(masked_lm_prob=masked_lm_prob, max_predictions_per_seq=max_predictions_per_seq,
-                               seq_length=max_seq_length, whole_word=whole_word, is_continuation=np.zeros(1, bool))
+                               seq_length=max_seq_length, whole_word=whole_word)
     if not 0.0 <= short_seq_prob <= 1.0:
         raise BertjaxError(f"short_seq_prob={short_seq_prob} must be in [0, 1]; the original uses 0.1")
     if dupe_factor < 1:
@@ -71,7 +65,7 @@ def _check_args(max_seq_length: int, max_predictions_per_seq: int, masked_lm_pro
         raise BertjaxError(f"eval_fraction={eval_fraction} must be in [0, 1)")
     if num_workers < 1:
         raise BertjaxError(f"num_workers={num_workers} must be >= 1")
-    if shard_size_mb <= 0:
+    if shard_size_mb is not None and shard_size_mb <= 0:
         raise BertjaxError(f"shard_size_mb={shard_size_mb} must be > 0")
 
 
@@ -80,117 +74,12 @@ def auto_shard_mb(total_bytes: int) -> float:
     return float(min(MAX_AUTO_SHARD_MB, max(MIN_AUTO_SHARD_MB, total_bytes / 16 / (1 << 20))))
 
 
-def worker_processes(num_workers: int, total_bytes: int, shard_bytes: int) -> int:
-    """Processes worth using (this one included): at most one per shard and one per MIN_MB_PER_WORKER of text (a
-    worker process's start-up costs about as much as 1 MB of work; measured break-even 1.5-2 MB on 2 cores), so a
-    small corpus runs in this process alone. The dataset does not depend on it."""
-    num_shards = -(-total_bytes // shard_bytes)
-    by_size = int(total_bytes // (MIN_MB_PER_WORKER * (1 << 20))) if MIN_MB_PER_WORKER > 0 else num_shards
-    return max(1, min(num_workers, num_shards, by_size))
-
-
 def _resolve_whole_word(do_whole_word_mask: bool, whole_word_masking: str | None) -> str:
     if whole_word_masking is None:
         return "original" if do_whole_word_mask else "none"
     if do_whole_word_mask and whole_word_masking == "none":
         raise BertjaxError("do_whole_word_mask=True conflicts with whole_word_masking='none'; pass only one of them")
     return whole_word_masking
-
-
-def _existing_dataset(output_dir: Path, settings: shard_worker.Settings, overwrite: bool) -> dict[str, Any] | None:
-    """The manifest of a dataset already at output_dir made with the same settings (reuse it), else None.
-
-    A dataset made with other settings needs overwrite=True; a non-empty directory that is not a bertjax
-    dataset is never touched.
-    """
-    if not output_dir.exists():
-        return None
-    if not output_dir.is_dir():
-        raise BertjaxError(f"output_dir {output_dir} exists and is not a directory; choose another --output_dir")
-    if not any(output_dir.iterdir()):
-        return None
-    try:
-        manifest = catalog.read_manifest(output_dir)
-    except BertjaxError:
-        raise BertjaxError(f"output_dir {output_dir} is not empty and holds no bertjax dataset; choose an empty or "
-                           "new --output_dir (nothing there was changed)") from None
-    if manifest.get("settings") == json.loads(json.dumps(asdict(settings))) and not overwrite:
-        return manifest
-    if not overwrite:
-        raise BertjaxError(f"output_dir {output_dir} already holds a dataset made with other settings or inputs; "
-                           "pass --overwrite to replace it, or choose another --output_dir")
-    return None
-
-
-def _run_shards(shards, num_workers: int, init_args: tuple, tok: BertTokenizer,
-                progress) -> list[shard_worker.ShardResult]:
-    """Process the shards; return their results in shard order.
-
-    This process works on shards itself; with num_workers > 1, num_workers - 1 worker processes take the shards it
-    is not busy with (at most 2 each in flight, so memory stays bounded), and their start-up overlaps its work.
-    """
-    previous = os.environ.get("TOKENIZERS_PARALLELISM")
-    shard_worker.init_worker(*init_args, tokenizer=tok)
-    pool = None
-    if num_workers > 1:
-        pool = futures.ProcessPoolExecutor(num_workers - 1, mp_context=_worker_context(),
-                                           initializer=shard_worker.init_worker, initargs=init_args)
-    results: list[shard_worker.ShardResult] = []
-    pending: deque = deque()
-    try:
-        for shard in shards:
-            if pool is not None and len(pending) < 2 * (num_workers - 1):
-                pending.append((shard.num_bytes, pool.submit(shard_worker.process_shard, shard)))
-            else:
-                results.append(shard_worker.process_shard(shard))
-                progress(shard.num_bytes, results[-1])
-            while pending and pending[0][1].done():
-                results.append(_collect(pending.popleft(), progress))
-        while pending:
-            results.append(_collect(pending.popleft(), progress))
-    except BaseException:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    finally:
-        shard_worker.WORKER_STATE.clear()
-        if previous is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = previous
-    if pool is not None:
-        pool.shutdown()
-    return sorted(results, key=lambda result: result.index)
-
-
-def _main_module_has_file() -> bool:
-    """Whether worker processes can re-import the main module (multiprocessing does): no file (python -c, a
-    notebook) is fine, a file name that does not exist (a script read from stdin) is not."""
-    path = getattr(sys.modules.get("__main__"), "__file__", None)
-    return path is None or os.path.isfile(path)
-
-
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """forkserver: one fresh process imports this module once, then workers are cheap forks of it (never of this
-    process, which may run threads). Started by `start_workers_early`, or on the first submitted shard."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context
-
-
-def start_workers_early() -> None:
-    """Start the fork server now, so that its imports overlap the checks made before the shards are submitted."""
-    from multiprocessing import forkserver
-
-    _worker_context()
-    forkserver.ensure_running()
-
-
-def _collect(item, progress) -> shard_worker.ShardResult:
-    num_bytes, future = item
-    result = future.result()
-    progress(num_bytes, result)
-    return result
 
 
 def summarize(stats: dict[str, int], num_examples: dict[str, int], seconds: float) -> dict[str, Any]:
@@ -248,12 +137,12 @@ def create_pretraining_data(
     shard_size_mb defaults to auto_shard_mb(corpus size): it depends on the corpus only, never on num_workers.
     Raises BertjaxError for bad input; output_dir is then left as it was.
     """
-    from tqdm import tqdm
+    from tqdm import tqdm  # noqa: PLC0415  (worker processes re-import this module when it runs as the CLI)
 
     num_workers = num_workers or os.cpu_count() or 1
     whole_word = _resolve_whole_word(do_whole_word_mask, whole_word_masking)
     _check_args(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, dupe_factor, masking,
-                whole_word, eval_fraction, num_workers, 1.0 if shard_size_mb is None else shard_size_mb)
+                whole_word, eval_fraction, num_workers, shard_size_mb)
     files = text.expand_input_files(input_file)
     total_bytes = sum(f.stat().st_size for f in files)
     if total_bytes == 0:
@@ -261,13 +150,7 @@ def create_pretraining_data(
                            "lines between documents")
     if shard_size_mb is None:
         shard_size_mb = auto_shard_mb(total_bytes)
-    workers = worker_processes(num_workers, total_bytes, int(shard_size_mb * (1 << 20)))
-    if workers > 1 and not _main_module_has_file():
-        print("create_pretraining_data: the main script was read from stdin, which worker processes cannot "
-              "re-import; running in this process only (run a script file to use all cores)", file=sys.stderr)
-        workers = 1
-    if workers > 1:
-        start_workers_early()
+    workers = worker_pool.prepare_workers(num_workers, total_bytes, int(shard_size_mb * (1 << 20)))
     tok = BertTokenizer.from_vocab(vocab_file, do_lower_case=do_lower_case, strip_accents=strip_accents)
     settings = shard_worker.Settings(
         vocab_sha256=vocab_sha256(tok.vocab_path), vocab_size=tok.vocab_size, do_lower_case=tok.do_lower_case,
@@ -277,18 +160,14 @@ def create_pretraining_data(
         shard_bytes=int(shard_size_mb * (1 << 20)),
         inputs=tuple((str(f.resolve()), f.stat().st_size) for f in files))
     output = Path(output_dir).resolve()
-    existing = _existing_dataset(output, settings, overwrite)
+    existing = staged_output.existing_dataset(output, asdict(settings), overwrite)
     if existing is not None:
         print(f"{output} already holds this dataset (same settings and inputs); nothing to do "
               "(pass --overwrite to rebuild it)", file=sys.stderr)
         return existing["statistics"]
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.parent / f".{output.name}.incomplete-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
     started = time.perf_counter()
-    try:
+    with staged_output.staging_dir(output) as staging:
         bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="create_pretraining_data",
                    disable=not show_progress, file=sys.stderr)
         made = {"instances": 0}
@@ -299,7 +178,8 @@ def create_pretraining_data(
             bar.set_postfix(instances=made["instances"], refresh=False)
 
         shards = text.plan_text_shards(files, settings.shard_bytes)
-        results = _run_shards(shards, workers, (str(tok.vocab_path), settings, str(staging)), tok, progress)
+        results = worker_pool.run_shards(shards, workers, (str(tok.vocab_path), settings, str(staging)), tok,
+                                         progress)
         bar.close()
         stats = {k: sum(r.stats[k] for r in results) for k in shard_worker.STAT_KEYS}
         if stats["documents_with_2plus_sentences"] == 0:
@@ -326,21 +206,8 @@ def create_pretraining_data(
             "statistics": summary,
         }
         catalog.finalize_dataset(staging, split_shards, manifest, vocab_file=tok.vocab_path)
-        _replace_dir(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        staged_output.replace_dir(staging, output)
     return summary
-
-
-def _replace_dir(staging: Path, output: Path) -> None:
-    """Move the finished staging directory to output (an old dataset there is removed only after the move)."""
-    old = None
-    if output.exists():
-        old = output.parent / f".{output.name}.old-{os.getpid()}"
-        os.replace(output, old)
-    os.replace(staging, output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -381,8 +248,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="static: masks stored; dynamic: unmasked pairs stored, the pipeline masks every epoch")
     p.add_argument("--eval_fraction", type=float, default=0.0, help="fraction of documents held out as split 'eval'")
     p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1,
-                   help=f"processes at most, this one included (one per {MIN_MB_PER_WORKER:g} MB of text; 1: no worker "
-                        "processes)")
+                   help=f"processes at most, this one included (one per {worker_pool.MIN_MB_PER_WORKER:g} MB of "
+                        "text; 1: no worker processes)")
     p.add_argument("--shard_size_mb", type=float, default=None,
                    help="text per shard; the random next document is drawn within a shard "
                         f"(default: corpus/16, between {MIN_AUTO_SHARD_MB} and {MAX_AUTO_SHARD_MB} MB)")

@@ -6,13 +6,13 @@ A bertjax dataset is a TFDS dataset directory in ArrayRecord format, readable wi
 
 Each record is a serialized `tf.train.Example` (the wire format TFDS reads) holding the batch keys of
 docs/design.md. `serialize_batch` encodes a whole batch with numpy (no protobuf objects, fixed-width varints):
-records that TFDS decodes exactly like those of `FeaturesDict.serialize_example`, many times faster;
-`parse_example` is the matching decoder (~35-60k examples/s, vs ~24k for TFDS's `deserialize_example_np`).
+records that TFDS decodes exactly like those of `FeaturesDict.serialize_example`, without a protobuf object per
+example; `parse_example` is the matching decoder.
 
 Typical use from a worker process (one shard per worker, any file names inside `output_dir`):
 
     with ShardWriter(os.path.join(output_dir, "train-w3.array_record")) as writer:
-        writer.write_batch(batch)          # dict of [N, ...] numpy arrays, or writer.write(example)
+        writer.write_batch(batch)          # dict of [B, ...] numpy arrays, or writer.write(example)
 
 then `catalog.finalize_dataset(...)` makes the directory a TFDS dataset with its manifest.
 """
@@ -28,9 +28,9 @@ from array_record.python import array_record_module
 
 from bertjax.errors import BertjaxError
 
-# One record per chunk (random access); snappy instead of the default brotli: ~3.5x faster writes, about the same
-# size for token ids, and TFDS `as_data_source()` and Grain read it unchanged. One encoding thread: with one record
-# per chunk, handing chunks to a thread pool costs more CPU than it saves (~20% of the write time).
+# One record per chunk (random access); snappy instead of the default brotli: faster writes, about the same size
+# for token ids, and TFDS `as_data_source()` and Grain read it unchanged. One encoding thread: with one record per
+# chunk, handing chunks to a thread pool costs more CPU than it saves.
 WRITER_OPTIONS = "group_size:1,snappy,max_parallelism:1"
 
 SEQ_FEATURES = ("input_ids", "input_mask", "segment_ids")
@@ -40,14 +40,13 @@ FLOAT_FEATURES = frozenset({"masked_lm_weights"})
 VARINT_TABLE_SIZE = 1 << 17  # serialize_batch encodes ids below this by table look-up
 
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # Feature spec
 
 
 def feature_spec(max_seq_length: int, max_predictions_per_seq: int):
-    """The TFDS `FeaturesDict` of one example: int32 [L] x3, int32/int32/float32 [P], int32 scalar label."""
-    import tensorflow_datasets as tfds
+    """The TFDS `FeaturesDict` of one example: int32 [T] x3, int32/int32/float32 [P], int32 scalar label."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415  (shard worker processes import this module, never TFDS)
 
     check_lengths(max_seq_length, max_predictions_per_seq)
     tensor = tfds.features.Tensor
@@ -87,7 +86,7 @@ def check_lengths(max_seq_length: int, max_predictions_per_seq: int) -> None:
 
 
 def _proto():
-    from tensorflow_datasets.proto import tf_example_pb2
+    from tensorflow_datasets.proto import tf_example_pb2  # noqa: PLC0415  (imports TFDS: see feature_spec)
 
     return tf_example_pb2
 
@@ -113,7 +112,7 @@ def _varint(value: int) -> bytes:
 
 
 def _fixed_varints(values: np.ndarray) -> np.ndarray:
-    """Non-negative values[N, K] -> uint8[N, K*W]: each value as a varint padded to W bytes, W being the width of
+    """Non-negative values[B, K] -> uint8[B, K*W]: each value as a varint padded to W bytes, W being the width of
     the largest value (a padded varint sets the continuation bit on leading zero groups; protobuf decodes it as the
     same number), so every row has the same length. Values below VARINT_TABLE_SIZE (token ids of any usual vocab)
     are looked up in a table of their W-byte encodings."""
@@ -147,13 +146,13 @@ def serialize_example(example: Mapping[str, Any]) -> bytes:
 
 
 def serialize_batch(batch: Mapping[str, np.ndarray]) -> list[bytes]:
-    """A batch (dict of [N, ...] arrays with the batch keys) -> N serialized tf.train.Example records.
+    """A batch (dict of [B, ...] arrays with the batch keys) -> B serialized tf.train.Example records.
 
     Vectorised with numpy (no protobuf objects). Integer features must be non-negative (ids, masks, positions,
     labels are); within a batch each one is written as packed varints of one fixed width (`_fixed_varints`), so
-    all N records have the same layout: one constant header per feature, computed once, then its payload. TFDS,
+    all B records have the same layout: one constant header per feature, computed once, then its payload. TFDS,
     TensorFlow and `parse_example` decode them exactly as TFDS's own records. Minimal varints (as TFDS writes)
-    would make somewhat smaller files, at several times the encoding time. Layout: 0x0a V(body), then per feature the map
+    would make somewhat smaller files, at a higher encoding cost. Layout: 0x0a V(body), then per feature the map
     entry 0x0a V(entry) 0x0a len(key) key 0x12 V(feature) tag V(list) 0x0a V(payload) payload.
     """
     n = _batch_size(batch)
@@ -209,13 +208,13 @@ def _batch_size(batch: Mapping[str, Any]) -> int:
         raise BertjaxError(f"batch is missing features {missing}; every example needs {list(FEATURE_NAMES)}")
     sizes = {k: np.shape(batch[k])[0] if np.ndim(batch[k]) else None for k in FEATURE_NAMES}
     if len(set(sizes.values())) != 1 or None in sizes.values():
-        raise BertjaxError(f"batch features have different leading sizes {sizes}; all must be [N, ...]")
+        raise BertjaxError(f"batch features have different leading sizes {sizes}; all must be [B, ...]")
     return int(sizes["input_ids"])
 
 
 def check_shapes(example_or_batch: Mapping[str, Any], max_seq_length: int, max_predictions_per_seq: int,
                  batched: bool = False) -> None:
-    """Raise BertjaxError if an example (or batch, with `batched=True`) does not match the lengths L and P."""
+    """Raise BertjaxError if an example (or batch, with `batched=True`) does not match the lengths T and P."""
     for name, shape in example_shapes(max_seq_length, max_predictions_per_seq).items():
         got = np.shape(example_or_batch[name])
         if batched:
@@ -266,7 +265,7 @@ class ShardWriter:
             self._flush()
 
     def write_batch(self, batch: Mapping[str, np.ndarray]) -> None:
-        """Append N examples given as a dict of [N, ...] arrays (the fast path)."""
+        """Append B examples given as a dict of [B, ...] arrays (the fast path)."""
         if _batch_size(batch) == 0:
             return
         self._check(batch, batched=True)
@@ -300,7 +299,8 @@ class ShardWriter:
 
 
 def write_shard(path: str | os.PathLike, examples: Mapping[str, np.ndarray] | Iterable[Mapping[str, Any]]) -> int:
-    """Write a batch dict ([N, ...] arrays) or an iterable of example dicts to one ArrayRecord file; returns N."""
+    """Write a batch dict ([B, ...] arrays) or an iterable of example dicts to one ArrayRecord file; returns the
+    number of examples written."""
     with ShardWriter(path) as writer:
         if isinstance(examples, Mapping):
             writer.write_batch(examples)
@@ -333,7 +333,3 @@ def iter_records(path: str | os.PathLike, chunk_size: int = 1024) -> Iterator[by
 def read_shard(path: str | os.PathLike) -> list[bytes]:
     """All raw records of one ArrayRecord file (for tests and tools; the pipeline reads with Grain)."""
     return list(iter_records(path))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Finalizing a directory of shards into a TFDS dataset, and the manifest

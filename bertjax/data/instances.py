@@ -1,8 +1,8 @@
 """Documents -> pretraining instances: the original create_pretraining_data algorithm, streaming over bounded shards.
 
 `bertjax.data.text` cuts the corpus into shards of whole documents, so memory stays bounded however large the
-corpus is. Within a shard, `create_instances` follows the original (REFERENCE.md §3) exactly in structure and
-distribution:
+corpus is. Within a shard, `create_instances` follows google-research/bert's `create_pretraining_data.py:
+create_training_instances` and `create_instances_from_document` exactly in structure and distribution:
 
 * documents are shuffled once, then every document is walked `dupe_factor` times;
 * the target length is max_seq_length - 3, or with probability short_seq_prob a uniform 2..max_num_tokens,
@@ -11,7 +11,7 @@ distribution:
   1..len(chunk)-1 sentences; B is a random next (chunk of one sentence, or probability 0.5) taken from a random
   other document at a random sentence until the target is reached, and the unused sentences are "put back";
   otherwise B is the rest of the chunk;
-* `truncate_pairs` trims the longer side (ties: B) one token at a time from a random end.
+* `truncate_pairs` trims the longer side (ties: B) one token at a time from a random end (`truncate_seq_pair`).
 
 Deviations, all documented in the CLI help: the random next document comes from the same shard (a window of
 documents), not the whole corpus; the shuffle of instances is within a shard (the input pipeline shuffles
@@ -196,8 +196,8 @@ def truncate_pairs(instances: Instances, max_num_tokens: int, rng: np.random.Gen
 
 def build_features(tokens: np.ndarray, instances: Instances, max_seq_length: int, cls_id: int,
                    sep_id: int) -> dict[str, np.ndarray]:
-    """Padded rows [CLS] A [SEP] B [SEP]: input_ids, input_mask, segment_ids (int32[N, L]), next_sentence_labels
-    (int32[N], 1 = random next) and num_tokens (int64[N])."""
+    """Padded rows [CLS] A [SEP] B [SEP], one per instance: input_ids, input_mask, segment_ids (int32[B, T]),
+    next_sentence_labels (int32[B], 1 = random next) and num_tokens (int64[B])."""
     n = len(instances)
     a_len = instances.a_len.astype(np.int32)[:, None]
     num_tokens = a_len + instances.b_len.astype(np.int32)[:, None] + 3

@@ -1,6 +1,6 @@
 """Masked-LM prediction sampling, shared by static creation and the pipeline's dynamic masking.
 
-This follows `create_masked_lm_predictions` of the original create_pretraining_data (REFERENCE.md §3):
+This follows google-research/bert's `create_pretraining_data.py: create_masked_lm_predictions`:
 
 * candidates are the real positions (``< num_tokens``) whose token is neither [CLS] nor [SEP];
 * with whole-word masking a continuation wordpiece (``##...``) joins the group of the previous candidate
@@ -72,11 +72,9 @@ def num_to_predict(num_tokens: np.ndarray | int, masked_lm_prob: float, max_pred
     return np.minimum(max_predictions_per_seq, np.maximum(1, wanted))
 
 
-def check_masking_args(
-    *, masked_lm_prob: float, max_predictions_per_seq: int, seq_length: int, whole_word: str,
-    is_continuation: np.ndarray | None,
-) -> None:
-    """Raise BertjaxError when masking settings cannot work together."""
+def check_masking_args(*, masked_lm_prob: float, max_predictions_per_seq: int, seq_length: int,
+                       whole_word: str) -> None:
+    """Raise BertjaxError when masking settings cannot work together (the flags of a run, before any vocab)."""
     if not 0.0 < masked_lm_prob <= 1.0:
         raise BertjaxError(f"masked_lm_prob={masked_lm_prob} must be in (0, 1]; the original uses 0.15")
     if max_predictions_per_seq < 1:
@@ -87,19 +85,28 @@ def check_masking_args(
             f"use about max_seq_length * masked_lm_prob (e.g. {max(1, round(seq_length * masked_lm_prob))})")
     if whole_word not in WHOLE_WORD_MODES:
         raise BertjaxError(f"whole_word={whole_word!r} must be one of {', '.join(WHOLE_WORD_MODES)}")
-    if whole_word != "none" and is_continuation is None:
+
+
+def _check_continuation_table(whole_word: str, is_continuation: np.ndarray | None, vocab_size: int) -> None:
+    """Whole-word masking needs bool[V], True for the vocab's `##` pieces (`BertTokenizer.is_continuation()`)."""
+    if whole_word == "none":
+        return
+    if is_continuation is None:
         raise BertjaxError(f"whole_word={whole_word!r} needs the is_continuation table of the vocabulary "
-                           "(Tokenizer.is_continuation)")
+                           "(BertTokenizer.is_continuation())")
+    if np.shape(is_continuation) != (vocab_size,):
+        raise BertjaxError(f"is_continuation has shape {np.shape(is_continuation)}, but vocab_size={vocab_size}; pass "
+                           "BertTokenizer.is_continuation() of the vocab the ids come from")
 
 
 def _candidates(input_ids: np.ndarray, num_tokens: np.ndarray, cls_id: int, sep_id: int) -> np.ndarray:
-    """bool[B, L]: real positions that may be predicted."""
+    """bool[B, T]: real positions that may be predicted."""
     positions = np.arange(input_ids.shape[1])[None, :]
     return (positions < num_tokens[:, None]) & (input_ids != cls_id) & (input_ids != sep_id)
 
 
 def _choose_single_pieces(candidates: np.ndarray, wanted: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """bool[B, L]: `wanted` candidates per row, uniformly at random (a random order, then the first ones)."""
+    """bool[B, T]: `wanted` candidates per row, uniformly at random (a random order, then the first ones)."""
     keys = rng.random(candidates.shape)
     keys[~candidates] = 2.0
     count = np.minimum(wanted, candidates.sum(axis=1))
@@ -108,7 +115,7 @@ def _choose_single_pieces(candidates: np.ndarray, wanted: np.ndarray, rng: np.ra
 
 
 def _word_groups(input_ids: np.ndarray, candidates: np.ndarray, is_continuation: np.ndarray) -> np.ndarray:
-    """int[B, L]: word index of each candidate (-1 elsewhere); `##` pieces join the previous candidate's word."""
+    """int[B, T]: word index of each candidate (-1 elsewhere); `##` pieces join the previous candidate's word."""
     continuation = np.asarray(is_continuation, dtype=bool)[input_ids]
     earlier_candidate = np.cumsum(candidates, axis=1) > candidates  # some candidate before this position
     starts = candidates & ~(continuation & earlier_candidate)
@@ -117,7 +124,7 @@ def _word_groups(input_ids: np.ndarray, candidates: np.ndarray, is_continuation:
 
 
 def _choose_whole_words(groups: np.ndarray, wanted: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """bool[B, L]: whole words in random order, skipping a word that would overshoot `wanted` (as the original)."""
+    """bool[B, T]: whole words in random order, skipping a word that would overshoot `wanted` (as the original)."""
     chosen = np.zeros(groups.shape, dtype=bool)
     num_groups = groups.max(axis=1) + 1
     keys = rng.random(groups.shape)  # a key per position (>= the number of words): the width never depends on
@@ -159,8 +166,8 @@ def mask_batch(
     rng: one generator for the whole batch, or `RowGenerators` (row b masked exactly as `mask_tokens` with
     generator b would).
 
-    input_ids: int[B, L], the first num_tokens[b] entries of row b are real ([CLS] A [SEP] B [SEP]).
-    Returns (masked_input_ids int32[B, L], masked_lm_positions int32[B, P], masked_lm_ids int32[B, P],
+    input_ids: int[B, T], the first num_tokens[b] entries of row b are real ([CLS] A [SEP] B [SEP]).
+    Returns (masked_input_ids int32[B, T], masked_lm_positions int32[B, P], masked_lm_ids int32[B, P],
     masked_lm_weights float32[B, P]).
     """
     input_ids = np.asarray(input_ids)
@@ -168,7 +175,8 @@ def mask_batch(
     batch, length = input_ids.shape
     p = max_predictions_per_seq
     check_masking_args(masked_lm_prob=masked_lm_prob, max_predictions_per_seq=p, seq_length=length,
-                       whole_word=whole_word, is_continuation=is_continuation)
+                       whole_word=whole_word)
+    _check_continuation_table(whole_word, is_continuation, vocab_size)
     candidates = _candidates(input_ids, num_tokens, cls_id, sep_id)
     wanted = num_to_predict(num_tokens, masked_lm_prob, p)
     if whole_word == "none":
@@ -228,7 +236,7 @@ def mask_tokens(
     """Choose and apply the masked-LM predictions of one sequence (the original algorithm; see module doc).
 
     Args:
-      input_ids: int[L] token ids; the first `num_tokens` are real, the rest padding.
+      input_ids: int[T] token ids; the first `num_tokens` are real, the rest padding.
       num_tokens: number of real tokens (including [CLS] and the [SEP]s); sets num_to_predict.
       rng: the only source of randomness.
       masked_lm_prob, max_predictions_per_seq: as the original flags (P = max_predictions_per_seq).
@@ -237,7 +245,7 @@ def mask_tokens(
       whole_word: "none", "original" (whole words, 80/10/10 per wordpiece) or "per_word" (one draw per word).
       is_continuation: bool[V], True for `##` pieces; required unless whole_word == "none".
     Returns:
-      (masked_input_ids int32[L], masked_lm_positions int32[P], masked_lm_ids int32[P], masked_lm_weights float32[P]).
+      (masked_input_ids int32[T], masked_lm_positions int32[P], masked_lm_ids int32[P], masked_lm_weights float32[P]).
     """
     outputs = mask_batch(
         np.asarray(input_ids)[None, :], np.asarray([num_tokens]), rng, masked_lm_prob=masked_lm_prob,

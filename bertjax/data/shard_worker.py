@@ -1,8 +1,9 @@
-"""One text shard -> ArrayRecord files of pretraining examples; runs in a worker process of create_pretraining_data.
+"""One text shard -> ArrayRecord files of pretraining examples, in any process of create_pretraining_data.
 
-`init_worker` loads the tokenizer once per process; `process_shard` reads a shard's text (`bertjax.data.text`),
-tokenizes its documents once, makes their instances with the original algorithm (`bertjax.data.instances`), masks
-them (`bertjax.data.masking`, static masking) and writes one file per split. All randomness comes from SeedSequence([random_seed, shard index]).
+`bertjax.data.worker_pool` runs it in the worker processes and in the main one. `init_worker` loads the tokenizer
+once per process; `process_shard` reads a shard's text (`bertjax.data.text`), tokenizes its documents once, makes
+their instances with the original algorithm (`bertjax.data.instances`), masks them (`bertjax.data.masking`, static
+masking) and writes one file per split. All randomness comes from SeedSequence([random_seed, shard index]).
 """
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ def process_shard(shard: text.TextShard) -> ShardResult:
         if not selected.any():
             continue
         name = f"{split}-{shard.index:06d}.array_record"
-        count = _write_split(docs.select(np.flatnonzero(selected).tolist()), os.path.join(WORKER_STATE["staging"], name),
-                             walk_rng, np_rng, stats)
+        count = _write_split(docs.select(np.flatnonzero(selected).tolist()),
+                             os.path.join(WORKER_STATE["staging"], name), walk_rng, np_rng, stats)
         result.files[split] = (name, count)
     return result

@@ -1,6 +1,7 @@
 """BERT FullTokenizer semantics on the Rust `tokenizers` library; casing stored beside the vocab.
 
-Behaviour (as the original `tokenization.FullTokenizer`):
+Behaviour (as google-research/bert's `tokenization.py: FullTokenizer`, i.e. `BasicTokenizer` then
+`WordpieceTokenizer`):
 * cleaning: NUL, U+FFFD and control characters (categories Cc/Cf except tab/newline/CR) are dropped, every
   whitespace character becomes a space;
 * CJK ideographs are split into single-character words; words are split on whitespace and punctuation
@@ -17,8 +18,7 @@ same when lower-casing). A cased vocabulary (do_lower_case=False) strips no acce
 ``strip_accents=False`` keeps syllables intact even when lower-casing, so a syllable-level vocab stays usable.
 
 Speed: `BertTokenizer.encode_batch` (what create_pretraining_data uses) gives the backend's ids, but splits
-pure-ASCII texts itself and runs WordPiece once per distinct word, several times faster than the backend on
-English; other texts go through the backend.
+pure-ASCII texts itself and runs WordPiece once per distinct word; other texts go through the backend.
 
 The settings live in ``tokenizer_config.json`` next to ``vocab.txt``; `BertTokenizer.from_vocab` reads them back
 and refuses an explicit conflicting ``do_lower_case`` or ``strip_accents``. Without that file an explicit setting
@@ -26,6 +26,7 @@ is used, else the casing is guessed from the vocab (next to no upper-case entrie
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import json
@@ -86,25 +87,39 @@ def vocab_sha256(vocab: str | os.PathLike) -> str:
     return hashlib.sha256(resolve_vocab_path(vocab).read_bytes()).hexdigest()
 
 
-def write_tokenizer_config(directory: str | os.PathLike, do_lower_case: bool, strip_accents: bool) -> Path:
-    """Store the casing settings of the vocab in `directory`/tokenizer_config.json."""
+def write_tokenizer_config(directory: str | os.PathLike, do_lower_case: bool, strip_accents: bool,
+                           model_max_length: int | None = None) -> Path:
+    """Store the casing settings of the vocab in `directory`/tokenizer_config.json.
+
+    The file is also a Hugging Face tokenizer config: `transformers.BertTokenizerFast.from_pretrained(directory)`
+    reads it with the vocab.txt beside it and tokenizes as bertjax does.
+    """
     path = Path(directory) / CONFIG_FILE
     config = {"do_lower_case": bool(do_lower_case), "strip_accents": bool(strip_accents),
-              "max_input_chars_per_word": MAX_INPUT_CHARS_PER_WORD, "special_tokens": list(SPECIAL_TOKENS)}
+              "max_input_chars_per_word": MAX_INPUT_CHARS_PER_WORD, "special_tokens": list(SPECIAL_TOKENS),
+              "tokenizer_class": "BertTokenizer", "tokenize_chinese_chars": True,
+              "clean_up_tokenization_spaces": False, "unk_token": UNK, "sep_token": SEP, "pad_token": PAD,
+              "cls_token": CLS, "mask_token": MASK}
+    if model_max_length is not None:
+        config["model_max_length"] = model_max_length
     path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return path
 
 
 def read_tokenizer_config(directory: str | os.PathLike) -> dict | None:
-    """The stored casing settings next to a vocab, or None when there is no tokenizer_config.json."""
+    """The stored casing settings next to a vocab, or None when there is no tokenizer_config.json or it does not
+    say (Hugging Face's may leave do_lower_case out; its strip_accents null means: as do_lower_case)."""
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         return None
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-        return {"do_lower_case": bool(config["do_lower_case"]),
-                "strip_accents": bool(config.get("strip_accents", config["do_lower_case"]))}
-    except (ValueError, KeyError, TypeError) as e:
+        if config.get("do_lower_case") is None:
+            return None
+        lower = bool(config["do_lower_case"])
+        strip = config.get("strip_accents")
+        return {"do_lower_case": lower, "strip_accents": lower if strip is None else bool(strip)}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise BertjaxError(f"{str(path)!r} is not a valid tokenizer config ({e}); delete it or rewrite it with "
                            '{"do_lower_case": true|false, "strip_accents": true|false}') from e
 
@@ -198,10 +213,6 @@ class BertTokenizer:
         """bool[V]: True for `##` continuation pieces (whole-word masking groups them with the previous piece)."""
         return np.array([t.startswith(CONTINUATION_PREFIX) for t in self.tokens], dtype=bool)
 
-    def settings(self) -> dict:
-        """The casing settings, as stored in tokenizer_config.json and dataset manifests."""
-        return {"do_lower_case": self.do_lower_case, "strip_accents": self.strip_accents}
-
     def tokenize(self, text: str) -> list[str]:
         """Wordpieces of `text`."""
         return self.backend.encode(text, add_special_tokens=False).tokens
@@ -287,10 +298,26 @@ class BertTokenizer:
         if self._joiner is None:
             joiner = build_backend(self.vocab, self.do_lower_case, self.strip_accents)
             joiner.add_special_tokens([AddedToken(BATCH_SEPARATOR, normalized=False, special=True)])
-            if joiner.token_to_id(BATCH_SEPARATOR) != len(self.tokens):
-                raise AssertionError("the batch separator must get the first id after the vocab")
+            if joiner.token_to_id(BATCH_SEPARATOR) != len(self.tokens):  # it would share an id with a vocab entry
+                raise BertjaxError(
+                    f"vocab {self._vocab_name()} has {self._joiner_conflict()}, which encode_batch cannot handle; "
+                    "replace such lines (for a repeated entry its first copy, whose id is never produced) with an "
+                    "unused placeholder such as [unused0], so that no other id changes")
             self._joiner = joiner
         return self._joiner
+
+    def _vocab_name(self) -> str:
+        return repr(str(self.vocab_path)) if self.vocab_path is not None else "(given as a list)"
+
+    def _joiner_conflict(self) -> str:
+        """Why the batch separator does not get the first id after the vocab."""
+        reasons = []
+        if BATCH_SEPARATOR in self.vocab:
+            reasons.append(f"the entry U+{ord(BATCH_SEPARATOR):04X} (the batch separator)")
+        repeated = [token for token, count in collections.Counter(self.tokens).items() if count > 1]
+        if repeated:
+            reasons.append(f"repeated entries {repeated[:5]}")
+        return " and ".join(reasons) or "entries the backend numbers otherwise"
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
         """Vocab tokens of `ids`."""

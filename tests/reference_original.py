@@ -1,10 +1,12 @@
-"""The ORIGINAL create_pretraining_data algorithm, in plain Python: the baseline for benchmarks and statistical tests.
+"""The ORIGINAL create_pretraining_data algorithm, in plain Python: the baseline for tests and benchmarks.
 
-Written from the description in REFERENCE.md §3 (no TensorFlow): the whole corpus is tokenized into Python lists
-with a pure-Python BERT FullTokenizer, one `random.Random(seed)` drives every decision in the original call order,
-all instances of all dupe passes are held in memory, shuffled once, and written at the end (here with the same
-per-example tf.train.Example serialisation the original used). It is deliberately slow and memory-hungry; use
-`bertjax.data.create_pretraining_data` for real work.
+Test support, not part of the package. Written after google-research/bert's `create_pretraining_data.py`
+(`create_training_instances`, `create_instances_from_document`, `create_masked_lm_predictions`,
+`truncate_seq_pair`) and `tokenization.py` (`FullTokenizer`: `BasicTokenizer` + `WordpieceTokenizer`), without
+TensorFlow: the whole corpus is tokenized into Python lists with a pure-Python FullTokenizer, one
+`random.Random(seed)` drives every decision in the original call order, all instances of all dupe passes are held
+in memory, shuffled once, and written at the end (here with the same per-example tf.train.Example serialisation the
+original used). It is deliberately slow and memory-hungry; use `bertjax.data.create_pretraining_data` for real work.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from bertjax.data import features
 
 UNK, CLS, SEP, MASK = "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 MAX_INPUT_CHARS_PER_WORD = 200
@@ -46,7 +50,8 @@ def _is_cjk(cp: int) -> bool:
 
 
 class FullTokenizer:
-    """Pure-Python BERT tokenizer: clean, split CJK/punctuation, optional lower-case + accent strip, WordPiece."""
+    """Pure-Python BERT tokenizer: clean, split CJK/punctuation, optional lower-case + accent strip, WordPiece
+    (tokenization.py: FullTokenizer)."""
 
     def __init__(self, vocab_tokens: Sequence[str], do_lower_case: bool = True, strip_accents: bool | None = None):
         """vocab_tokens: the vocab in id order; strip_accents defaults to do_lower_case (the original)."""
@@ -55,7 +60,7 @@ class FullTokenizer:
         self.strip_accents = do_lower_case if strip_accents is None else strip_accents
 
     def basic_tokenize(self, text: str) -> list[str]:
-        """Words and punctuation marks of `text`."""
+        """Words and punctuation marks of `text` (tokenization.py: BasicTokenizer.tokenize)."""
         cleaned = []
         for char in text:
             cp = ord(char)
@@ -87,7 +92,8 @@ class FullTokenizer:
         return words
 
     def wordpiece(self, word: str) -> list[str]:
-        """Greedy longest-match-first pieces of one word; [UNK] if too long or not coverable."""
+        """Greedy longest-match-first pieces of one word; [UNK] if too long or not coverable (tokenization.py:
+        WordpieceTokenizer.tokenize)."""
         if len(word) > MAX_INPUT_CHARS_PER_WORD:
             return [UNK]
         pieces = []
@@ -118,7 +124,7 @@ class FullTokenizer:
 
 @dataclass
 class Instance:
-    """One training instance, as the original's TrainingInstance."""
+    """One training instance (create_pretraining_data.py: TrainingInstance)."""
 
     tokens: list[str]
     segment_ids: list[int]
@@ -128,7 +134,8 @@ class Instance:
 
 
 def read_documents(paths: Sequence[Path], tokenizer: FullTokenizer, rng: random.Random) -> list[list[list[str]]]:
-    """All documents (lists of tokenized sentences), empty ones removed, shuffled with `rng`."""
+    """All documents (lists of tokenized sentences), empty ones removed, shuffled with `rng` (the first part of
+    create_pretraining_data.py: create_training_instances)."""
     documents: list[list[list[str]]] = [[]]
     for path in paths:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -146,7 +153,8 @@ def read_documents(paths: Sequence[Path], tokenizer: FullTokenizer, rng: random.
 
 
 def truncate_seq_pair(tokens_a: list, tokens_b: list, max_num_tokens: int, rng: random.Random) -> None:
-    """Trim the longer list (ties: B) one token at a time, from the front or back at random."""
+    """Trim the longer list (ties: B) one token at a time, from the front or back at random
+    (create_pretraining_data.py: truncate_seq_pair)."""
     while len(tokens_a) + len(tokens_b) > max_num_tokens:
         trunc = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
         if rng.random() < 0.5:
@@ -158,7 +166,7 @@ def truncate_seq_pair(tokens_a: list, tokens_b: list, max_num_tokens: int, rng: 
 def create_masked_lm_predictions(tokens: list[str], masked_lm_prob: float, max_predictions_per_seq: int,
                                  vocab_words: list[str], rng: random.Random, do_whole_word_mask: bool = False
                                  ) -> tuple[list[str], list[int], list[str]]:
-    """(masked tokens, sorted positions, labels) as the original create_masked_lm_predictions."""
+    """(masked tokens, sorted positions, labels) (create_pretraining_data.py: create_masked_lm_predictions)."""
     groups: list[list[int]] = []
     for i, token in enumerate(tokens):
         if token in (CLS, SEP):
@@ -193,7 +201,8 @@ def create_masked_lm_predictions(tokens: list[str], masked_lm_prob: float, max_p
 def create_instances_from_document(documents: list, document_index: int, max_seq_length: int, short_seq_prob: float,
                                    masked_lm_prob: float, max_predictions_per_seq: int, vocab_words: list[str],
                                    rng: random.Random, do_whole_word_mask: bool = False) -> list[Instance]:
-    """Instances of one document for one dupe pass (the original walk, including the "put back")."""
+    """Instances of one document for one dupe pass, including the "put back" of unused sentences
+    (create_pretraining_data.py: create_instances_from_document)."""
     document = documents[document_index]
     max_num_tokens = max_seq_length - 3
     target = max_num_tokens
@@ -244,7 +253,8 @@ def create_training_instances(paths: Sequence[Path], tokenizer: FullTokenizer, m
                               dupe_factor: int = 10, short_seq_prob: float = 0.1, masked_lm_prob: float = 0.15,
                               max_predictions_per_seq: int = 20, random_seed: int = 12345,
                               do_whole_word_mask: bool = False) -> list[Instance]:
-    """Every instance of the corpus, all dupe passes, shuffled: the original, in memory, one rng."""
+    """Every instance of the corpus, all dupe passes, shuffled, in memory, one rng
+    (create_pretraining_data.py: create_training_instances)."""
     rng = random.Random(random_seed)
     documents = read_documents(paths, tokenizer, rng)
     vocab_words = list(tokenizer.vocab)
@@ -260,7 +270,7 @@ def create_training_instances(paths: Sequence[Path], tokenizer: FullTokenizer, m
 
 def instance_to_example(instance: Instance, vocab: dict[str, int], max_seq_length: int,
                         max_predictions_per_seq: int) -> dict[str, np.ndarray]:
-    """The padded feature dict of one instance (the original writer's per-instance conversion)."""
+    """The padded feature dict of one instance (create_pretraining_data.py: write_instance_to_example_files)."""
     input_ids = [vocab[t] for t in instance.tokens]
     input_mask = [1] * len(input_ids)
     segment_ids = list(instance.segment_ids)
@@ -284,8 +294,6 @@ def instance_to_example(instance: Instance, vocab: dict[str, int], max_seq_lengt
 def write_instances(instances: Sequence[Instance], path: str | Path, vocab: dict[str, int], max_seq_length: int,
                     max_predictions_per_seq: int) -> int:
     """Write instances one tf.train.Example at a time into one ArrayRecord file (as the original's writer)."""
-    from bertjax.data import features
-
     with features.ShardWriter(path, max_seq_length, max_predictions_per_seq) as writer:
         for instance in instances:
             writer.write(instance_to_example(instance, vocab, max_seq_length, max_predictions_per_seq))

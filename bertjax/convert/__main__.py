@@ -1,0 +1,123 @@
+"""Convert BERT checkpoints: `python -m bertjax.convert {to-hf,from-hf,from-tf} ...`.
+
+  to-hf    --checkpoint PATH --output DIR   a bertjax workdir (latest checkpoint), checkpoint step or export
+                                            -> a Hugging Face directory
+  from-hf  --input DIR --output DIR         a Hugging Face BERT directory (BertForPreTraining, BertForMaskedLM or
+                                            BertModel; model.safetensors or pytorch_model.bin) -> a bertjax export
+  from-tf  --input DIR --output DIR         a google-research/bert checkpoint directory -> a bertjax export
+
+Every output is the same kind of directory: config.json, model.safetensors, vocab.txt and tokenizer_config.json,
+which transformers loads (BertForPreTraining, BertTokenizerFast) and `--config.train.init_from` accepts. An existing
+non-empty output directory is refused unless --overwrite; the output appears whole or not at all.
+"""
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from bertjax.convert import hf, sources
+from bertjax.errors import BertjaxError, exit_on_bad_input
+
+# What each subcommand reads (a bertjax export is a Hugging Face directory, so to-hf takes one too).
+COMMANDS = {"to-hf": (sources.BERTJAX_RUN, sources.HUGGING_FACE), "from-hf": (sources.HUGGING_FACE,),
+            "from-tf": (sources.ORIGINAL_TF,)}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line (exit 2) instead of usage plus error."""
+
+    def error(self, message):
+        print(f"error: {message} (see python -m bertjax.convert --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per direction."""
+    parser = _Parser(prog="python -m bertjax.convert", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{to-hf,from-hf,from-tf}",
+                                     parser_class=_Parser)
+    helps = {"to-hf": "a bertjax workdir, checkpoint step or export -> a Hugging Face directory",
+             "from-hf": "a Hugging Face BERT directory -> a bertjax export",
+             "from-tf": "an original google-research/bert checkpoint directory -> a bertjax export"}
+    for name, text in helps.items():
+        command = commands.add_parser(name, help=text, description=text)
+        source_flag = "--checkpoint" if name == "to-hf" else "--input"
+        command.add_argument(source_flag, dest="source", required=True, help="what to convert")
+        command.add_argument("--output", required=True, help="the directory to write")
+        command.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+        if name != "to-hf":
+            command.add_argument("--allow_missing_heads", action="store_true",
+                                 help="initialise missing heads (pooler, MLM, NSP) as in pretraining")
+        command.add_argument("--do_lower_case", type=_bool, default=None,
+                             help="the vocab's casing, when the checkpoint does not say (true/false)")
+    return parser
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def convert(command: str, source: str, output: str, *, overwrite: bool = False, allow_missing_heads: bool = False,
+            do_lower_case: bool | None = None) -> sources.Pretrained:
+    """Run one subcommand; returns what was loaded."""
+    kind = sources.detect(source)
+    if kind not in COMMANDS[command]:
+        other = next(name for name, wanted in COMMANDS.items() if wanted[0] == kind)
+        raise BertjaxError(f"{source} is {_a(kind)}, not {_a(' or '.join(COMMANDS[command]))}; use `{other}` for it")
+    output_dir = Path(output)
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
+        raise BertjaxError(f"--output {output} exists and is not empty; choose a new directory or pass --overwrite")
+    pretrained = sources.load_pretrained(source, allow_missing_heads=allow_missing_heads,
+                                         do_lower_case=do_lower_case)
+    if pretrained.vocab_file is None:
+        raise BertjaxError(f"{source} has no vocab.txt; a converted checkpoint carries its vocab, so add the "
+                           "vocab.txt it was trained with to that directory")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        hf.save_pretrained(staging, pretrained.config, pretrained.params, vocab_file=pretrained.vocab_file,
+                           do_lower_case=pretrained.do_lower_case, strip_accents=pretrained.strip_accents)
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        staging.rename(output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return pretrained
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
+
+
+def describe(pretrained: sources.Pretrained, output: str) -> str:
+    """The summary lines printed after a conversion."""
+    config = pretrained.config
+    lines = [f"read {pretrained.kind} {pretrained.path}: {config.num_hidden_layers} layers, hidden "
+             f"{config.hidden_size}, {config.num_attention_heads} heads, vocab {config.vocab_size}",
+             f"casing: do_lower_case={pretrained.do_lower_case} strip_accents={pretrained.strip_accents} "
+             f"(from {pretrained.casing_from})"]
+    if pretrained.initialized_heads:
+        lines.append("initialised as in pretraining (missing from the checkpoint): "
+                     + ", ".join(pretrained.initialized_heads))
+    lines.append(f"wrote {output}: " + ", ".join(sorted(p.name for p in Path(output).iterdir())))
+    return "\n".join(lines)
+
+
+@exit_on_bad_input
+def main(argv: list[str] | None = None) -> None:
+    """Entry point."""
+    args = build_parser().parse_args(argv)
+    pretrained = convert(args.command, args.source, args.output, overwrite=args.overwrite,
+                         allow_missing_heads=getattr(args, "allow_missing_heads", False),
+                         do_lower_case=args.do_lower_case)
+    print(describe(pretrained, args.output))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""A pretrained BERT from wherever it is: a bertjax run, a Hugging Face directory, or an original TF checkpoint.
+
+    pretrained = sources.load_pretrained(path)     # .config, .params, .vocab_file, .do_lower_case, .strip_accents
+
+`path` may be
+  * a bertjax training workdir (its latest checkpoint) or one checkpoint step directory, `<workdir>/checkpoints/<step>`:
+    the model config, vocab and casing come from `<workdir>/model/`, written when the run started;
+  * a Hugging Face BERT directory (config.json with model.safetensors or pytorch_model.bin); a bertjax export and
+    the output of `to-hf`/`from-*` are such directories;
+  * a google-research/bert checkpoint directory (bert_config.json, vocab.txt and `*.ckpt.index` + data files).
+
+Params come back as BertForPreTraining params with unrolled layers, as float32 numpy arrays. Heads a checkpoint lacks
+(the pooler and NSP head of a BertForMaskedLM, every head of a bare BertModel) are an error that lists them, unless
+`allow_missing_heads=True`: then they are initialised as in pretraining and listed in `initialized_heads`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import jax
+import numpy as np
+from absl import logging
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from bertjax.convert import hf, tf_checkpoint
+from bertjax.data import tokenizer
+from bertjax.errors import BertjaxError
+from bertjax.model import BertConfig, BertForPreTraining, init_params, unstack_layers
+
+CHECKPOINTS_DIR = "checkpoints"
+MODEL_DIR = "model"  # <workdir>/model: config.json, vocab.txt, tokenizer_config.json of a run (no weights)
+TF_CONFIG_NAME = "bert_config.json"
+
+BERTJAX_RUN, HUGGING_FACE, ORIGINAL_TF = "bertjax checkpoint", "Hugging Face directory", "original TF checkpoint"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+    """A loaded BERT: its config, BertForPreTraining params (numpy; None if only described), vocab and casing."""
+
+    kind: str
+    path: Path
+    config: BertConfig
+    params: dict | None
+    vocab_file: Path | None
+    do_lower_case: bool | None
+    strip_accents: bool | None
+    casing_from: str = ""                # how the casing was decided, for messages
+    initialized_heads: tuple[str, ...] = ()
+
+
+def detect(path: str | Path) -> str:
+    """Which kind of checkpoint `path` is (BERTJAX_RUN, HUGGING_FACE or ORIGINAL_TF); BertjaxError if none."""
+    path = Path(path)
+    if not path.exists():
+        raise BertjaxError(f"{path} does not exist; pass a bertjax workdir, a Hugging Face BERT directory or an "
+                           "original TF checkpoint directory")
+    if not path.is_dir():
+        raise BertjaxError(f"{path} is a file; pass the directory that holds it")
+    if (path / CHECKPOINTS_DIR).is_dir() or (path / "state").is_dir():
+        return BERTJAX_RUN
+    if (path / hf.CONFIG_NAME).is_file():
+        return HUGGING_FACE
+    if (path / TF_CONFIG_NAME).is_file() or any(path.glob("*.index")):
+        return ORIGINAL_TF
+    raise BertjaxError(f"{path} is not a BERT checkpoint: expected a bertjax workdir (checkpoints/), a Hugging Face "
+                       f"directory ({hf.CONFIG_NAME} + weights) or an original TF checkpoint ({TF_CONFIG_NAME} + "
+                       "*.ckpt.index)")
+
+
+def read_config(path: str | Path) -> BertConfig:
+    """The model config of a checkpoint of any kind, without reading its weights."""
+    return load_pretrained(path, read_params=False).config
+
+
+def load_pretrained(path: str | Path, *, read_params: bool = True, allow_missing_heads: bool = False,
+                    seed: int = 0, do_lower_case: bool | None = None) -> Pretrained:
+    """Load a checkpoint of any kind (see the module docstring); `do_lower_case` overrides the detected casing."""
+    path = Path(path)
+    loader = {BERTJAX_RUN: _load_bertjax, HUGGING_FACE: _load_hf, ORIGINAL_TF: _load_tf}[detect(path)]
+    pretrained = loader(path, read_params)
+    if pretrained.params is not None:
+        params, initialized = complete_heads(pretrained.params, pretrained.config, allow_missing_heads, seed,
+                                             str(path))
+        pretrained = dataclasses.replace(pretrained, params=params, initialized_heads=tuple(initialized))
+    if do_lower_case is not None:
+        pretrained = dataclasses.replace(pretrained, do_lower_case=do_lower_case, strip_accents=do_lower_case,
+                                         casing_from="--do_lower_case")
+    return pretrained
+
+
+def complete_heads(flat_params: dict, config: BertConfig, allow_missing_heads: bool, seed: int,
+                   source: str) -> tuple[dict, list[str]]:
+    """Nested params from {path: array}, with missing heads initialised as in pretraining when allowed.
+
+    A missing encoder weight is always an error; missing heads are an error listing them unless allowed.
+    """
+    fresh = traverse_util.flatten_dict(jax.device_get(init_params(BertForPreTraining(config),
+                                                                  jax.random.PRNGKey(seed))))
+    missing = [path for path in fresh if path not in flat_params]
+    encoder_missing = [path for path in missing if hf.head_of(path) is None]
+    if encoder_missing:
+        names = ", ".join("/".join(path) for path in encoder_missing[:6])
+        raise BertjaxError(f"{source} lacks encoder weights ({len(encoder_missing)}): {names}; it is not a complete "
+                           "BERT checkpoint")
+    heads = sorted({hf.head_of(path) for path in missing})
+    if heads and not allow_missing_heads:
+        raise BertjaxError(f"{source} lacks the head(s) {', '.join(heads)}; pass --allow_missing_heads to "
+                           "initialise them as in pretraining")
+    merged = {path: np.asarray(flat_params.get(path, fresh[path]), np.float32) for path in fresh}
+    return traverse_util.unflatten_dict(merged), heads
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# bertjax runs
+
+
+def _run_paths(path: Path) -> tuple[Path, Path | None]:
+    """(the run's workdir, the checkpoint step directory or None for "latest") of a workdir or a step dir."""
+    if (path / "state").is_dir():
+        return path.parent.parent, path
+    return path, None
+
+
+def _load_bertjax(path: Path, read_params: bool) -> Pretrained:
+    workdir, step_dir = _run_paths(path)
+    model_dir = workdir / MODEL_DIR
+    if not (model_dir / hf.CONFIG_NAME).is_file():
+        raise BertjaxError(f"{workdir} has no {MODEL_DIR}/{hf.CONFIG_NAME} (written when a run starts); point at a "
+                           "workdir of a bertjax run, or at its export directory")
+    config = hf.read_config(model_dir)
+    vocab, lower, strip, casing_from = _vocab_and_casing(model_dir, None)
+    params = None
+    if read_params:
+        step_dir = step_dir or _latest_step_dir(workdir)
+        params = _flat(_read_checkpoint_params(step_dir / "state"))
+    return Pretrained(BERTJAX_RUN, path, config, params, vocab, lower, strip, casing_from)
+
+
+def _latest_step_dir(workdir: Path) -> Path:
+    checkpoints = workdir / CHECKPOINTS_DIR
+    steps = sorted((int(p.name) for p in checkpoints.iterdir() if p.name.isdigit() and (p / "state").is_dir()),
+                   reverse=True) if checkpoints.is_dir() else []
+    if not steps:
+        raise BertjaxError(f"{workdir} has no finished checkpoint in {CHECKPOINTS_DIR}/; train first, or point at "
+                           "its export directory")
+    return checkpoints / str(steps[0])
+
+
+def _read_checkpoint_params(state_dir: Path) -> dict:
+    """The `params` subtree of a TrainState checkpoint, as numpy arrays (shapes from the checkpoint's metadata)."""
+    state_dir = state_dir.absolute()  # Orbax finds no metadata under a relative path
+    checkpointer = ocp.PyTreeCheckpointer()
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # Orbax warns that the step's metadata file is not in the item directory
+    try:
+        metadata = checkpointer.metadata(state_dir).item_metadata.tree["params"]
+        item = {"params": jax.tree.map(lambda m: np.zeros((), m.dtype), dict(metadata))}
+        restore_args = {"params": jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), dict(metadata))}
+        restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+            item=item, restore_args=restore_args, partial_restore=True))
+    except Exception as e:  # noqa: BLE001  (Orbax/tensorstore raise many types for unreadable files)
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise BertjaxError(f"checkpoint {state_dir.parent} is unreadable ({type(e).__name__}: {first_line}); "
+                           "use another step, or the run's export directory") from e
+    finally:
+        logging.set_verbosity(verbosity)
+    return restored["params"]
+
+
+def _flat(params: dict) -> dict:
+    """{path: float32 array} of BertForPreTraining params, with scanned layers unrolled."""
+    if "layers" in params.get("bert", {}).get("encoder", {}):
+        params = unstack_layers(params)
+    return {path: np.asarray(value, np.float32) for path, value in traverse_util.flatten_dict(params).items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hugging Face directories
+
+
+def _load_hf(path: Path, read_params: bool) -> Pretrained:
+    config = hf.read_config(path)
+    vocab, lower, strip, casing_from = _vocab_and_casing(path, None)
+    params = None
+    if read_params:
+        params, _ = hf.map_state_dict(hf.load_state_dict(path), config)
+    return Pretrained(HUGGING_FACE, path, config, params, vocab, lower, strip, casing_from)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Original TF checkpoints
+
+
+def _load_tf(path: Path, read_params: bool) -> Pretrained:
+    config_path = path / TF_CONFIG_NAME
+    if not config_path.is_file():
+        raise BertjaxError(f"{config_path} does not exist; an original BERT checkpoint directory holds "
+                           f"{TF_CONFIG_NAME}, vocab.txt and bert_model.ckpt.*")
+    config = BertConfig.from_json_file(config_path)
+    vocab, lower, strip, casing_from = _vocab_and_casing(path, _casing_from_name(path))
+    params = None
+    if read_params:
+        params = tf_checkpoint.read_params(tf_checkpoint.resolve_prefix(path), config)
+    return Pretrained(ORIGINAL_TF, path, config, params, vocab, lower, strip, casing_from)
+
+
+def _casing_from_name(path: Path) -> bool | None:
+    """google-research/bert names its downloads `uncased_L-12_H-768_A-12`, `cased_...`, `multi_cased_...`."""
+    name = path.resolve().name.lower()
+    if re.search(r"(^|[_-])uncased([_-]|$)", name):
+        return True
+    if re.search(r"(^|[_-])cased([_-]|$)", name):
+        return False
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Vocab and casing
+
+
+def _vocab_and_casing(directory: Path, from_name: bool | None) -> tuple[Path | None, bool | None, bool | None, str]:
+    """(vocab.txt or None, do_lower_case, strip_accents, how they were decided) of a checkpoint directory.
+
+    tokenizer_config.json wins; then the directory's name (original TF downloads); then the vocab itself (uncased if
+    at most 1% of its entries have upper case, as BertTokenizer.from_vocab guesses).
+    """
+    vocab = directory / tokenizer.VOCAB_FILE
+    if not vocab.is_file():
+        return None, None, None, "no vocab.txt"
+    stored = tokenizer.read_tokenizer_config(directory)
+    if stored is not None:
+        return vocab, stored["do_lower_case"], stored["strip_accents"], tokenizer.CONFIG_FILE
+    if from_name is not None:
+        return vocab, from_name, from_name, f"the directory name {directory.resolve().name!r}"
+    lower = tokenizer.guess_do_lower_case(tokenizer.read_vocab(vocab))
+    return vocab, lower, lower, "the vocab, which has " + ("no upper-case entries" if lower else "upper-case entries")
