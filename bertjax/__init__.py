@@ -5,6 +5,7 @@ Shape legend. Array names carry their shape as a suffix of these letters, e.g. `
   B  batch (examples)            T  tokens (sequence length)     H  hidden size
   N  attention heads             D  head size (H / N)            I  intermediate (feed-forward) size
   L  encoder layers              P  masked-LM predictions        V  vocabulary size
+  C  classes (labels) of a classification head
 
 Every module, docstring and document of this package uses these letters and no others.
 """

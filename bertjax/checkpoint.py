@@ -10,6 +10,7 @@ Saves are asynchronous, every `every_steps` steps or when a preemption is announ
 checkpoints are kept. A restore uses the shardings of the target, so a checkpoint written on one device
 count loads onto another.
 """
+import dataclasses
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from typing import Any
 import grain
 import jax
 import orbax.checkpoint as ocp
+from flax import traverse_util
 from etils import epath
 from jax.experimental import multihost_utils
 
@@ -31,6 +33,7 @@ from bertjax.model import stack_layers
 
 CHECKPOINTS_DIR = "checkpoints"
 EXPORT_DIR = "export"
+BEST_DIR = "best"  # fine-tuning: the params of the best dev evaluation, exported like export/
 _FIX = "start a new run with a different --workdir (or delete the checkpoints directory to start over)"
 
 
@@ -166,13 +169,13 @@ def _first_line(error: BaseException) -> str:
 
 
 def write_model_description(workdir: str, bert_config, vocab_file: str | None, do_lower_case: bool | None,
-                            strip_accents: bool | None) -> None:
+                            strip_accents: bool | None, head: "Head | None" = None) -> None:
     """Write <workdir>/model/ (config.json, vocab.txt, tokenizer_config.json) on process 0: what the run trains,
     so that any of its checkpoints converts on its own (`python -m bertjax.convert to-hf`)."""
     if jax.process_index() == 0:
         with tempfile.TemporaryDirectory() as local:  # write locally, then copy: the workdir may be gs://
-            hf.save_pretrained(local, bert_config, vocab_file=vocab_file, do_lower_case=do_lower_case,
-                               strip_accents=strip_accents)
+            hf.save_pretrained(local, bert_config, head_model=head and head.model, labels=head and head.labels,
+                               vocab_file=vocab_file, do_lower_case=do_lower_case, strip_accents=strip_accents)
             _copy_tree(epath.Path(local), absolute_path(workdir) / sources.MODEL_DIR)
 
 
@@ -182,51 +185,68 @@ def _copy_tree(source: epath.Path, target: epath.Path) -> None:
         (target / path.name).write_bytes(path.read_bytes())
 
 
-def export_params(params, workdir: str) -> epath.Path:
-    """Write <workdir>/export/, a Hugging Face BERT directory (weights, config, vocab, casing) of `params`.
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """A fine-tuning head to export as its transformers class (`bertjax.heads` model and its label names)."""
+
+    model: Any
+    labels: list[str] | None = None
+
+
+def export_params(params, workdir: str, *, head: Head | None = None, name: str = EXPORT_DIR) -> epath.Path:
+    """Write <workdir>/<name>/ (export/ by default), a Hugging Face BERT directory (weights, config, vocab, casing)
+    of `params`: BertForPreTraining, or the `head`'s transformers class.
 
     `params` are global arrays; every process calls this (gathering them is a collective), process 0 writes.
     """
-    export_dir = absolute_path(workdir) / EXPORT_DIR
+    export_dir = absolute_path(workdir) / name
     model_dir = absolute_path(workdir) / sources.MODEL_DIR
     host_params = multihost_utils.process_allgather(params, tiled=True)
     if jax.process_index() == 0:
         with tempfile.TemporaryDirectory() as local:
             local = epath.Path(local)
             _copy_tree(model_dir, local)  # config.json, vocab.txt, tokenizer_config.json
-            hf.save_pretrained(local, hf.read_config(local), host_params)
+            hf.save_pretrained(local, hf.read_config(local), host_params, head_model=head and head.model,
+                               labels=head and head.labels)
             _copy_tree(local, export_dir)
     return export_dir
 
 
-def load_params(init_from: str, abstract_params) -> Any:
+def load_params(init_from: str, abstract_params) -> dict:
     """Params for `abstract_params`' shapes/shardings from `init_from`: a bertjax workdir (its latest checkpoint),
-    or any checkpoint `convert.sources` reads (a bertjax export, a Hugging Face or an original TF directory)."""
+    or any checkpoint `convert.sources` reads (a bertjax export, a Hugging Face or an original TF directory).
+
+    For a pretraining model all params are loaded; for a fine-tuning head (no `cls` scope) only the encoder
+    (`bert`), which the caller puts beside its freshly initialised head.
+    """
+    wanted = abstract_params if "cls" in abstract_params else {"bert": abstract_params["bert"]}
     root = absolute_path(init_from)
     checkpoints = root / CHECKPOINTS_DIR
     if checkpoints.is_dir():
         with ocp.CheckpointManager(checkpoints, options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
             step = manager.latest_step()
             if step is not None:
-                restore_args = ocp.checkpoint_utils.construct_restore_args({"params": abstract_params})
+                restore_args = ocp.checkpoint_utils.construct_restore_args({"params": wanted})
                 try:
                     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-                        item={"params": abstract_params}, restore_args=restore_args, partial_restore=True)))
+                        item={"params": wanted}, restore_args=restore_args, partial_restore=True)))
                 except ValueError as e:
                     raise BertjaxError(
                         f"config.train.init_from={init_from}: checkpoint step {step} does not fit this model "
                         f"({_first_line(e)}); use the same model size and vocab as the run that wrote it.") from e
                 return restored["state"]["params"]
     try:
-        params = sources.load_pretrained(str(root)).params
+        params = sources.load_pretrained(str(root), allow_missing_heads="cls" not in wanted).params
     except BertjaxError as e:
         raise BertjaxError(f"config.train.init_from={init_from}: {e}") from e
-    scanned = abstract_params["bert"]["encoder"].get(SCANNED_LAYERS_NAME)
+    scanned = wanted["bert"]["encoder"].get(SCANNED_LAYERS_NAME)
     if scanned is not None:
         params = stack_layers(params, jax.tree.leaves(scanned)[0].shape[0])
+    flat = traverse_util.flatten_dict(params)
     try:
-        return jax.tree.map(lambda value, target: jax.device_put(value.astype(target.dtype), target.sharding),
-                            params, abstract_params)
-    except ValueError as e:
+        return traverse_util.unflatten_dict({
+            path: jax.device_put(flat[path].astype(target.dtype), target.sharding)
+            for path, target in traverse_util.flatten_dict(wanted).items()})
+    except (KeyError, ValueError) as e:
         raise BertjaxError(f"config.train.init_from={init_from}: its params do not fit this model "
                            f"({_first_line(e)}); use the model size and vocab of the checkpoint.") from e

@@ -114,10 +114,14 @@ class BertConfig:
             )
         return cls(**{k: v for k, v in data.items() if k in names})
 
-    def to_json_file(self, path: str | os.PathLike) -> None:
-        """Writes a config.json that Hugging Face `BertConfig.from_pretrained` reads."""
+    def to_json_file(self, path: str | os.PathLike, extra: dict | None = None) -> None:
+        """Writes a config.json that Hugging Face `BertConfig.from_pretrained` reads.
+
+        `extra` fields are added and win over the defaults (`architectures`: ["BertForPreTraining"]), e.g. a
+        fine-tuning head's architectures, id2label, label2id and classifier_dropout (`heads.hf_config_fields`).
+        """
         data = {"architectures": ["BertForPreTraining"], "model_type": "bert", "pad_token_id": 0,
-                "position_embedding_type": "absolute", **self.to_dict()}
+                "position_embedding_type": "absolute", **self.to_dict(), **(extra or {})}
         with open(path, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True)
             f.write("\n")
@@ -139,7 +143,8 @@ class BertModel(nn.Module):
     """Embeddings -> post-LN encoder -> pooler on [CLS].
 
     Returns a dict with `sequence_output` [B, T, H], `pooled_output` [B, H] and, when `output_hidden_states`,
-    `hidden_states` [L + 1, B, T, H] (the embedding output, then every layer's output).
+    `hidden_states` [L + 1, B, T, H] (the embedding output, then every layer's output). With
+    `add_pooling_layer=False` (Hugging Face's name) there is no pooler: no `pooler` params, no `pooled_output`.
     """
 
     config: BertConfig
@@ -148,6 +153,7 @@ class BertModel(nn.Module):
     scan_layers: bool = False
     remat: bool = False
     sow_attention: bool = False
+    add_pooling_layer: bool = True
 
     @nn.compact
     def __call__(self, input_ids, input_mask=None, segment_ids=None, deterministic: bool = True,
@@ -161,10 +167,9 @@ class BertModel(nn.Module):
         sequence_output, layers_LxBxTxH = BertEncoder(
             **kw, scan_layers=self.scan_layers, remat=self.remat, sow_attention=self.sow_attention, name="encoder"
         )(x_BxTxH, attention_bias_from_mask(input_mask), deterministic)
-        outputs = {
-            "sequence_output": sequence_output,
-            "pooled_output": BertPooler(**kw, name="pooler")(sequence_output),
-        }
+        outputs = {"sequence_output": sequence_output}
+        if self.add_pooling_layer:
+            outputs["pooled_output"] = BertPooler(**kw, name="pooler")(sequence_output)
         if output_hidden_states:
             outputs["hidden_states"] = jnp.concatenate([x_BxTxH[None], layers_LxBxTxH])
         return outputs

@@ -13,10 +13,10 @@ import pathlib
 
 import ml_collections
 
-from bertjax import prepare
+from bertjax import finetune, prepare
 from bertjax.convert import sources
 from bertjax.data import catalog
-from bertjax.data.tokenizer import vocab_sha256
+from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
 from bertjax.errors import BertjaxError
 from bertjax.model import BertConfig
 from bertjax.train_state import validate_optimizer_config
@@ -40,10 +40,12 @@ class RunSpec:
     (None when the caller brings its own data)."""
 
     bert_config: BertConfig
+    config: ml_collections.ConfigDict               # the config resolved: model fields, fine-tuning schedule
     data_dir: str | None = None
     vocab_file: str | None = None
     do_lower_case: bool | None = None
     strip_accents: bool | None = None
+    task: finetune.Task | None = None               # fine-tuning: the objective, data, labels, main metric
 
     @property
     def vocab_size(self) -> int:
@@ -59,23 +61,58 @@ def check_run(config: ml_collections.ConfigDict, workdir: str, *, num_devices: i
     (or the demo's, built on first use) is checked against its manifest and gives the vocab size.
     """
     validate(config, num_devices, process_count)
-    validate_optimizer_config(config.optimizer, config.train.num_train_steps)
     pretrained = None
     if config.train.init_from:
         try:
             pretrained = sources.load_pretrained(config.train.init_from, read_params=False)
         except BertjaxError as e:
             raise BertjaxError(f"--config.train.init_from={config.train.init_from}: {e}") from e
+    if finetune.is_finetuning(config):
+        return _check_finetuning(config, workdir, pretrained)
+    validate_optimizer_config(config.optimizer, config.train.num_train_steps)
     if vocab_size is not None:
-        return RunSpec(bert_config(config, vocab_size, pretrained))
+        model = bert_config(config, vocab_size, pretrained)
+        return RunSpec(model, resolved_config(config, model))
     data_dir, vocab_file = prepare.dataset_dir(config, workdir)
     manifest = catalog.read_manifest(data_dir)
     vocab_size = check_manifest(config, manifest, data_dir, vocab_file)
     dataset_vocab = catalog.dataset_vocab_path(data_dir)
     if pretrained is not None and pretrained.vocab_file is not None:
         check_same_vocab(pretrained, dataset_vocab, manifest, data_dir)
-    return RunSpec(bert_config(config, vocab_size, pretrained), data_dir, dataset_vocab,
-                   bool(manifest["do_lower_case"]), bool(manifest["strip_accents"]))
+    model = bert_config(config, vocab_size, pretrained)
+    return RunSpec(model, resolved_config(config, model), data_dir, dataset_vocab, bool(manifest["do_lower_case"]),
+                   bool(manifest["strip_accents"]))
+
+
+def _check_finetuning(config: ml_collections.ConfigDict, workdir: str,
+                      pretrained: sources.Pretrained | None) -> RunSpec:
+    """A fine-tuning run: the vocab and casing of init_from (or --config.data.vocab_file), the task's files read and
+    encoded, the schedule from the epochs, and the model from init_from (or the named size)."""
+    vocab_file = config.data.vocab_file or (pretrained.vocab_file if pretrained is not None else None)
+    if vocab_file is None:
+        raise BertjaxError("fine-tuning needs a vocab: set --config.train.init_from to a checkpoint with vocab.txt, "
+                           "or --config.data.vocab_file")
+    lower = config.data.get("do_lower_case")
+    if lower is None and pretrained is not None and config.data.vocab_file is None:
+        lower = pretrained.do_lower_case
+    tokenizer = BertTokenizer.from_vocab(vocab_file, do_lower_case=lower)
+    task = finetune.prepare(config, workdir, tokenizer)
+    resolved = finetune.resolve_schedule(config, task.num_train_examples)
+    for path in POSITIVE_FIELDS:
+        _positive(resolved, path)
+    validate_optimizer_config(resolved.optimizer, resolved.train.num_train_steps)
+    model = bert_config(resolved, tokenizer.vocab_size, pretrained)
+    return RunSpec(model, resolved_config(resolved, model), None, str(tokenizer.vocab_path), tokenizer.do_lower_case,
+                   tokenizer.strip_accents, task)
+
+
+def resolved_config(config: ml_collections.ConfigDict, bert_config: BertConfig) -> ml_collections.ConfigDict:
+    """A copy of the config with the model fields the run actually trains (from the named size, the data or
+    init_from); it is what checkpoints store and compare on resume."""
+    resolved = ml_collections.ConfigDict(config.to_dict())
+    for name in ("vocab_size", *MODEL_FIELDS):
+        resolved.model[name] = getattr(bert_config, name)
+    return resolved
 
 
 def _positive(config: ml_collections.ConfigDict, path: str) -> None:

@@ -5,30 +5,24 @@
 evaluation and a params-only export in <workdir>/export.
 """
 import dataclasses
+import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import logging
 
-from bertjax import checkpoint, losses, run_config, sharding, train_step
+from bertjax import checkpoint, finetune, objectives, run_config, sharding, train_step
 from bertjax.data import pipeline
 from bertjax.errors import BertjaxError
 from bertjax.metrics_writer import MetricsWriter, Throughput, format_duration, peak_flops_per_device
-from bertjax.model import BertConfig, BertForPreTraining, flops_per_example
+from bertjax.model import BertConfig
 from bertjax.train_state import TrainState, create_optimizer, nonfinite_counts
 
 
-@dataclasses.dataclass
-class DataSource:
-    """Iterators of host-local numpy batches for one dataset, and the vocab size it was made with."""
-
-    vocab_size: int
-    train_iterator: Callable[[], Iterator[dict]]   # endless, checkpointable (get_state/set_state)
-    eval_iterator: Callable[[], Iterator[dict]]    # fresh, deterministic, finite or endless
+DataSource = finetune.DataSource  # iterators of host-local numpy batches, and the vocab size of the data
 
 
 @dataclasses.dataclass
@@ -55,25 +49,17 @@ def open_dataset(config: ml_collections.ConfigDict, spec: run_config.RunSpec) ->
         eval_iterator=lambda: iterator(config.data.eval_split, config.eval.batch_size, False, 1))
 
 
-def check_token_ids(batch: dict, vocab_size: int) -> None:
-    """Raise if a host-local batch has a token id outside [0, vocab_size)."""
-    for key in ("input_ids", "masked_lm_ids"):
-        values = batch[key]
-        if values.size and (values.max() >= vocab_size or values.min() < 0):
-            raise BertjaxError(
-                f"the dataset has {key} outside [0, {vocab_size}) (max {int(values.max())}); the model's vocab_size "
-                "does not fit the data: regenerate the dataset with the matching vocab.")
-
-
 class Trainer:
     """The model, optimizer, shardings and jitted steps of one run."""
 
-    def __init__(self, config: ml_collections.ConfigDict, bert_config: BertConfig, mesh: jax.sharding.Mesh):
+    def __init__(self, config: ml_collections.ConfigDict, bert_config: BertConfig, mesh: jax.sharding.Mesh,
+                 objective: objectives.Objective | None = None):
         self.config = config
         self.mesh = mesh
         self.bert_config = bert_config
         self.vocab_size = bert_config.vocab_size
-        self.model = BertForPreTraining(
+        self.objective = objective or objectives.Pretraining(config.data.max_predictions_per_seq)
+        self.model = self.objective.build_model(
             self.bert_config, dtype=jnp.dtype(config.dtype), param_dtype=jnp.float32,
             scan_layers=config.model.scan_layers, remat=config.model.remat)
         self.tx, self.schedule = create_optimizer(config.optimizer, config.train.num_train_steps)
@@ -82,10 +68,8 @@ class Trainer:
 
         def init_state(rng):
             init_rng, dropout_rng = jax.random.split(rng)
-            length, predictions = config.data.max_seq_length, config.data.max_predictions_per_seq
-            ids = jnp.zeros((1, length), jnp.int32)
-            positions = jnp.zeros((1, predictions), jnp.int32)
-            params = self.model.init({"params": init_rng}, ids, ids, ids, positions)["params"]
+            inputs = self.objective.init_inputs(config.data.max_seq_length)
+            params = self.model.init({"params": init_rng}, *inputs)["params"]
             return TrainState.create(params, self.tx, dropout_rng)
 
         rng = jax.random.key(config.train.seed)
@@ -93,10 +77,10 @@ class Trainer:
         self.state_shardings = sharding.state_shardings(self.abstract_state, mesh, config.mesh.min_shard_size)
         self._init = jax.jit(init_state, out_shardings=self.state_shardings)
         self._rng = rng
-        step_fn = train_step.make_train_step(self.model, self.tx, config.train.micro_batches)
+        step_fn = train_step.make_train_step(self.model, self.tx, self.objective, config.train.micro_batches)
         self.jit_train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_sharding),
                                       out_shardings=(self.state_shardings, replicated), donate_argnums=0)
-        self.jit_eval_step = jax.jit(train_step.make_eval_step(self.model, self.vocab_size),
+        self.jit_eval_step = jax.jit(train_step.make_eval_step(self.model, self.objective),
                                      in_shardings=(self.state_shardings.params, self.batch_sharding),
                                      out_shardings=replicated)
 
@@ -110,29 +94,24 @@ class Trainer:
 
     def global_batch(self, host_batch: dict) -> dict:
         """Host-local numpy batch -> global jax.Arrays sharded over the batch axes."""
-        check_token_ids(host_batch, self.vocab_size)
+        self.objective.check_batch(host_batch, self.vocab_size)
         return pipeline.to_global_batch(host_batch, self.batch_sharding)
 
-    def evaluate(self, params, batches: Iterator[dict], max_batches: int) -> dict:
-        """Eval metrics over up to `max_batches` batches (-1 = all), plus the constant-prediction baseline."""
-        totals, id_counts, count = None, None, 0
+    def evaluate(self, params, batches: Iterator[dict], max_batches: int) -> tuple[dict, list]:
+        """(metrics, the eval outputs of every batch) over up to `max_batches` batches (-1 = all)."""
+        outputs = []
         for host_batch in batches:
-            if 0 <= max_batches <= count:
+            if 0 <= max_batches <= len(outputs):
                 break
-            sums, counts = self.jit_eval_step(params, self.global_batch(host_batch))
-            totals = sums if totals is None else train_step.add_sums(totals, sums)
-            id_counts = counts if id_counts is None else id_counts + counts
-            count += 1
-        if totals is None:
+            outputs.append(jax.device_get(self.jit_eval_step(params, self.global_batch(host_batch))))
+        if not outputs:
             raise BertjaxError(
                 f"the eval split --config.data.eval_split={self.config.data.eval_split!r} gave no batch of "
                 f"--config.eval.batch_size={self.config.eval.batch_size}; use a smaller eval batch size or a dataset "
                 "with more eval examples.")
-        metrics = {name: float(value) for name, value in losses.compute_metrics(totals).items()}
-        id_counts = np.asarray(id_counts, np.float64)
-        metrics["masked_lm_accuracy_baseline"] = float(id_counts.max() / max(id_counts.sum(), 1e-9))
-        metrics["eval_batches"] = count
-        return metrics
+        metrics = self.objective.score(outputs)
+        metrics["eval_batches"] = len(outputs)
+        return metrics, outputs
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, data: DataSource | None = None,
@@ -145,28 +124,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, data:
     devices = list(jax.devices() if devices is None else devices)
     spec = run_config.check_run(config, workdir, num_devices=len(devices), process_count=jax.process_count(),
                                 vocab_size=None if data is None else data.vocab_size)
+    config = spec.config
     mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, devices)
     checkpoint.absolute_path(workdir).mkdir(parents=True, exist_ok=True)
     if data is None:
-        data = open_dataset(config, spec)
+        data = spec.task.data if spec.task is not None else open_dataset(config, spec)
     with jax.set_mesh(mesh):
-        trainer = Trainer(config, spec.bert_config, mesh)
-        resolved = _resolved_config(config, spec.bert_config)
+        trainer = Trainer(config, spec.bert_config, mesh, spec.task.objective if spec.task is not None else None)
         checkpointer = checkpoint.Checkpointer(
             workdir, every_steps=config.checkpoint.every_steps, keep=config.checkpoint.keep,
             async_save=config.checkpoint.async_save)
         try:
-            return _run(trainer, data, checkpointer, resolved, workdir, spec, hooks)
+            return _run(trainer, data, checkpointer, config, workdir, spec, hooks)
         finally:
             checkpointer.close()
-
-
-def _resolved_config(config: ml_collections.ConfigDict, bert_config: BertConfig) -> ml_collections.ConfigDict:
-    """The config with the model fields the run actually trains (from the named size, the data or init_from)."""
-    resolved = ml_collections.ConfigDict(config.to_dict())
-    for name in ("vocab_size", *run_config.MODEL_FIELDS):
-        resolved.model[name] = getattr(bert_config, name)
-    return resolved
 
 
 def _check_compatible(checkpointer: checkpoint.Checkpointer, step: int, config: ml_collections.ConfigDict) -> None:
@@ -202,7 +173,8 @@ def _restore_or_init(trainer: Trainer, checkpointer: checkpoint.Checkpointer, co
     state = trainer.initial_state()
     if config.train.init_from:
         abstract_params = trainer.abstract_state_with_shardings().params
-        state = state.replace(params=checkpoint.load_params(config.train.init_from, abstract_params))
+        loaded = checkpoint.load_params(config.train.init_from, abstract_params)  # a head model: the encoder only
+        state = state.replace(params={**state.params, **loaded})
         _log_process_0("Initialised params from %s", config.train.init_from)
     return state
 
@@ -219,16 +191,24 @@ def _run(trainer: Trainer, data: DataSource, checkpointer: checkpoint.Checkpoint
     step = int(jax.device_get(state.step))
     if jax.process_index() == 0:  # only now: an incompatible workdir must keep its config.json
         (checkpoint.absolute_path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
+    best = _BestExport(workdir, spec.task, trainer)
     checkpoint.write_model_description(workdir, trainer.bert_config, spec.vocab_file, spec.do_lower_case,
-                                       spec.strip_accents)
+                                       spec.strip_accents, best.head)
     writer = MetricsWriter(workdir, tensorboard=config.log.tensorboard, total_steps=config.train.num_train_steps,
                            initial_step=step)
     writer.write_config(config.to_json_best_effort())
 
     def evaluate(params, at_step: int) -> dict:
-        metrics = trainer.evaluate(params, data.eval_iterator(), config.eval.num_batches)
+        metrics, outputs = trainer.evaluate(params, data.eval_iterator(), config.eval.num_batches)
         writer.write_scalars(at_step, metrics, "eval")
-        writer.log(f"eval step {at_step}: " + _format_eval(metrics))
+        writer.log(f"eval step {at_step}: " + _format_eval(metrics, trainer.objective))
+        if spec.task is not None and jax.process_index() == 0:
+            stem = checkpoint.absolute_path(workdir) / f"predictions_{config.eval.get('split', 'dev')}"
+            written = trainer.objective.write_predictions(outputs, str(stem))
+            if written:
+                writer.log(f"predictions written to {written}")
+        if not config.train.eval_only:
+            best.update(params, metrics, at_step, writer)
         return metrics
 
     try:
@@ -239,7 +219,7 @@ def _run(trainer: Trainer, data: DataSource, checkpointer: checkpoint.Checkpoint
             return {}
         metrics = evaluate(state.params, int(jax.device_get(state.step)))
         checkpointer.wait()
-        export_dir = checkpoint.export_params(state.params, workdir)
+        export_dir = checkpoint.export_params(state.params, workdir, head=best.head)
         writer.log(f"done: step {int(jax.device_get(state.step))}; params exported to {export_dir}")
         return metrics
     finally:
@@ -251,9 +231,9 @@ def _train_loop(trainer: Trainer, state, train_iter, checkpointer: checkpoint.Ch
     """Train from state.step to num_train_steps; returns (state, whether it stopped for a preemption)."""
     num_steps = config.train.num_train_steps
     step = start_step = int(jax.device_get(state.step))
-    seq, preds = config.data.max_seq_length, config.data.max_predictions_per_seq
+    seq = config.data.max_seq_length
     throughput = Throughput(
-        flops_per_step=flops_per_example(trainer.bert_config, seq, preds) * config.train.batch_size,
+        flops_per_step=trainer.objective.flops_per_example(trainer.bert_config, seq) * config.train.batch_size,
         tokens_per_step=config.train.batch_size * seq, total_steps=num_steps,
         peak_flops=peak_flops_per_device(config.log.peak_flops_per_device))
     config_dict = config.to_dict()
@@ -290,6 +270,32 @@ def _train_loop(trainer: Trainer, state, train_iter, checkpointer: checkpoint.Ch
     return state, False
 
 
+class _BestExport:
+    """Fine-tuning keeps the params of the best dev evaluation (the task's main metric) as <workdir>/best/, a
+    Hugging Face directory like the final export, with best/metrics.json (which also survives a resume)."""
+
+    def __init__(self, workdir: str, task: finetune.Task | None, trainer: Trainer):
+        self.workdir, self.task = workdir, task
+        self.head = None if task is None else checkpoint.Head(trainer.model, task.labels)
+        self.path = checkpoint.absolute_path(workdir) / checkpoint.BEST_DIR / "metrics.json"
+        self.value = None
+        if task is not None and self.path.exists():
+            self.value = json.loads(self.path.read_text()).get(task.main_metric)
+
+    def update(self, params, metrics: dict, step: int, writer: MetricsWriter) -> None:
+        """Export `params` if `metrics` are the best so far (every process calls this: the export gathers)."""
+        if self.task is None or self.task.main_metric not in metrics:
+            return
+        value = metrics[self.task.main_metric]
+        if self.value is not None and not value > self.value:
+            return
+        self.value = value
+        directory = checkpoint.export_params(params, self.workdir, head=self.head, name=checkpoint.BEST_DIR)
+        if jax.process_index() == 0:
+            self.path.write_text(json.dumps({**metrics, "step": step}, indent=2))
+        writer.log(f"best {self.task.main_metric} so far ({value:.4f}): exported to {directory}")
+
+
 def _log_train(writer, trainer, state, totals, interval_steps, step, throughput, config) -> None:
     consecutive, total_skipped = (int(x) for x in jax.device_get(nonfinite_counts(state.opt_state)))
     limit = config.optimizer.get("max_consecutive_nonfinite")
@@ -300,7 +306,7 @@ def _log_train(writer, trainer, state, totals, interval_steps, step, throughput,
             "or resume from an earlier checkpoint.")
     totals = jax.device_get(totals)
     grad_norm = float(totals.pop("grad_norm")) / interval_steps
-    metrics = {name: float(value) for name, value in losses.compute_metrics(totals).items()}
+    metrics = {name: float(value) for name, value in trainer.objective.compute_metrics(totals).items()}
     metrics.update(grad_norm=grad_norm, learning_rate=float(trainer.schedule(step - 1)),
                    nonfinite_skipped=total_skipped)
     speed = throughput.measure(step)
@@ -308,13 +314,21 @@ def _log_train(writer, trainer, state, totals, interval_steps, step, throughput,
     mfu = "n/a" if speed["mfu"] is None else f"{100 * speed['mfu']:.1f}%"
     tokens = "n/a" if speed["tokens_per_sec"] is None else f"{speed['tokens_per_sec']:,.0f}"
     eta = "n/a" if speed["eta_seconds"] is None else format_duration(speed["eta_seconds"])
-    writer.log(f"step {step}: loss {metrics['loss']:.4f} mlm_acc {metrics['masked_lm_accuracy']:.4f} "
-               f"nsp_acc {metrics['next_sentence_accuracy']:.4f} lr {metrics['learning_rate']:.3g} "
-               f"grad_norm {grad_norm:.3f} tokens/s {tokens} mfu {mfu} eta {eta}")
+    shown = " ".join(f"{SHORT_NAMES.get(name, name)} {metrics[name]:.4f}" for name in trainer.objective.log_metrics)
+    writer.log(f"step {step}: {shown} lr {metrics['learning_rate']:.3g} grad_norm {grad_norm:.3f} tokens/s {tokens} "
+               f"mfu {mfu} eta {eta}")
 
 
-def _format_eval(metrics: dict) -> str:
-    order = ("loss", "masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy", "next_sentence_loss",
-             "perplexity")
-    text = " ".join(f"{name} {metrics[name]:.4f}" for name in order if name in metrics)
-    return text + f" (constant-prediction mlm baseline {metrics['masked_lm_accuracy_baseline']:.4f})"
+SHORT_NAMES = {"masked_lm_accuracy": "mlm_acc", "next_sentence_accuracy": "nsp_acc"}
+_EVAL_ORDER = ("loss", "masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy", "next_sentence_loss",
+               "perplexity")
+
+
+def _format_eval(metrics: dict, objective: objectives.Objective) -> str:
+    names = [name for name in _EVAL_ORDER if name in metrics]
+    names += sorted(name for name in metrics if name not in names and name not in (
+        "eval_batches", "masked_lm_accuracy_baseline"))
+    text = " ".join(f"{name} {metrics[name]:.4f}" for name in names)
+    if "masked_lm_accuracy_baseline" in metrics:
+        text += f" (constant-prediction mlm baseline {metrics['masked_lm_accuracy_baseline']:.4f})"
+    return text

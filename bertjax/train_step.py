@@ -1,12 +1,13 @@
-"""The pure, jitted train and eval steps (no I/O), with gradient accumulation over micro-batches.
+"""The pure train and eval steps of any objective (no I/O), with gradient accumulation over micro-batches.
 
 Gradient accumulation: the global batch of B examples is split into k micro-batches of B/k (example i goes to
 micro-batch i mod k, so no data moves between devices) and `jax.lax.scan` runs forward+backward on each,
-summing gradients and metric sums in float32. The loss of the whole batch is
+summing gradients and metric sums in float32. Every objective's loss is a weighted mean whose denominators depend
+only on the data; for pretraining, the loss of the whole batch is
 
     masked_lm_loss + next_sentence_loss = sum_i w_i * nll_i / (sum_i w_i + 1e-5) + sum_b nsp_nll_b / B,
 
-a weighted mean whose denominators depend only on the data. They are computed once from the whole batch
+whose denominators are computed once from the whole batch
 before the scan, and each micro-batch contributes (its MLM nll sum) / (whole-batch denominator) + (its NSP nll
 sum) / B. Hence the summed micro-batch gradients equal the gradient of the whole-batch loss exactly (up to
 float summation order) — not the mean of per-micro-batch mean losses, which would weigh micro-batches with
@@ -19,14 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bertjax import losses, sharding
-
-
-def model_outputs(model, params, batch, *, deterministic: bool, dropout_rng=None) -> dict:
-    """Run BertForPreTraining on a batch dict."""
-    rngs = None if deterministic else {"dropout": dropout_rng}
-    return model.apply({"params": params}, batch["input_ids"], batch["input_mask"], batch["segment_ids"],
-                       batch["masked_lm_positions"], deterministic=deterministic, rngs=rngs)
+from bertjax import sharding
 
 
 def split_micro_batches(batch: dict, num_micro_batches: int) -> dict:
@@ -37,35 +31,37 @@ def split_micro_batches(batch: dict, num_micro_batches: int) -> dict:
     return jax.tree.map(split, batch)
 
 
-def make_train_step(model, tx: optax.GradientTransformation, num_micro_batches: int = 1):
-    """A function (state, batch) -> (new_state, metrics) to be jitted; metrics hold float32 sums and grad_norm."""
+def make_train_step(model, tx: optax.GradientTransformation, objective, num_micro_batches: int = 1):
+    """A function (state, batch) -> (new_state, metrics) to be jitted; metrics hold float32 sums and grad_norm.
 
-    def micro_batch_loss(params, micro_batch, dropout_rng, masked_lm_weight_total, num_examples):
-        outputs = model_outputs(model, params, micro_batch, deterministic=False, dropout_rng=dropout_rng)
-        sums = losses.metric_sums(outputs["mlm_logits"], outputs["nsp_logits"], micro_batch)
-        return losses.loss_from_sums(sums, masked_lm_weight_total, num_examples), sums
+    `objective` (`bertjax.objectives`) gives the forward pass, the metric sums and the loss from them.
+    """
+
+    def micro_batch_loss(params, micro_batch, dropout_rng, denominators):
+        outputs = objective.forward(model, params, micro_batch, deterministic=False, dropout_rng=dropout_rng)
+        sums = objective.metric_sums(outputs, micro_batch)
+        return objective.loss(sums, denominators), sums
 
     grad_fn = jax.value_and_grad(micro_batch_loss, has_aux=True)
 
     def train_step(state, batch):
-        batch_size = batch["input_ids"].shape[0]
         # The whole batch's denominators, so each micro-batch's loss is its exact share of the batch loss.
-        loss_args = (jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)), jnp.float32(batch_size))
+        denominators = objective.denominators(batch)
         step_rng = jax.random.fold_in(state.rng, state.step)
         if num_micro_batches == 1:
-            (_, sums), grads = grad_fn(state.params, batch, jax.random.fold_in(step_rng, 0), *loss_args)
+            (_, sums), grads = grad_fn(state.params, batch, jax.random.fold_in(step_rng, 0), denominators)
         else:
             micro_batches = split_micro_batches(batch, num_micro_batches)
 
             def accumulate(carry, xs):
                 index, micro_batch = xs
                 (_, sums), grads = grad_fn(state.params, micro_batch, jax.random.fold_in(step_rng, index),
-                                           *loss_args)
+                                           denominators)
                 return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
             zero_sums = jax.eval_shape(
                 lambda: grad_fn(state.params, jax.tree.map(lambda x: x[0], micro_batches), step_rng,
-                                *loss_args)[0][1])
+                                denominators)[0][1])
             init = (jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params),
                     jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), zero_sums))
             (grads, sums), _ = jax.lax.scan(
@@ -77,19 +73,12 @@ def make_train_step(model, tx: optax.GradientTransformation, num_micro_batches: 
     return train_step
 
 
-def make_eval_step(model, vocab_size: int):
-    """A function (params, batch) -> (metric sums, per-token-id weight of masked targets) to be jitted.
-
-    The id histogram gives the best constant-prediction baseline (always predict the most frequent masked id).
-    """
+def make_eval_step(model, objective):
+    """A function (params, batch) -> the objective's eval outputs of the batch, to be jitted."""
 
     def eval_step(params, batch):
-        outputs = model_outputs(model, params, batch, deterministic=True)
-        sums = losses.metric_sums(outputs["mlm_logits"], outputs["nsp_logits"], batch)
-        ids = batch["masked_lm_ids"].reshape(-1)
-        weights = batch["masked_lm_weights"].astype(jnp.float32).reshape(-1)
-        id_counts = jnp.zeros((vocab_size,), jnp.float32).at[ids].add(weights)
-        return sums, id_counts
+        outputs = objective.forward(model, params, batch, deterministic=True)
+        return objective.eval_outputs(outputs, batch)
 
     return eval_step
 

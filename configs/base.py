@@ -15,6 +15,8 @@ from bertjax.optimizer_defaults import default_optimizer_config
 def get_config() -> ml_collections.ConfigDict:
     """The paper's BERT-base phase-1 recipe."""
     config = ml_collections.ConfigDict()
+    # What to train: "pretraining" (masked LM + next sentence), or a fine-tuning task (configs/finetune_*.py).
+    config.task = "pretraining"
 
     config.model = ml_collections.ConfigDict()
     # Named size for BertConfig.named: tiny, mini, small, medium, base, large. Unset: base, or with

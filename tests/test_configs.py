@@ -6,7 +6,7 @@ from ml_collections import config_flags
 from _train_helpers import REPO_ROOT, load_config, tiny_config
 from bertjax import run_config
 from bertjax.errors import BertjaxError
-from bertjax.train import check_token_ids
+from bertjax.objectives import Pretraining
 
 CONFIGS = ("base", "large", "phase2", "demo")
 
@@ -128,9 +128,9 @@ def test_token_ids_must_be_below_vocab_size():
     from _train_helpers import make_batch
 
     batch = make_batch(4)
-    check_token_ids(batch, 96)
+    Pretraining(4).check_batch(batch, 96)
     with pytest.raises(BertjaxError, match="input_ids outside"):
-        check_token_ids(batch, 50)
+        Pretraining(4).check_batch(batch, 50)
 
 
 def test_missing_dataset_names_the_field(tmp_path):

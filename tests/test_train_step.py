@@ -45,9 +45,8 @@ def test_bfloat16_compute_keeps_float32_params_and_metrics():
     assert {leaf.dtype for leaf in jax.tree.leaves(state.params)} == {np.dtype("float32")}
     assert all(np.isfinite(losses))
     batch = trainer.global_batch(make_batch(config.train.batch_size))
-    from bertjax.train_step import model_outputs
 
-    outputs = model_outputs(trainer.model, state.params, batch, deterministic=True)
+    outputs = trainer.objective.forward(trainer.model, state.params, batch, deterministic=True)
     assert outputs["mlm_logits"].dtype == outputs["nsp_logits"].dtype == jax.numpy.float32
 
 

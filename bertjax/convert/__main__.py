@@ -2,13 +2,18 @@
 
   to-hf    --checkpoint PATH --output DIR   a bertjax workdir (latest checkpoint), checkpoint step or export
                                             -> a Hugging Face directory
-  from-hf  --input DIR --output DIR         a Hugging Face BERT directory (BertForPreTraining, BertForMaskedLM or
-                                            BertModel; model.safetensors or pytorch_model.bin) -> a bertjax export
+  from-hf  --input DIR --output DIR         a Hugging Face BERT directory (BertForPreTraining, BertForMaskedLM,
+                                            BertModel, or a fine-tuned BertForSequenceClassification,
+                                            BertForTokenClassification or BertForQuestionAnswering;
+                                            model.safetensors or pytorch_model.bin) -> a bertjax export
   from-tf  --input DIR --output DIR         a google-research/bert checkpoint directory -> a bertjax export
 
 Every output is the same kind of directory: config.json, model.safetensors, vocab.txt and tokenizer_config.json,
-which transformers loads (BertForPreTraining, BertTokenizerFast) and `--config.train.init_from` accepts. An existing
-non-empty output directory is refused unless --overwrite; the output appears whole or not at all.
+which transformers loads (BertForPreTraining, BertTokenizerFast) and `--config.train.init_from` accepts. A fine-tuned
+checkpoint (a fine-tuning run, its export, or a Hugging Face head directory) stays one: the output is the matching
+transformers class (BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering) with its
+classifier and class names (id2label). An existing non-empty output directory is refused unless --overwrite; the
+output appears whole or not at all.
 """
 import argparse
 import shutil
@@ -81,7 +86,11 @@ def convert(command: str, source: str, output: str, *, overwrite: bool = False, 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
-        hf.save_pretrained(staging, pretrained.config, pretrained.params, vocab_file=pretrained.vocab_file,
+        if pretrained.head is None:
+            weights = dict(params=pretrained.params)
+        else:  # a fine-tuned checkpoint stays its head
+            weights = dict(params=pretrained.head_params, head_model=pretrained.head, labels=pretrained.labels)
+        hf.save_pretrained(staging, pretrained.config, **weights, vocab_file=pretrained.vocab_file,
                            do_lower_case=pretrained.do_lower_case, strip_accents=pretrained.strip_accents)
         if output_dir.exists():
             shutil.rmtree(output_dir)
@@ -102,7 +111,10 @@ def describe(pretrained: sources.Pretrained, output: str) -> str:
              f"{config.hidden_size}, {config.num_attention_heads} heads, vocab {config.vocab_size}",
              f"casing: do_lower_case={pretrained.do_lower_case} strip_accents={pretrained.strip_accents} "
              f"(from {pretrained.casing_from})"]
-    if pretrained.initialized_heads:
+    if pretrained.head is not None:
+        lines.append(f"fine-tuned head: {type(pretrained.head).__name__}, {len(pretrained.labels)} labels "
+                     f"({', '.join(pretrained.labels[:8])}{', ...' if len(pretrained.labels) > 8 else ''})")
+    if pretrained.initialized_heads and pretrained.head is None:
         lines.append("initialised as in pretraining (missing from the checkpoint): "
                      + ", ".join(pretrained.initialized_heads))
     lines.append(f"wrote {output}: " + ", ".join(sorted(p.name for p in Path(output).iterdir())))

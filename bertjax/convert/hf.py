@@ -26,6 +26,9 @@ from bertjax.errors import BertjaxError
 from bertjax.layers import SCANNED_LAYERS_NAME
 from bertjax.model import BertConfig, BertForPreTraining, abstract_params, unstack_layers
 
+# Fine-tuning heads (`bertjax.heads`) are imported inside `save_pretrained` and `load_hf_head` only: heads.py maps its
+# params with this module (`map_state_dict`, `params_to_hf`), so importing it here at module level would be a cycle.
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 SHARDED_WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -71,13 +74,14 @@ def head_of(path: tuple[str, ...]) -> str | None:
     return next((prefix for scope, prefix in HEAD_SCOPES.items() if path[:len(scope)] == scope), None)
 
 
-def map_state_dict(state_dict: Mapping[str, np.ndarray], config: BertConfig, *,
+def map_state_dict(state_dict: Mapping[str, np.ndarray], config: BertConfig, *, model=None,
                    encoder_only: bool = False) -> tuple[dict, list[tuple[str, ...]]]:
     """({bertjax path: array} found in a Hugging Face state dict, [bertjax paths it lacks]).
 
-    Unexpected keys, shape mismatches and an untied decoder are errors (a bare BertModel's keys get their `bert.`
-    prefix first). With `encoder_only=True` only the `bert` subtree is mapped, and non-encoder keys (say a
-    fine-tuned classifier) are ignored.
+    The paths are those of `model`'s params with unrolled layers (a fine-tuning head of `bertjax.heads`, built with
+    `config`), by default a BertForPreTraining of `config`. Unexpected keys, shape mismatches and an untied decoder
+    are errors (a bare BertModel's keys get their `bert.` prefix first). With `encoder_only=True` only the `bert`
+    subtree is mapped, and non-encoder keys (say a fine-tuned classifier) are ignored.
     """
     tensors = _normalize_keys(state_dict)
     for key in _BUFFER_KEYS:
@@ -94,7 +98,8 @@ def map_state_dict(state_dict: Mapping[str, np.ndarray], config: BertConfig, *,
             "embeddings, so an untied checkpoint cannot be loaded (load it with encoder_only=True to drop the head)"
         )
 
-    template = traverse_util.flatten_dict(abstract_params(BertForPreTraining(config)))
+    model = BertForPreTraining(config) if model is None else model.clone(scan_layers=False)
+    template = traverse_util.flatten_dict(abstract_params(model))
     flat, missing, mismatched = {}, [], []
     for path, spec in template.items():
         if encoder_only and path[0] != "bert":
@@ -188,15 +193,20 @@ def _read_json(path: Path) -> dict:
         raise BertjaxError(f"{path} is not readable JSON ({e}); re-download or rewrite it") from None
 
 
-def read_config(directory: str | os.PathLike) -> BertConfig:
-    """The BertConfig of a Hugging Face directory's config.json (which must describe a BERT)."""
+def read_config_data(directory: str | os.PathLike) -> dict:
+    """The config.json of a Hugging Face directory as a dict (which must describe a BERT; any architecture)."""
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise BertjaxError(f"{path} does not exist; a Hugging Face BERT directory holds config.json and its weights")
     data = _read_json(path)
     if data.get("model_type", "bert") != "bert":
         raise BertjaxError(f"{path} describes a {data['model_type']!r} model, not BERT; bertjax converts BERT only")
-    return BertConfig.from_dict(data)
+    return data
+
+
+def read_config(directory: str | os.PathLike) -> BertConfig:
+    """The BertConfig of a Hugging Face directory's config.json (which must describe a BERT)."""
+    return BertConfig.from_dict(read_config_data(directory))
 
 
 def load_hf_checkpoint(directory: str | os.PathLike, *, encoder_only: bool = False) -> tuple[BertConfig, dict]:
@@ -205,20 +215,55 @@ def load_hf_checkpoint(directory: str | os.PathLike, *, encoder_only: bool = Fal
     return config, params_from_hf(load_state_dict(directory), config, encoder_only=encoder_only)
 
 
+def load_hf_head(directory: str | os.PathLike, *, num_labels: int | None = None, **module_kwargs) -> tuple:
+    """(head model, params) of a fine-tuned Hugging Face directory whose config.json `architectures[0]` is
+    BertForSequenceClassification, BertForTokenClassification or BertForQuestionAnswering.
+
+    `num_labels`, when given, must be the checkpoint's (else a BertjaxError naming both); `module_kwargs` are dtype,
+    param_dtype, scan_layers, remat. Params come out as `heads.params_from_hf_state_dict` makes them.
+    """
+    from bertjax import heads  # not at module level: heads imports this module
+
+    head_model = heads.head_from_hf_config(read_config_data(directory), num_labels=num_labels, **module_kwargs)
+    return head_model, heads.params_from_hf_state_dict(load_state_dict(directory), head_model)
+
+
 def save_pretrained(directory: str | os.PathLike, config: BertConfig, params: Mapping | None = None, *,
-                    vocab_file: str | os.PathLike | None = None, do_lower_case: bool | None = None,
-                    strip_accents: bool | None = None) -> Path:
+                    head_model=None, labels=None, vocab_file: str | os.PathLike | None = None,
+                    do_lower_case: bool | None = None, strip_accents: bool | None = None) -> Path:
     """Write a Hugging Face BERT directory: config.json, model.safetensors (given params) and, given a vocab,
     vocab.txt and tokenizer_config.json. The one writer of exports (`python -m bertjax.convert to-hf`, the end of a run).
 
     transformers' `BertForPreTraining.from_pretrained` loads the weights (PyTorch key names, `format: pt`, the
     decoder tied) and `BertTokenizerFast.from_pretrained` tokenizes as bertjax does (same vocab and casing).
+    With `head_model` (a fine-tuning head of `bertjax.heads`, built with `config`), `params` are its params and the
+    directory is the matching transformers class (config.json `architectures`, `id2label`/`label2id` from `labels`,
+    default LABEL_{i}; `classifier_dropout`): `BertForSequenceClassification.from_pretrained` etc. load it.
     """
+    extra = None
+    if head_model is not None:
+        from bertjax import heads  # not at module level: heads imports this module
+
+        if head_model.config != config:
+            raise BertjaxError("save_pretrained: head_model.config differs from config; pass the head's own config")
+        extra = heads.hf_config_fields(head_model, labels)
+    elif labels is not None:
+        raise BertjaxError("save_pretrained: labels name the classes of a head; pass head_model too")
+    state_dict = None
+    if params is not None:
+        state_dict = params_to_hf(params)
+        if head_model is not None:
+            expected = {hf_key(path)[0] for path in traverse_util.flatten_dict(
+                abstract_params(head_model.clone(scan_layers=False)))}
+            if set(state_dict) != expected:
+                raise BertjaxError(f"save_pretrained: the params are not a {extra['architectures'][0]}'s: "
+                                   f"missing {sorted(expected - set(state_dict))[:6]}, unexpected "
+                                   f"{sorted(set(state_dict) - expected)[:6]}; pass the params of head_model")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config.to_json_file(directory / CONFIG_NAME)
-    if params is not None:
-        save_safetensors(params_to_hf(params), directory / WEIGHTS_NAME)
+    config.to_json_file(directory / CONFIG_NAME, extra)
+    if state_dict is not None:
+        save_safetensors(state_dict, directory / WEIGHTS_NAME)
     if vocab_file is not None:
         write_tokenizer_files(directory, vocab_file, do_lower_case, strip_accents, config.max_position_embeddings)
     return directory

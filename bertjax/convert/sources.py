@@ -12,12 +12,20 @@
 Params come back as BertForPreTraining params with unrolled layers, as float32 numpy arrays. Heads a checkpoint lacks
 (the pooler and NSP head of a BertForMaskedLM, every head of a bare BertModel) are an error that lists them, unless
 `allow_missing_heads=True`: then they are initialised as in pretraining and listed in `initialized_heads`.
+
+A fine-tuned checkpoint (config.json `architectures[0]` is BertForSequenceClassification, BertForTokenClassification
+or BertForQuestionAnswering: a Hugging Face directory, a bertjax export, or a fine-tuning run's workdir) comes back
+with `head` (that head model, float32, unrolled), `head_params` (its complete params: `bert` + classifier or
+qa_outputs) and `labels` (its class names). `params` then holds only its encoder, `{"bert": ...}` (with the pooler
+if the head has one), which is all fine-tuning needs (`heads.load_encoder`); with `allow_missing_heads=True` the
+pretraining heads are initialised as for any other checkpoint.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -25,10 +33,11 @@ from absl import logging
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from bertjax import heads as heads_lib
 from bertjax.convert import hf, tf_checkpoint
 from bertjax.data import tokenizer
 from bertjax.errors import BertjaxError
-from bertjax.model import BertConfig, BertForPreTraining, init_params, unstack_layers
+from bertjax.model import BertConfig, BertForPreTraining, abstract_params, init_params, unstack_layers
 
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_DIR = "model"  # <workdir>/model: config.json, vocab.txt, tokenizer_config.json of a run (no weights)
@@ -39,7 +48,8 @@ BERTJAX_RUN, HUGGING_FACE, ORIGINAL_TF = "bertjax checkpoint", "Hugging Face dir
 
 @dataclasses.dataclass(frozen=True)
 class Pretrained:
-    """A loaded BERT: its config, BertForPreTraining params (numpy; None if only described), vocab and casing."""
+    """A loaded BERT: its config, BertForPreTraining params (numpy; None if only described), vocab and casing; for a
+    fine-tuned checkpoint also its head model, that head's complete params and its class names (module docstring)."""
 
     kind: str
     path: Path
@@ -50,6 +60,9 @@ class Pretrained:
     strip_accents: bool | None
     casing_from: str = ""                # how the casing was decided, for messages
     initialized_heads: tuple[str, ...] = ()
+    head: Any = None                     # a bertjax.heads model, or None for a pretraining / bare checkpoint
+    head_params: dict | None = None      # the head's params (numpy float32, unrolled), when params are read
+    labels: tuple[str, ...] = ()         # the head's class names (config.json id2label)
 
 
 def detect(path: str | Path) -> str:
@@ -82,9 +95,12 @@ def load_pretrained(path: str | Path, *, read_params: bool = True, allow_missing
     path = Path(path)
     loader = {BERTJAX_RUN: _load_bertjax, HUGGING_FACE: _load_hf, ORIGINAL_TF: _load_tf}[detect(path)]
     pretrained = loader(path, read_params)
-    if pretrained.params is not None:
-        params, initialized = complete_heads(pretrained.params, pretrained.config, allow_missing_heads, seed,
-                                             str(path))
+    flat = pretrained.params
+    if flat is not None and pretrained.head is not None:
+        pretrained = _split_head(pretrained, str(path))
+        flat = traverse_util.flatten_dict(pretrained.params) if allow_missing_heads else None
+    if flat is not None:
+        params, initialized = complete_heads(flat, pretrained.config, allow_missing_heads, seed, str(path))
         pretrained = dataclasses.replace(pretrained, params=params, initialized_heads=tuple(initialized))
     if do_lower_case is not None:
         pretrained = dataclasses.replace(pretrained, do_lower_case=do_lower_case, strip_accents=do_lower_case,
@@ -114,6 +130,27 @@ def complete_heads(flat_params: dict, config: BertConfig, allow_missing_heads: b
     return traverse_util.unflatten_dict(merged), heads
 
 
+def _with_head(pretrained: Pretrained, config_data: dict) -> Pretrained:
+    """`pretrained` with the head its config.json names (if it names one)."""
+    if heads_lib.hf_architecture(config_data) is None:
+        return pretrained
+    return dataclasses.replace(pretrained, head=heads_lib.head_from_hf_config(config_data),
+                               labels=heads_lib.hf_labels(config_data))
+
+
+def _split_head(pretrained: Pretrained, source: str) -> Pretrained:
+    """A fine-tuned checkpoint's {path: array} -> head_params (all of the head's) and params ({"bert": encoder})."""
+    architecture = heads_lib.head_spec(pretrained.head).architecture
+    template = traverse_util.flatten_dict(abstract_params(pretrained.head))
+    missing = sorted("/".join(p) for p in set(template) - set(pretrained.params))
+    unexpected = sorted("/".join(p) for p in set(pretrained.params) - set(template))
+    if missing or unexpected:
+        raise BertjaxError(f"{source} is not a complete {architecture} (its config.json architectures): missing "
+                           f"{missing[:6]}, unexpected {unexpected[:6]}; fix config.json or re-export the checkpoint")
+    head_params = traverse_util.unflatten_dict({p: np.asarray(pretrained.params[p], np.float32) for p in template})
+    return dataclasses.replace(pretrained, params={"bert": head_params["bert"]}, head_params=head_params)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # bertjax runs
 
@@ -131,13 +168,14 @@ def _load_bertjax(path: Path, read_params: bool) -> Pretrained:
     if not (model_dir / hf.CONFIG_NAME).is_file():
         raise BertjaxError(f"{workdir} has no {MODEL_DIR}/{hf.CONFIG_NAME} (written when a run starts); point at a "
                            "workdir of a bertjax run, or at its export directory")
-    config = hf.read_config(model_dir)
+    data = hf.read_config_data(model_dir)
     vocab, lower, strip, casing_from = _vocab_and_casing(model_dir, None)
     params = None
     if read_params:
         step_dir = step_dir or _latest_step_dir(workdir)
         params = _flat(_read_checkpoint_params(step_dir / "state"))
-    return Pretrained(BERTJAX_RUN, path, config, params, vocab, lower, strip, casing_from)
+    return _with_head(Pretrained(BERTJAX_RUN, path, BertConfig.from_dict(data), params, vocab, lower, strip,
+                                 casing_from), data)
 
 
 def _latest_step_dir(workdir: Path) -> Path:
@@ -172,7 +210,7 @@ def _read_checkpoint_params(state_dir: Path) -> dict:
 
 
 def _flat(params: dict) -> dict:
-    """{path: float32 array} of BertForPreTraining params, with scanned layers unrolled."""
+    """{path: float32 array} of BertForPreTraining (or fine-tuning head) params, with scanned layers unrolled."""
     if "layers" in params.get("bert", {}).get("encoder", {}):
         params = unstack_layers(params)
     return {path: np.asarray(value, np.float32) for path, value in traverse_util.flatten_dict(params).items()}
@@ -183,12 +221,14 @@ def _flat(params: dict) -> dict:
 
 
 def _load_hf(path: Path, read_params: bool) -> Pretrained:
-    config = hf.read_config(path)
+    data = hf.read_config_data(path)
+    config = BertConfig.from_dict(data)
     vocab, lower, strip, casing_from = _vocab_and_casing(path, None)
-    params = None
+    pretrained = _with_head(Pretrained(HUGGING_FACE, path, config, None, vocab, lower, strip, casing_from), data)
     if read_params:
-        params, _ = hf.map_state_dict(hf.load_state_dict(path), config)
-    return Pretrained(HUGGING_FACE, path, config, params, vocab, lower, strip, casing_from)
+        params, _ = hf.map_state_dict(hf.load_state_dict(path), config, model=pretrained.head)
+        pretrained = dataclasses.replace(pretrained, params=params)
+    return pretrained
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,298 @@
+"""The fine-tuning task of a run: its files read (`bertjax.tasks`), encoded once (cached in the workdir), and turned
+into the run's Objective and data.
+
+`config.task` names it: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), "classification" (any
+TSV/CSV/JSONL with named text and label columns), "tagging" (CoNLL-2003-style files) or "squad" (SQuAD v1.1/v2.0
+JSON). Sentence-level tasks read `pooled_output`, token-level tasks `sequence_output` (`bertjax.objectives`).
+
+Batches are host-local numpy dicts with the encoded arrays plus `example_weights` [B]: training batches are shuffled
+and repeat over epochs (a checkpointable Grain iterator); evaluation visits every example once, in file order, the
+last batch padded with rows of weight 0.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+
+from bertjax import objectives
+from bertjax.data.tokenizer import BertTokenizer
+from bertjax.errors import BertjaxError
+from bertjax.tasks import classification, metrics, squad, tagging
+
+PRETRAINING = "pretraining"
+FAMILIES = ("classification", "tagging", "squad")
+FEATURES_DIR = "features"
+
+
+def is_finetuning(config: ml_collections.ConfigDict) -> bool:
+    """Whether the config fine-tunes (config.task is not "pretraining")."""
+    return config.get("task", PRETRAINING) != PRETRAINING
+
+
+@dataclasses.dataclass
+class DataSource:
+    """Iterators of host-local numpy batches for one run, and the vocab size the data was made with."""
+
+    vocab_size: int
+    train_iterator: Callable[[], object]   # endless, checkpointable (get_state/set_state)
+    eval_iterator: Callable[[], object]    # fresh, deterministic, finite or endless
+
+
+@dataclasses.dataclass
+class Task:
+    """A prepared fine-tuning task."""
+
+    objective: objectives.Objective
+    data: DataSource
+    num_train_examples: int
+    labels: list[str] | None
+    main_metric: str            # the dev metric that picks the best checkpoint
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str, tokenizer: BertTokenizer) -> Task:
+    """Read, check and encode the task's files (or take the encoded cache), and build its objective and data."""
+    name = config.task
+    if name in classification.GLUE_TASKS or name == "classification":
+        return _classification(config, workdir, tokenizer)
+    if name == "tagging":
+        return _tagging(config, workdir, tokenizer)
+    if name == "squad":
+        return _squad(config, workdir, tokenizer)
+    raise BertjaxError(f"--config.task={name!r} is unknown; use pretraining, one of the GLUE tasks "
+                       f"({', '.join(classification.GLUE_TASKS)}), classification, tagging or squad")
+
+
+def _file(config: ml_collections.ConfigDict, field: str, default: str) -> Path:
+    name = config.data.get(field) or default
+    path = Path(config.data.dir) / name
+    if not path.is_file():
+        raise BertjaxError(f"{path} does not exist; put the {field.replace('_file', '')} file in --config.data.dir "
+                           f"or name it with --config.data.{field}")
+    return path
+
+
+def _eval_split(config: ml_collections.ConfigDict) -> str:
+    split = config.eval.get("split", "dev")
+    if split not in ("dev", "test"):
+        raise BertjaxError(f"--config.eval.split={split!r} must be dev or test")
+    return split
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sentence(-pair) classification and regression: pooled_output
+
+
+def _classification(config, workdir, tokenizer) -> Task:
+    split = _eval_split(config)
+    if config.task == "classification":
+        columns = tuple(c.strip() for c in (config.data.text_columns or "").split(",") if c.strip())
+        if not columns or not config.data.label_column:
+            raise BertjaxError("--config.task=classification needs --config.data.text_columns (one or two, comma "
+                               "separated) and --config.data.label_column")
+        regression = bool(config.data.get("regression", False))
+
+        def read(field, default, labelled, label_list=None):
+            return classification.read_examples(_file(config, field, default), columns,
+                                                config.data.label_column if labelled else None,
+                                                label_list=label_list, regression=regression)
+
+        train = read("train_file", "train.tsv", True)
+        labels = None if regression else classification.labels_of(train)
+        evaluation = read(f"{split}_file", f"{split}.tsv", split == "dev", labels)
+        metric_names = ("pearson", "spearman") if regression else (
+            ("accuracy", "f1") if len(labels) == 2 else ("accuracy",))
+
+        def scorer(predictions, gold):
+            return {name: metrics.METRICS[name](predictions, gold) for name in metric_names}
+    else:
+        task = classification.glue_task(config.task)
+        data_dir = Path(config.data.dir or "")
+        if not data_dir.is_dir():
+            raise BertjaxError(f"--config.data.dir={config.data.dir} is not a directory; point it at the GLUE task's "
+                               f"directory (with {task.train_file})")
+        train = classification.read_glue(task, data_dir, "train")
+        evaluation = classification.read_glue(task, data_dir, split)
+        labels = list(task.labels) if task.labels is not None else None
+        metric_names = task.metrics
+
+        def scorer(predictions, gold):
+            return classification.glue_metrics(task, predictions, gold)
+
+    def encode(examples):
+        return classification.encode(examples, tokenizer, config.data.max_seq_length, labels)
+
+    train_arrays = _cached(workdir, "train", config, tokenizer, lambda: encode(train))
+    eval_arrays = _cached(workdir, split, config, tokenizer, lambda: encode(evaluation))
+
+    def writer(predictions, path_stem):
+        path = f"{path_stem}.tsv"
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("index\tprediction\n")
+            for example, value in zip(evaluation, predictions):
+                shown = f"{float(value):.6g}" if labels is None else labels[int(value)]
+                f.write(f"{example.guid}\t{shown}\n")
+        return path
+
+    objective = objectives.SequenceClassification(1 if labels is None else len(labels), scorer, writer)
+    return Task(objective, _data_source(config, tokenizer, train_arrays, eval_arrays), len(train), labels,
+                metric_names[0])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Token tagging: sequence_output
+
+
+def _tagging(config, workdir, tokenizer) -> Task:
+    split = _eval_split(config)
+    train = tagging.read_conll(_file(config, "train_file", "train.txt"))
+    evaluation = tagging.read_conll(_file(config, f"{split}_file", f"{split}.txt"))
+    labels = tagging.labels_of(train)
+    train_encoding = tagging.encode(train, tokenizer, config.data.max_seq_length, labels)
+    eval_encoding = tagging.encode(evaluation, tokenizer, config.data.max_seq_length, labels)
+
+    def scorer(predicted_ids):
+        predicted = tagging.decode(predicted_ids, eval_encoding)
+        scores = metrics.entity_scores([s.tags for s in evaluation], predicted)
+        return {f"entity_{name}": value for name, value in scores.items()}
+
+    def writer(predicted_ids, path_stem):
+        path = f"{path_stem}.txt"
+        tagging.write_predictions(path, evaluation, tagging.decode(predicted_ids, eval_encoding))
+        return path
+
+    objective = objectives.TokenClassification(len(labels), scorer, writer)
+    return Task(objective, _data_source(config, tokenizer, train_encoding.arrays, eval_encoding.arrays), len(train),
+                labels, "entity_f1")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Span question answering: sequence_output
+
+
+def _squad(config, workdir, tokenizer) -> Task:
+    split = _eval_split(config)
+    version_2 = bool(config.data.get("version_2", False))
+    default = "v2.0" if version_2 else "v1.1"
+    train = squad.read_squad_examples(_file(config, "train_file", f"train-{default}.json"), True, version_2)
+    evaluation = squad.read_squad_examples(_file(config, f"{split}_file", f"{split}-{default}.json"), False,
+                                           version_2)
+    windows = dict(max_seq_length=config.data.max_seq_length, doc_stride=config.data.get("doc_stride", 128),
+                   max_query_length=config.data.get("max_query_length", 64))
+    train_features = squad.convert_examples_to_features(train, tokenizer, is_training=True, **windows)
+    eval_features = squad.convert_examples_to_features(evaluation, tokenizer, is_training=False, **windows)
+
+    def predictions(starts, ends):
+        return squad.predict(starts, ends, eval_features, evaluation, n_best_size=config.eval.get("n_best_size", 20),
+                             max_answer_length=config.eval.get("max_answer_length", 30),
+                             null_score_diff_threshold=config.eval.get("null_score_diff_threshold", 0.0),
+                             version_2=version_2, do_lower_case=tokenizer.do_lower_case,
+                             strip_accents=tokenizer.strip_accents)
+
+    def scorer(starts, ends):
+        if not any(example.answers for example in evaluation):
+            return {}
+        scores = metrics.squad_scores(predictions(starts, ends).answers, squad.gold_answers(evaluation))
+        shown = [name for name in scores if not name.endswith("total") and (version_2 or "Ans_" not in name)]
+        return {f"squad_{name}": scores[name] for name in shown}
+
+    def writer(starts, ends, path_stem):
+        path = f"{path_stem}.json"
+        Path(path).write_text(json.dumps(predictions(starts, ends).answers, indent=1, ensure_ascii=False) + "\n",
+                              encoding="utf-8")
+        return path
+
+    objective = objectives.QuestionAnswering(scorer, writer)
+    eval_arrays = squad.features_to_arrays(eval_features)
+    return Task(objective, _data_source(config, tokenizer, squad.features_to_arrays(train_features), eval_arrays),
+                len(train_features), None, "squad_f1")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Encoded arrays: cache and batches
+
+
+def _cached(workdir: str, split: str, config, tokenizer: BertTokenizer, encode: Callable[[], dict]) -> dict:
+    """The encoded arrays of a split, from <workdir>/features/ when the inputs and settings are unchanged."""
+    key = hashlib.sha256(json.dumps({
+        "task": config.task, "split": split, "data": config.data.to_dict(), "vocab": tokenizer.vocab_path and
+        hashlib.sha256(Path(tokenizer.vocab_path).read_bytes()).hexdigest(), "lower": tokenizer.do_lower_case,
+        "strip": tokenizer.strip_accents,
+        "files": sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(config.data.dir).iterdir()
+                        if p.is_file())}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = Path(workdir) / FEATURES_DIR / f"{split}-{key}.npz"
+    if path.is_file():
+        with np.load(path) as stored:
+            return dict(stored)
+    arrays = encode()
+    if jax.process_index() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp.npz")
+        np.savez(partial, **arrays)
+        partial.replace(path)
+    return arrays
+
+
+def _padding_rows(arrays: dict, count: int) -> dict:
+    """`count` rows of weight 0 to fill the last eval batch (labels ignored)."""
+    rows = {}
+    for name, values in arrays.items():
+        fill = objectives.IGNORE_LABEL if name == "label_ids" else 0
+        rows[name] = np.full((count, *values.shape[1:]), fill, values.dtype)
+    return rows
+
+
+def _data_source(config, tokenizer: BertTokenizer, train_arrays: dict, eval_arrays: dict) -> DataSource:
+    process_index, process_count = jax.process_index(), jax.process_count()
+    train_arrays = {**train_arrays, "example_weights": np.ones(len(train_arrays["input_ids"]), np.float32)}
+    eval_arrays = {**eval_arrays, "example_weights": np.ones(len(eval_arrays["input_ids"]), np.float32)}
+    num_train = len(train_arrays["input_ids"])
+    if num_train < config.train.batch_size:
+        raise BertjaxError(f"the training file has {num_train} examples, fewer than --config.train.batch_size="
+                           f"{config.train.batch_size}; lower the batch size")
+
+    def rows(arrays: dict, indices: np.ndarray) -> dict:
+        return {name: values[indices] for name, values in arrays.items()}
+
+    def train_iterator():
+        host_batch = config.train.batch_size // process_count
+        dataset = grain.MapDataset.range(num_train).seed(config.data.seed).shuffle().repeat(None)
+        dataset = dataset[process_index::process_count].batch(host_batch, drop_remainder=True)
+        return iter(dataset.map(lambda indices: rows(train_arrays, np.asarray(indices))).to_iter_dataset())
+
+    def eval_iterator():
+        batch_size = config.eval.batch_size
+        num_eval = len(eval_arrays["input_ids"])
+        num_batches = max(1, math.ceil(num_eval / batch_size))
+        padding = _padding_rows(eval_arrays, num_batches * batch_size - num_eval)
+        padded = {name: np.concatenate([values, padding[name]]) for name, values in eval_arrays.items()}
+        host_batch = batch_size // process_count
+        for b in range(num_batches):
+            start = b * batch_size + process_index * host_batch
+            yield {name: values[start:start + host_batch] for name, values in padded.items()}
+
+    return DataSource(tokenizer.vocab_size, train_iterator, eval_iterator)
+
+
+def resolve_schedule(config: ml_collections.ConfigDict, num_train_examples: int) -> ml_collections.ConfigDict:
+    """A copy of the config with steps from `train.num_epochs` (when set): num_train_steps, warmup from
+    `optimizer.warmup_fraction`, and eval and checkpoints at every epoch's end."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    epochs = config.train.get("num_epochs")
+    if epochs:
+        steps_per_epoch = max(1, num_train_examples // config.train.batch_size)
+        config.train.num_train_steps = int(epochs * steps_per_epoch)
+        config.eval.every_steps = steps_per_epoch
+        config.checkpoint.every_steps = steps_per_epoch
+    fraction = config.optimizer.get("warmup_fraction")
+    if fraction is not None:
+        config.optimizer.warmup_steps = int(round(fraction * config.train.num_train_steps))
+    return config

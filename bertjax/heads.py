@@ -1,0 +1,265 @@
+"""Fine-tuning heads beside `BertForPreTraining`: sequence classification/regression, token classification and
+extractive question answering, as google-research/bert `run_classifier.py` / `run_squad.py` and Hugging Face build them.
+
+Parameter names are Hugging Face's (`bert/...`, `classifier/{kernel,bias}`, `qa_outputs/{kernel,bias}`), so
+`bertjax.convert.hf.hf_key` maps them unchanged. `init_params` / `abstract_params` of `bertjax.model` take these
+modules as they are (they call them with input_ids, input_mask, segment_ids).
+
+Shapes ride in names (legend in `bertjax/__init__.py`), plus C: classes (labels) of a classification head.
+Logits are float32 (or wider, `accum_dtype`) whatever the compute dtype.
+
+Fine-tuning starts from a pretrained checkpoint with `load_encoder(init_params(head, rng), pretrained_params)`; a
+fine-tuned Hugging Face checkpoint of the same architecture loads with `params_from_hf_state_dict` (a whole directory:
+`bertjax.convert.hf.load_hf_head`), and `hf.save_pretrained(..., head_model=head)` writes the matching transformers
+class. Token classification and QA have no pooler (`BertModel(add_pooling_layer=False)`), as in transformers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from bertjax.convert import hf
+from bertjax.errors import BertjaxError
+from bertjax.layers import SCANNED_LAYERS_NAME, accum_dtype, dense
+from bertjax.model import BertConfig, BertModel, abstract_params, stack_layers, unstack_layers
+
+Dtype = Any
+
+
+def _encode(head: nn.Module, input_ids, input_mask, segment_ids, deterministic: bool, pooler: bool) -> dict:
+    """Runs the head's encoder, scope `bert` (call from a compact method of `head`)."""
+    bert = BertModel(head.config, head.dtype, head.param_dtype, head.scan_layers, head.remat,
+                     add_pooling_layer=pooler, name="bert")
+    return bert(input_ids, input_mask, segment_ids, deterministic)
+
+
+def _output_layer(head: nn.Module, features: int, name: str, x):
+    """The output projection in `accum_dtype` (float32 logits), truncated-normal kernel and zero bias as the original
+    `output_weights` / `output_bias` of run_classifier.py and run_squad.py."""
+    wide = accum_dtype(head.dtype)
+    return dense(features, head.config, wide, head.param_dtype, name)(x.astype(wide))
+
+
+class _ClassificationHead(nn.Module):
+    """BertModel (`bert`) -> `outputs[FEATURES]` -> dropout -> `classifier` Dense(C), float32 `logits`.
+
+    The dropout rate is `classifier_dropout` if set, else hidden_dropout_prob (Hugging Face's rule).
+    """
+
+    config: BertConfig
+    num_labels: int = 2
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    scan_layers: bool = False
+    remat: bool = False
+    classifier_dropout: float | None = None
+
+    FEATURES = "pooled_output"
+
+    @nn.compact
+    def __call__(self, input_ids, input_mask, segment_ids, deterministic: bool = True) -> dict:
+        outputs = _encode(self, input_ids, input_mask, segment_ids, deterministic,
+                          pooler=self.FEATURES == "pooled_output")
+        rate = self.config.hidden_dropout_prob if self.classifier_dropout is None else self.classifier_dropout
+        features = nn.Dropout(rate)(outputs[self.FEATURES], deterministic=deterministic)
+        return {**outputs, "logits": _output_layer(self, self.num_labels, "classifier", features)}
+
+
+class BertForSequenceClassification(_ClassificationHead):
+    """BertModel (`bert`) -> pooled_output -> dropout -> `classifier` Dense(C).
+
+    `BertForSequenceClassification(config, num_labels, dtype, param_dtype, scan_layers, remat, classifier_dropout)`;
+    `__call__(input_ids, input_mask, segment_ids, deterministic)` returns `logits` [B, C] (float32),
+    `sequence_output` [B, T, H] and `pooled_output` [B, H]. `num_labels=1` is regression (STS-B): logits [B, 1].
+    """
+
+    FEATURES = "pooled_output"
+
+
+class BertForTokenClassification(_ClassificationHead):
+    """BertModel (`bert`) -> sequence_output -> dropout -> `classifier` Dense(C): `logits` [B, T, C] (float32).
+
+    Same fields as BertForSequenceClassification; outputs `logits` and `sequence_output`. No pooler (no
+    `bert/pooler` params, no `pooled_output`), as Hugging Face's BertForTokenClassification.
+    """
+
+    FEATURES = "sequence_output"
+
+
+class BertForQuestionAnswering(nn.Module):
+    """BertModel (`bert`) -> sequence_output -> `qa_outputs` Dense(2), no dropout (as run_squad.py and Hugging Face).
+
+    Returns `start_logits` and `end_logits` [B, T] (float32) and `sequence_output`; no pooler, as Hugging Face's.
+    """
+
+    config: BertConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    scan_layers: bool = False
+    remat: bool = False
+
+    num_labels = 2  # Hugging Face's config.num_labels of a QA model: start and end.
+
+    @nn.compact
+    def __call__(self, input_ids, input_mask, segment_ids, deterministic: bool = True) -> dict:
+        outputs = _encode(self, input_ids, input_mask, segment_ids, deterministic, pooler=False)
+        logits_BxTx2 = _output_layer(self, 2, "qa_outputs", outputs["sequence_output"])
+        return {**outputs, "start_logits": logits_BxTx2[..., 0], "end_logits": logits_BxTx2[..., 1]}
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadSpec:
+    """How a head maps to Hugging Face.
+
+    architecture: the transformers class name (config.json `architectures`).
+    scopes: the head's top-level parameter scopes beside `bert`; each is also its Hugging Face key prefix.
+    """
+
+    architecture: str
+    scopes: tuple[str, ...]
+
+
+HEADS: dict[type, HeadSpec] = {
+    BertForSequenceClassification: HeadSpec("BertForSequenceClassification", ("classifier",)),
+    BertForTokenClassification: HeadSpec("BertForTokenClassification", ("classifier",)),
+    BertForQuestionAnswering: HeadSpec("BertForQuestionAnswering", ("qa_outputs",)),
+}
+
+
+def hf_architecture(data: Mapping) -> str | None:
+    """The `architectures[0]` of a Hugging Face config dict if it is a fine-tuning head's, else None."""
+    architecture = (data.get("architectures") or [None])[0]
+    return architecture if any(spec.architecture == architecture for spec in HEADS.values()) else None
+
+
+def head_spec(model: nn.Module) -> HeadSpec:
+    """The HeadSpec of a head model (a BertjaxError for anything else)."""
+    spec = HEADS.get(type(model))
+    if spec is None:
+        raise BertjaxError(f"{type(model).__name__} is not a fine-tuning head; use one of "
+                           + ", ".join(s.architecture for s in HEADS.values()))
+    return spec
+
+
+def head_class(architecture: str) -> type:
+    """The head module class of a transformers architecture name, e.g. "BertForSequenceClassification"."""
+    for cls, spec in HEADS.items():
+        if spec.architecture == architecture:
+            return cls
+    raise BertjaxError(f"architecture {architecture!r} has no bertjax head; use one of "
+                       + ", ".join(s.architecture for s in HEADS.values()))
+
+
+def hf_config_fields(model: nn.Module, labels: Sequence[str] | None = None) -> dict:
+    """The config.json fields of a head beside BertConfig's: architectures, id2label, label2id (whose length is
+    transformers' num_labels), and classifier_dropout when set. Labels default to Hugging Face's LABEL_{i}."""
+    spec = head_spec(model)
+    labels = list(labels) if labels is not None else [f"LABEL_{i}" for i in range(model.num_labels)]
+    if len(labels) != model.num_labels:
+        raise BertjaxError(f"{len(labels)} label names given for a head with num_labels={model.num_labels}")
+    fields = {"architectures": [spec.architecture], "id2label": {str(i): name for i, name in enumerate(labels)},
+              "label2id": {name: i for i, name in enumerate(labels)}}
+    if getattr(model, "classifier_dropout", None) is not None:
+        fields["classifier_dropout"] = model.classifier_dropout
+    return fields
+
+
+def hf_labels(data: Mapping) -> tuple[str, ...]:
+    """The class names of a Hugging Face config dict (its id2label in id order; LABEL_{i} for num_labels alone)."""
+    if data.get("id2label"):
+        return tuple(name for _, name in sorted((int(i), name) for i, name in data["id2label"].items()))
+    return tuple(f"LABEL_{i}" for i in range(int(data.get("num_labels", 2))))
+
+
+def head_from_hf_config(data: Mapping, *, num_labels: int | None = None, **module_kwargs) -> nn.Module:
+    """The head model a Hugging Face config dict describes (its `architectures[0]`, num_labels, classifier_dropout).
+
+    `num_labels`, when given, must agree with the config's (a BertjaxError naming both otherwise: its classifier has
+    that many outputs). `module_kwargs` are dtype, param_dtype, scan_layers, remat.
+    """
+    architecture = (data.get("architectures") or [None])[0]
+    cls = head_class(architecture)
+    config = BertConfig.from_dict(dict(data))
+    stored = len(hf_labels(data))
+    if num_labels is not None and num_labels != stored:
+        raise BertjaxError(
+            f"num_labels={num_labels} contradicts the checkpoint's {architecture}, whose classifier has {stored} "
+            f"outputs (config.json id2label/num_labels); pass num_labels={stored} to reload it, or fine-tune a new "
+            f"{num_labels}-label head from its encoder (heads.load_encoder)")
+    if cls is BertForQuestionAnswering:
+        return cls(config, **module_kwargs)
+    return cls(config, stored, classifier_dropout=data.get("classifier_dropout"), **module_kwargs)
+
+
+def _path_str(path: tuple[str, ...]) -> str:
+    return "/".join(path)
+
+
+def params_from_hf_state_dict(state_dict: Mapping[str, np.ndarray], head_model: nn.Module) -> dict:
+    """The head model's params from a Hugging Face state dict (numpy arrays) of the same architecture.
+
+    One mapping: `hf.map_state_dict(..., model=head_model)`. Missing or unexpected keys and shape mismatches are
+    BertjaxErrors. Params come out in `head_model.param_dtype`, scanned if `head_model.scan_layers`.
+    """
+    spec = head_spec(head_model)
+    flat, missing = hf.map_state_dict(state_dict, head_model.config, model=head_model)
+    if missing:
+        raise BertjaxError(f"the checkpoint is not a {spec.architecture} of this config: missing keys: "
+                           + ", ".join(sorted(hf.hf_key(p)[0] for p in missing)[:8])
+                           + "; a pretraining checkpoint loads with load_encoder instead")
+    params = traverse_util.unflatten_dict(flat)
+    if head_model.scan_layers:
+        params = stack_layers(params, head_model.config.num_hidden_layers)
+    return jax.tree.map(lambda x: jnp.asarray(x, head_model.param_dtype), params)
+
+
+def params_to_hf_state_dict(params: Mapping, head_model: nn.Module) -> dict[str, np.ndarray]:
+    """The Hugging Face state dict (float32 numpy) of a head's params (`hf.params_to_hf`; the head is checked)."""
+    head_spec(head_model)
+    return hf.params_to_hf(params)
+
+
+def load_encoder(head_params: Mapping, pretrained_params: Mapping) -> dict:
+    """`head_params` with their `bert` subtree replaced by `pretrained_params["bert"]` (say a pretrained
+    BertForPreTraining's, or `sources.load_pretrained(...).params` of any checkpoint); the head scopes keep their fresh
+    values. This is how fine-tuning starts.
+
+    The pooler follows the head: a pretrained pooler is dropped for a head without one (token classification, QA),
+    and a head with one keeps its fresh pooler when the checkpoint has none. Scanned and unrolled layer layouts
+    convert to the head's. Values are cast to the head's param dtypes (no-op, so bitwise equal, when they already
+    match). A different tree or shape (another config) is a BertjaxError.
+    """
+    if "bert" not in pretrained_params:
+        raise BertjaxError("the pretrained params have no `bert` subtree; pass the params of a BertForPreTraining "
+                           "or of a fine-tuning head")
+
+    def unrolled(params: Mapping) -> dict:
+        params = {"bert": params["bert"]}
+        return unstack_layers(params) if SCANNED_LAYERS_NAME in params["bert"]["encoder"] else params
+
+    head_scanned = SCANNED_LAYERS_NAME in head_params["bert"]["encoder"]
+    target = traverse_util.flatten_dict(unrolled(head_params)["bert"])
+    given = traverse_util.flatten_dict(unrolled(pretrained_params)["bert"])
+    pooler = [p for p in target if p[0] == "pooler"]
+    given = {p: v for p, v in given.items() if p[0] != "pooler" or pooler}
+    if pooler and not any(p[0] == "pooler" for p in given):
+        given.update({p: target[p] for p in pooler})  # the head's fresh pooler
+    problems = [f"missing bert/{_path_str(p)}" for p in sorted(set(target) - set(given))]
+    problems += [f"unexpected bert/{_path_str(p)}" for p in sorted(set(given) - set(target))]
+    problems += [f"bert/{_path_str(p)}: pretrained {given[p].shape}, head expects {target[p].shape}"
+                 for p in sorted(set(target) & set(given)) if given[p].shape != target[p].shape]
+    if problems:
+        raise BertjaxError("the pretrained encoder does not fit the head's config: " + "; ".join(problems[:8])
+                           + (f" (+{len(problems) - 8} more)" if len(problems) > 8 else "")
+                           + "; build the head with the pretrained checkpoint's BertConfig")
+    loaded = {"bert": traverse_util.unflatten_dict({p: jnp.asarray(given[p], target[p].dtype) for p in target})}
+    if head_scanned:
+        loaded = stack_layers(loaded, len({p[1] for p in target if p[0] == "encoder"}))
+    return {**head_params, **loaded}

@@ -1,0 +1,141 @@
+"""Task metrics: accuracy, binary F1, Matthews correlation, Pearson/Spearman (GLUE); entity-level
+precision/recall/F1 with conlleval semantics (seqeval); SQuAD exact match and F1 (official v1.1/v2.0 scripts).
+
+Inputs are plain sequences or numpy arrays of predictions and labels; results are Python floats.
+"""
+from __future__ import annotations
+
+import collections
+import re
+import string
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+from bertjax.errors import BertjaxError
+
+
+def _pair(predictions, labels) -> tuple[np.ndarray, np.ndarray]:
+    """predictions, labels as 1-D arrays of equal length (BertjaxError otherwise)."""
+    p, y = np.asarray(predictions).reshape(-1), np.asarray(labels).reshape(-1)
+    if p.shape != y.shape:
+        raise BertjaxError(f"{len(p)} predictions for {len(y)} labels; pass one prediction per example")
+    return p, y
+
+
+def accuracy(predictions, labels) -> float:
+    """Fraction of predictions equal to the label (0.0 for no examples)."""
+    p, y = _pair(predictions, labels)
+    return float(np.mean(p == y)) if len(y) else 0.0
+
+
+def f1_binary(predictions, labels, positive=1) -> float:
+    """F1 of the `positive` class (MRPC, QQP); 0.0 when there is no true positive."""
+    p, y = _pair(predictions, labels)
+    tp = int(np.sum((p == positive) & (y == positive)))
+    if tp == 0:
+        return 0.0
+    precision, recall = tp / int(np.sum(p == positive)), tp / int(np.sum(y == positive))
+    return 2 * precision * recall / (precision + recall)
+
+
+def matthews_corrcoef(predictions, labels) -> float:
+    """Matthews correlation coefficient (CoLA), multi-class form (as sklearn); 0.0 when undefined."""
+    p, y = _pair(predictions, labels)
+    classes, codes = np.unique(np.concatenate([y, p]), return_inverse=True)
+    confusion = np.zeros((len(classes), len(classes)), np.float64)
+    np.add.at(confusion, (codes[:len(y)], codes[len(y):]), 1)
+    t_sum, p_sum = confusion.sum(axis=1), confusion.sum(axis=0)
+    n, correct = confusion.sum(), np.trace(confusion)
+    cov_yp = correct * n - t_sum @ p_sum
+    cov_pp, cov_yy = n * n - p_sum @ p_sum, n * n - t_sum @ t_sum
+    return 0.0 if cov_pp * cov_yy == 0 else float(cov_yp / np.sqrt(cov_pp * cov_yy))
+
+
+def pearson(predictions, labels) -> float:
+    """Pearson correlation (STS-B), scipy.stats.pearsonr."""
+    p, y = _pair(predictions, labels)
+    return float(stats.pearsonr(p.astype(np.float64), y.astype(np.float64))[0])
+
+
+def spearman(predictions, labels) -> float:
+    """Spearman rank correlation (STS-B), scipy.stats.spearmanr."""
+    p, y = _pair(predictions, labels)
+    return float(stats.spearmanr(p.astype(np.float64), y.astype(np.float64))[0])
+
+
+METRICS = {"accuracy": accuracy, "f1": f1_binary, "matthews": matthews_corrcoef, "pearson": pearson,
+           "spearman": spearman}
+
+
+def entity_scores(gold_tags: Sequence[Sequence[str]], predicted_tags: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Entity-level precision, recall and F1 over sentences of tags, with conlleval semantics: seqeval's default
+    mode (mode=None), where an I-X after O or after another type starts an entity, so IOB1 and IOB2 tags of the
+    same chunks score the same."""
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    gold, pred = [list(s) for s in gold_tags], [list(s) for s in predicted_tags]
+    if len(gold) != len(pred) or any(len(g) != len(q) for g, q in zip(gold, pred)):
+        raise BertjaxError("gold and predicted tags differ in number of sentences or words; pass one predicted "
+                           "tag per gold word (tagging.decode aligns predictions with the original words)")
+    return {"precision": float(precision_score(gold, pred)), "recall": float(recall_score(gold, pred)),
+            "f1": float(f1_score(gold, pred))}
+
+
+# --- SQuAD (official evaluate-v1.1.py / evaluate-v2.0.py semantics) ---
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop punctuation, drop the articles a/an/the, collapse whitespace (official scripts)."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _answer_f1(prediction: str, gold: str) -> float:
+    """Token F1 of normalised answers; two empty answers score 1, one empty answer 0 (v2.0)."""
+    pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred_tokens or not gold_tokens:
+        return float(pred_tokens == gold_tokens)
+    same = sum((collections.Counter(pred_tokens) & collections.Counter(gold_tokens)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _golds(gold_answers: Sequence[str]) -> list[str]:
+    """Gold answers that normalise to something; none left means "no answer" ([""]), as evaluate-v2.0.py."""
+    return [a for a in gold_answers if normalize_answer(a)] or [""]
+
+
+def squad_exact(prediction: str, gold_answers: Sequence[str]) -> float:
+    """1.0 if the normalised prediction equals a normalised gold answer (max over golds), else 0.0."""
+    return max(float(normalize_answer(prediction) == normalize_answer(g)) for g in _golds(gold_answers))
+
+
+def squad_f1(prediction: str, gold_answers: Sequence[str]) -> float:
+    """Best token F1 of the prediction against the gold answers."""
+    return max(_answer_f1(prediction, g) for g in _golds(gold_answers))
+
+
+def squad_scores(predictions: Mapping[str, str], gold_answers: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """{"exact", "f1"} in percent over all questions of `gold_answers` (qid -> answer texts, [] = no answer), plus
+    HasAns_/NoAns_ splits and "total". A question without a prediction scores 0 (as evaluate-v1.1.py)."""
+    exact, f1, has_answer = [], [], []
+    for qid, golds in gold_answers.items():
+        prediction = predictions.get(qid)
+        has_answer.append(bool(_golds(golds)[0]))
+        exact.append(0.0 if prediction is None else squad_exact(prediction, golds))
+        f1.append(0.0 if prediction is None else squad_f1(prediction, golds))
+    exact_a, f1_a, has = np.array(exact), np.array(f1), np.array(has_answer, bool)
+    out = {"exact": 100.0 * float(exact_a.mean()) if len(exact) else 0.0,
+           "f1": 100.0 * float(f1_a.mean()) if len(f1) else 0.0, "total": len(exact)}
+    for name, keep in (("HasAns", has), ("NoAns", ~has)):
+        if keep.any():
+            out.update({f"{name}_exact": 100.0 * float(exact_a[keep].mean()),
+                        f"{name}_f1": 100.0 * float(f1_a[keep].mean()), f"{name}_total": int(keep.sum())})
+    return out

@@ -1,0 +1,177 @@
+"""Fine-tuning learns: synthetic tasks written in the real file formats (GLUE TSV, CoNLL, SQuAD JSON), trained by the
+one train loop from a tiny checkpoint, reach the issue's dev scores; their predictions and best/export land."""
+import json
+import random
+
+import jax
+import pytest
+import transformers
+
+from _train_helpers import load_config
+from bertjax.convert import hf
+from bertjax.errors import BertjaxError
+from bertjax.model import BertConfig, BertForPreTraining, init_params
+from bertjax.train import train_and_evaluate
+
+ANIMALS = ["cat", "dog", "bird", "fish", "horse", "cow"]
+COLORS = ["red", "blue", "green", "black", "white", "brown"]
+GOOD, BAD = ["good", "great", "fine", "nice"], ["bad", "awful", "poor", "sad"]
+FILLERS = ["the", "a", "is", "it", "was", "very", "and", "day", "film", "man", "city", "in", "of", "at", "john",
+           "mary", "paris", "london", "went", "to", "saw", "lives", "where", "who", "what"]
+PEOPLE, CITIES = [["john", "smith"], ["mary"], ["anna"]], [["new", "york"], ["paris"], ["london"], ["rome"]]
+PLAIN = [word for word in FILLERS if word not in ("john", "mary", "paris", "london")]
+WORDS = ANIMALS + COLORS + GOOD + BAD + FILLERS + ["smith", "new", "york", "anna", "rome", "does", "live"]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny random BERT as a Hugging Face directory (vocab of the synthetic tasks' words, uncased)."""
+    directory = tmp_path_factory.mktemp("tiny_bert")
+    vocab = directory / "source_vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "##s", "?", "."]) + "\n")
+    config = BertConfig(vocab_size=len(WORDS) + 8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=128)
+    params = init_params(BertForPreTraining(config), jax.random.PRNGKey(0))
+    hf.save_pretrained(directory, config, params, vocab_file=vocab, do_lower_case=True, strip_accents=True)
+    vocab.unlink()
+    return directory
+
+
+def _config(name, task, data_dir, init_from, **overrides):
+    config = load_config(name)
+    config.task = task
+    config.data.dir = str(data_dir)
+    config.train.init_from = str(init_from)
+    config.data.max_seq_length = 32
+    config.train.batch_size = 16
+    config.eval.batch_size = 32
+    config.optimizer.learning_rate = 1e-3
+    config.log.every_steps = 1000
+    config.log.tensorboard = False
+    config.model.hidden_dropout_prob = config.model.attention_probs_dropout_prob = 0.0
+    for key, value in overrides.items():
+        section, field = key.split("__")
+        config[section][field] = value
+    return config
+
+
+def _write_tsv(path, header, rows):
+    path.write_text("\n".join(["\t".join(header)] + ["\t".join(map(str, row)) for row in rows]) + "\n")
+
+
+def _sentiment_rows(n, rng):
+    rows = []
+    for _ in range(n):
+        label = rng.randrange(2)
+        words = rng.sample(FILLERS, 4) + [rng.choice(GOOD if label else BAD)]
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def _entailment_rows(n, rng, start=0):
+    """Both sentences carry a sentiment word; the label is sentence 2's, so the model must tell the segments apart."""
+    rows = []
+    for i in range(n):
+        entailed, other = rng.randrange(2), rng.randrange(2)
+        first = " ".join(rng.sample(FILLERS, 3) + [rng.choice(GOOD if other else BAD)])
+        second = " ".join(rng.sample(FILLERS, 3) + [rng.choice(GOOD if entailed else BAD)])
+        rows.append((start + i, first, second, "entailment" if entailed else "not_entailment"))
+    return rows
+
+
+@pytest.mark.slow
+def test_single_sentence_classification_learns(tmp_path, tiny_checkpoint):
+    rng = random.Random(0)
+    _write_tsv(tmp_path / "train.tsv", ["sentence", "label"], _sentiment_rows(320, rng))
+    _write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], _sentiment_rows(100, rng))
+    config = _config("finetune_glue", "sst2", tmp_path, tiny_checkpoint, train__num_epochs=3)
+    metrics = train_and_evaluate(config, str(tmp_path / "run"))
+    assert metrics["accuracy"] >= 0.95, metrics
+    lines = (tmp_path / "run" / "predictions_dev.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 101
+    best = json.loads((tmp_path / "run" / "best" / "metrics.json").read_text())
+    assert best["accuracy"] >= metrics["accuracy"] - 1e-9
+    model, info = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "run" / "export",
+                                                                             output_loading_info=True)
+    assert not (info["missing_keys"] or info["unexpected_keys"]), info
+    assert model.config.num_labels == 2
+
+
+@pytest.mark.slow
+def test_sentence_pair_classification_learns(tmp_path, tiny_checkpoint):
+    rng = random.Random(1)
+    header = ["index", "sentence1", "sentence2", "label"]
+    _write_tsv(tmp_path / "train.tsv", header, _entailment_rows(480, rng))
+    _write_tsv(tmp_path / "dev.tsv", header, _entailment_rows(100, rng, start=480))
+    config = _config("finetune_glue", "rte", tmp_path, tiny_checkpoint, train__num_epochs=4)
+    metrics = train_and_evaluate(config, str(tmp_path / "run"))
+    assert metrics["accuracy"] >= 0.95, metrics
+
+
+def _tagged_sentence(rng):
+    words, tags = [], []
+    for _ in range(rng.randrange(3, 7)):
+        kind = rng.random()
+        entity, label = ((rng.choice(PEOPLE), "PER") if kind < 0.2 else (rng.choice(CITIES), "LOC") if kind < 0.4
+                         else ([rng.choice(PLAIN + ["dogs", "cats"])], None))
+        words += entity
+        tags += ["O"] * len(entity) if label is None else [f"B-{label}"] + [f"I-{label}"] * (len(entity) - 1)
+    return words, tags
+
+
+def _write_conll(path, sentences):
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for words, tags in sentences:
+        lines += [f"{word} NN O {tag}" for word, tag in zip(words, tags)] + [""]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_token_tagging_learns(tmp_path, tiny_checkpoint):
+    rng = random.Random(2)
+    _write_conll(tmp_path / "train.txt", [_tagged_sentence(rng) for _ in range(320)])
+    _write_conll(tmp_path / "dev.txt", [_tagged_sentence(rng) for _ in range(100)])
+    config = _config("finetune_ner", "tagging", tmp_path, tiny_checkpoint, train__num_epochs=4)
+    metrics = train_and_evaluate(config, str(tmp_path / "run"))
+    assert metrics["entity_f1"] >= 0.9, metrics
+    predicted = (tmp_path / "run" / "predictions_dev.txt").read_text().split("\n\n")
+    assert len([block for block in predicted if block.strip()]) == 100
+    _, info = transformers.BertForTokenClassification.from_pretrained(tmp_path / "run" / "best",
+                                                                     output_loading_info=True)
+    assert not (info["missing_keys"] or info["unexpected_keys"]), info
+
+
+def _squad_article(rng, index):
+    person, city = rng.choice(PEOPLE), rng.choice(CITIES)
+    fillers = rng.sample(PLAIN, 4)
+    words = fillers[:2] + person + ["lives", "in"] + city + fillers[2:]
+    context = " ".join(words)
+    questions = []
+    for k, (question, answer) in enumerate([("who lives in " + " ".join(city) + " ?", " ".join(person)),
+                                            ("where does " + " ".join(person) + " live ?", " ".join(city))]):
+        start = context.index(" " + answer + " ") + 1
+        questions.append({"id": f"q{index}_{k}", "question": question,
+                          "answers": [{"text": answer, "answer_start": start}]})
+    return {"title": f"t{index}", "paragraphs": [{"context": context, "qas": questions}]}
+
+
+@pytest.mark.slow
+def test_span_question_answering_learns(tmp_path, tiny_checkpoint):
+    rng = random.Random(3)
+    for name, count in (("train-v1.1.json", 200), ("dev-v1.1.json", 50)):
+        data = [_squad_article(rng, i) for i in range(count)]
+        (tmp_path / name).write_text(json.dumps({"version": "1.1", "data": data}))
+    config = _config("finetune_squad", "squad", tmp_path, tiny_checkpoint, train__num_epochs=10)
+    metrics = train_and_evaluate(config, str(tmp_path / "run"))
+    assert metrics["squad_exact"] >= 80, metrics  # percent, as the official script
+    answers = json.loads((tmp_path / "run" / "predictions_dev.json").read_text())
+    assert len(answers) == 100
+
+
+def test_a_label_outside_the_task_is_one_line_naming_file_and_line(tmp_path, tiny_checkpoint):
+    _write_tsv(tmp_path / "train.tsv", ["sentence", "label"], [("a good day", 1), ("a bad day", 7)])
+    _write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], [("a good day", 1)])
+    config = _config("finetune_glue", "sst2", tmp_path, tiny_checkpoint)
+    with pytest.raises(BertjaxError, match=r"train.tsv:3.*'7'"):
+        train_and_evaluate(config, str(tmp_path / "run"))
