@@ -212,12 +212,13 @@ def export_params(params, workdir: str, *, head: Head | None = None, name: str =
     return export_dir
 
 
-def load_params(init_from: str, abstract_params) -> dict:
+def load_params(init_from: str, abstract_params, head_name: str | None = None) -> dict:
     """Params for `abstract_params`' shapes/shardings from `init_from`: a bertjax workdir (its latest checkpoint),
     or any checkpoint `convert.sources` reads (a bertjax export, a Hugging Face or an original TF directory).
 
-    For a pretraining model all params are loaded; for a fine-tuning head (no `cls` scope) only the encoder
-    (`bert`), which the caller puts beside its freshly initialised head.
+    For a pretraining model all params are loaded; for a fine-tuning head (no `cls` scope, class `head_name`) the
+    encoder (`bert`), which the caller puts beside its freshly initialised head, or all of them when `init_from` is
+    a fine-tuned model of the same head class.
     """
     wanted = abstract_params if "cls" in abstract_params else {"bert": abstract_params["bert"]}
     root = absolute_path(init_from)
@@ -236,9 +237,13 @@ def load_params(init_from: str, abstract_params) -> dict:
                         f"({_first_line(e)}); use the same model size and vocab as the run that wrote it.") from e
                 return restored["state"]["params"]
     try:
-        params = sources.load_pretrained(str(root), allow_missing_heads="cls" not in wanted).params
+        pretrained = sources.load_pretrained(str(root), allow_missing_heads="cls" not in wanted)
     except BertjaxError as e:
         raise BertjaxError(f"config.train.init_from={init_from}: {e}") from e
+    params = pretrained.params
+    if pretrained.head_params is not None and type(pretrained.head).__name__ == head_name:
+        params = pretrained.head_params  # the same head (the door checked its labels): continue with its classifier
+        wanted = abstract_params
     scanned = wanted["bert"]["encoder"].get(SCANNED_LAYERS_NAME)
     if scanned is not None:
         params = stack_layers(params, jax.tree.leaves(scanned)[0].shape[0])

@@ -58,17 +58,24 @@ class Task:
     main_metric: str            # the dev metric that picks the best checkpoint
 
 
+def check_task(config: ml_collections.ConfigDict) -> None:
+    """The task's name and data directory, before anything else is read."""
+    if config.task not in classification.GLUE_TASKS and config.task not in FAMILIES:
+        raise BertjaxError(f"--config.task={config.task!r} is unknown; use pretraining, one of the GLUE tasks "
+                           f"({', '.join(classification.GLUE_TASKS)}), classification, tagging or squad")
+    if not config.data.dir or not Path(config.data.dir).is_dir():
+        raise BertjaxError(f"--config.data.dir={config.data.dir} is not a directory; point it at the directory of "
+                           f"the task's files")
+
+
 def prepare(config: ml_collections.ConfigDict, workdir: str, tokenizer: BertTokenizer) -> Task:
     """Read, check and encode the task's files (or take the encoded cache), and build its objective and data."""
-    name = config.task
-    if name in classification.GLUE_TASKS or name == "classification":
-        return _classification(config, workdir, tokenizer)
-    if name == "tagging":
+    check_task(config)
+    if config.task == "tagging":
         return _tagging(config, workdir, tokenizer)
-    if name == "squad":
+    if config.task == "squad":
         return _squad(config, workdir, tokenizer)
-    raise BertjaxError(f"--config.task={name!r} is unknown; use pretraining, one of the GLUE tasks "
-                       f"({', '.join(classification.GLUE_TASKS)}), classification, tagging or squad")
+    return _classification(config, workdir, tokenizer)
 
 
 def _file(config: ml_collections.ConfigDict, field: str, default: str) -> Path:
@@ -115,10 +122,7 @@ def _classification(config, workdir, tokenizer) -> Task:
             return {name: metrics.METRICS[name](predictions, gold) for name in metric_names}
     else:
         task = classification.glue_task(config.task)
-        data_dir = Path(config.data.dir or "")
-        if not data_dir.is_dir():
-            raise BertjaxError(f"--config.data.dir={config.data.dir} is not a directory; point it at the GLUE task's "
-                               f"directory (with {task.train_file})")
+        data_dir = Path(config.data.dir)
         train = classification.read_glue(task, data_dir, "train")
         evaluation = classification.read_glue(task, data_dir, split)
         labels = list(task.labels) if task.labels is not None else None

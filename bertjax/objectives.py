@@ -204,11 +204,12 @@ class SequenceClassification(Objective):
                 "labels": batch["labels"]}
 
     def score(self, eval_outputs):
-        metrics = {"loss": _summed_metrics(self, eval_outputs)["loss"]}
+        """Loss and the scorer's metrics; nothing for unlabelled data (a test file: labels -1 or NaN)."""
         labels = _real_rows(eval_outputs, "labels")
-        if labels.size and not np.isnan(labels.astype(np.float64)).all() and (labels >= 0).all():
-            metrics.update(self.scorer(_real_rows(eval_outputs, "predictions"), labels))
-        return metrics
+        if not labels.size or np.isnan(labels.astype(np.float64)).any() or (labels < 0).any():
+            return {}
+        metrics = {"loss": _summed_metrics(self, eval_outputs)["loss"]}
+        return {**metrics, **self.scorer(_real_rows(eval_outputs, "predictions"), labels)}
 
     def write_predictions(self, eval_outputs, path_stem):
         if self.writer is None:

@@ -88,6 +88,7 @@ def _check_finetuning(config: ml_collections.ConfigDict, workdir: str,
                       pretrained: sources.Pretrained | None) -> RunSpec:
     """A fine-tuning run: the vocab and casing of init_from (or --config.data.vocab_file), the task's files read and
     encoded, the schedule from the epochs, and the model from init_from (or the named size)."""
+    finetune.check_task(config)
     vocab_file = config.data.vocab_file or (pretrained.vocab_file if pretrained is not None else None)
     if vocab_file is None:
         raise BertjaxError("fine-tuning needs a vocab: set --config.train.init_from to a checkpoint with vocab.txt, "
@@ -97,6 +98,8 @@ def _check_finetuning(config: ml_collections.ConfigDict, workdir: str,
         lower = pretrained.do_lower_case
     tokenizer = BertTokenizer.from_vocab(vocab_file, do_lower_case=lower)
     task = finetune.prepare(config, workdir, tokenizer)
+    if pretrained is not None and pretrained.head is not None:
+        check_same_head(config, pretrained, task)
     resolved = finetune.resolve_schedule(config, task.num_train_examples)
     for path in POSITIVE_FIELDS:
         _positive(resolved, path)
@@ -104,6 +107,20 @@ def _check_finetuning(config: ml_collections.ConfigDict, workdir: str,
     model = bert_config(resolved, tokenizer.vocab_size, pretrained)
     return RunSpec(model, resolved_config(resolved, model), None, str(tokenizer.vocab_path), tokenizer.do_lower_case,
                    tokenizer.strip_accents, task)
+
+
+def check_same_head(config: ml_collections.ConfigDict, pretrained: sources.Pretrained, task: finetune.Task) -> None:
+    """A fine-tuned init_from of the run's head class continues with its classifier, so its number of labels must
+    be the task's; another head class contributes only its encoder."""
+    ours = task.objective.build_model(pretrained.config)
+    if type(pretrained.head) is not type(ours):
+        return
+    theirs_n, ours_n = getattr(pretrained.head, "num_labels", None), getattr(ours, "num_labels", None)
+    if theirs_n != ours_n:
+        raise BertjaxError(
+            f"--config.train.init_from={config.train.init_from} is a fine-tuned {type(ours).__name__} with "
+            f"num_labels={theirs_n}, but --config.task={config.task} has num_labels={ours_n}; continue from a "
+            f"checkpoint with {ours_n} labels, or from a pretrained (not fine-tuned) one.")
 
 
 def resolved_config(config: ml_collections.ConfigDict, bert_config: BertConfig) -> ml_collections.ConfigDict:

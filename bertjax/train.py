@@ -173,7 +173,7 @@ def _restore_or_init(trainer: Trainer, checkpointer: checkpoint.Checkpointer, co
     state = trainer.initial_state()
     if config.train.init_from:
         abstract_params = trainer.abstract_state_with_shardings().params
-        loaded = checkpoint.load_params(config.train.init_from, abstract_params)  # a head model: the encoder only
+        loaded = checkpoint.load_params(config.train.init_from, abstract_params, type(trainer.model).__name__)
         state = state.replace(params={**state.params, **loaded})
         _log_process_0("Initialised params from %s", config.train.init_from)
     return state

@@ -97,6 +97,30 @@ def test_single_sentence_classification_learns(tmp_path, tiny_checkpoint):
     assert not (info["missing_keys"] or info["unexpected_keys"]), info
     assert model.config.num_labels == 2
 
+    # Predict: the test file (no labels) through the trained run, in GLUE's submission format.
+    _write_tsv(tmp_path / "test.tsv", ["index", "sentence"], [(i, row[0]) for i, row in
+                                                              enumerate(_sentiment_rows(20, rng))])
+    config.train.eval_only, config.eval.split = True, "test"
+    assert train_and_evaluate(config, str(tmp_path / "run")) == {"eval_batches": 1}
+    lines = (tmp_path / "run" / "predictions_test.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 21
+    assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}
+
+    # The fine-tuned model continues as it is (its classifier too) when its labels fit ...
+    config = _config("finetune_glue", "sst2", tmp_path, tmp_path / "run" / "best", train__num_epochs=1,
+                     optimizer__learning_rate=1e-9)
+    again = train_and_evaluate(config, str(tmp_path / "again"))
+    assert again["accuracy"] >= 0.95, again
+    # ... and a task with another number of labels is one clear error.
+    _write_tsv(tmp_path / "three.tsv", ["text", "kind"], [(row[0], ("x", "y", "z")[i % 3]) for i, row in
+                                                          enumerate(_sentiment_rows(40, rng))])
+    config = _config("finetune_glue", "classification", tmp_path, tmp_path / "run" / "best",
+                     data__text_columns="text", data__label_column="kind", data__train_file="three.tsv",
+                     data__dev_file="three.tsv")
+    with pytest.raises(BertjaxError, match=r"is a fine-tuned BertForSequenceClassification with num_labels=2, but "
+                                           r"--config.task=classification has num_labels=3"):
+        train_and_evaluate(config, str(tmp_path / "three"))
+
 
 @pytest.mark.slow
 def test_sentence_pair_classification_learns(tmp_path, tiny_checkpoint):
