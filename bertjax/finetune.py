@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -160,7 +161,8 @@ def _tagging(config, workdir, tokenizer) -> Task:
     train = tagging.read_conll(_file(config, "train_file", "train.txt"))
     evaluation = tagging.read_conll(_file(config, f"{split}_file", f"{split}.txt"))
     labels = tagging.labels_of(train)
-    train_encoding = tagging.encode(train, tokenizer, config.data.max_seq_length, labels)
+    train_arrays = _cached(workdir, "train", config, tokenizer,
+                           lambda: tagging.encode(train, tokenizer, config.data.max_seq_length, labels).arrays)
     eval_encoding = tagging.encode(evaluation, tokenizer, config.data.max_seq_length, labels)
 
     def scorer(predicted_ids):
@@ -174,8 +176,8 @@ def _tagging(config, workdir, tokenizer) -> Task:
         return path
 
     objective = objectives.TokenClassification(len(labels), scorer, writer)
-    return Task(objective, _data_source(config, tokenizer, train_encoding.arrays, eval_encoding.arrays), len(train),
-                labels, "entity_f1")
+    return Task(objective, _data_source(config, tokenizer, train_arrays, eval_encoding.arrays), len(train), labels,
+                "entity_f1")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -191,7 +193,8 @@ def _squad(config, workdir, tokenizer) -> Task:
                                            version_2)
     windows = dict(max_seq_length=config.data.max_seq_length, doc_stride=config.data.get("doc_stride", 128),
                    max_query_length=config.data.get("max_query_length", 64))
-    train_features = squad.convert_examples_to_features(train, tokenizer, is_training=True, **windows)
+    train_arrays = _cached(workdir, "train", config, tokenizer, lambda: squad.features_to_arrays(
+        squad.convert_examples_to_features(train, tokenizer, is_training=True, **windows)))
     eval_features = squad.convert_examples_to_features(evaluation, tokenizer, is_training=False, **windows)
 
     def predictions(starts, ends):
@@ -216,8 +219,8 @@ def _squad(config, workdir, tokenizer) -> Task:
 
     objective = objectives.QuestionAnswering(scorer, writer)
     eval_arrays = squad.features_to_arrays(eval_features)
-    return Task(objective, _data_source(config, tokenizer, squad.features_to_arrays(train_features), eval_arrays),
-                len(train_features), None, "squad_f1")
+    return Task(objective, _data_source(config, tokenizer, train_arrays, eval_arrays), len(train_arrays["input_ids"]),
+                None, "squad_f1")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -236,8 +239,13 @@ def _cached(workdir: str, split: str, config, tokenizer: BertTokenizer, encode: 
     if path.is_file():
         with np.load(path) as stored:
             return dict(stored)
+    started = time.perf_counter()
     arrays = encode()
     if jax.process_index() == 0:
+        seconds = time.perf_counter() - started
+        rows = len(arrays["input_ids"])
+        print(f"encoded the {split} split: {rows:,} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f}/s), "
+              f"cached in {path.parent}", flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".tmp.npz")
         np.savez(partial, **arrays)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bertjax import heads, losses
+from bertjax.errors import BertjaxError
 from bertjax.model import BertConfig, BertForPreTraining, flops_per_example
 
 IGNORE_LABEL = -100  # token labels the loss and the metrics skip (non-first word pieces, specials, padding)
@@ -101,8 +102,6 @@ def _summed_metrics(objective: Objective, eval_outputs: Sequence[Any]) -> dict:
 
 
 def _check_ids(batch: dict, keys: Sequence[str], vocab_size: int) -> None:
-    from bertjax.errors import BertjaxError  # noqa: PLC0415  (keeps this module's imports model-level)
-
     for key in keys:
         values = batch[key]
         if values.size and (values.max() >= vocab_size or values.min() < 0):

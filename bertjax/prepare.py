@@ -26,6 +26,8 @@ def dataset_dir(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, s
 def build_demo_dataset(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str]:
     """Train the vocab and write the dataset from config.data.build.corpus, unless already there; reused later.
 
+    The vocab's casing comes from config.data.build.do_lower_case (default True) and .strip_accents (default: the
+    same as do_lower_case); Korean needs strip_accents=False to keep Hangul syllables whole.
     Only process 0 builds; the others wait (multi-host runs should use a prepared --config.data.dir instead).
     """
     build = config.data.build
@@ -34,14 +36,20 @@ def build_demo_dataset(config: ml_collections.ConfigDict, workdir: str) -> tuple
     cache_dir = build.cache_dir or os.path.join(workdir, "data")
     vocab_file = os.path.join(cache_dir, "vocab", tokenizer.VOCAB_FILE)
     data_dir = os.path.join(cache_dir, "dataset")
+    # Casing (optional fields; the demo's defaults: lower-cased, accents stripped). A cached vocab made with other
+    # settings is refused by create_pretraining_data.
+    do_lower_case = build.get("do_lower_case", True)
+    strip_accents = build.get("strip_accents", None)
     if jax.process_index() == 0:
         if not os.path.isfile(os.path.join(data_dir, "dataset_info.json")):
             print(f"building the vocab and dataset from {build.corpus} into {cache_dir} (first use; reused later)",
                   flush=True)
         if not os.path.isfile(vocab_file):
-            vocab.train_vocab(build.corpus, build.vocab_size, os.path.dirname(vocab_file), show_progress=False)
+            vocab.train_vocab(build.corpus, build.vocab_size, os.path.dirname(vocab_file), do_lower_case=do_lower_case,
+                              strip_accents=strip_accents, show_progress=False)
         create_pretraining_data.create_pretraining_data(
-            build.corpus, data_dir, vocab_file, max_seq_length=config.data.max_seq_length,
+            build.corpus, data_dir, vocab_file, do_lower_case=do_lower_case, strip_accents=strip_accents,
+            max_seq_length=config.data.max_seq_length,
             max_predictions_per_seq=config.data.max_predictions_per_seq, dupe_factor=build.dupe_factor,
             eval_fraction=build.eval_fraction, masking=build.masking, random_seed=config.data.seed,
             show_progress=False)

@@ -159,6 +159,7 @@ def test_token_tagging_learns(tmp_path, tiny_checkpoint):
     config = _config("finetune_ner", "tagging", tmp_path, tiny_checkpoint, train__num_epochs=4)
     metrics = train_and_evaluate(config, str(tmp_path / "run"))
     assert metrics["entity_f1"] >= 0.9, metrics
+    assert len(list((tmp_path / "run" / "features").glob("train-*.npz"))) == 1  # encoded once, cached
     predicted = (tmp_path / "run" / "predictions_dev.txt").read_text().split("\n\n")
     assert len([block for block in predicted if block.strip()]) == 100
     _, info = transformers.BertForTokenClassification.from_pretrained(tmp_path / "run" / "best",
