@@ -194,6 +194,31 @@ def test_span_question_answering_learns(tmp_path, tiny_checkpoint):
     assert len(answers) == 100
 
 
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_fine_tuning_resumes_exactly(tmp_path, tiny_checkpoint):
+    rng = random.Random(4)
+    _write_tsv(tmp_path / "train.tsv", ["sentence", "label"], _sentiment_rows(96, rng))
+    _write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], _sentiment_rows(32, rng))
+    config = _config("finetune_glue", "sst2", tmp_path, tiny_checkpoint, train__num_epochs=2)
+    config.model.hidden_dropout_prob = 0.1  # dropout on: the resumed run must draw the same masks
+    train_and_evaluate(config, str(tmp_path / "straight"))
+
+    def stop_after_first_epoch(info):
+        if info.step == 6:  # 96 examples, batches of 16: the epoch's checkpoint is saved at step 6
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_and_evaluate(config, str(tmp_path / "resumed"), hooks=[stop_after_first_epoch])
+    assert not (tmp_path / "resumed" / "export").exists()
+    train_and_evaluate(config, str(tmp_path / "resumed"))
+    weights = "export/model.safetensors"
+    assert (tmp_path / "resumed" / weights).read_bytes() == (tmp_path / "straight" / weights).read_bytes()
+
+
 def test_a_label_outside_the_task_is_one_line_naming_file_and_line(tmp_path, tiny_checkpoint):
     _write_tsv(tmp_path / "train.tsv", ["sentence", "label"], [("a good day", 1), ("a bad day", 7)])
     _write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], [("a good day", 1)])
