@@ -5,7 +5,7 @@ Writes (see data/demo_ko/SOURCES.md for sizes and licence facts):
     one blank line between documents; one document per help page);
   * data/demo_ko/topic/train.tsv, dev.tsv: a sentence-classification set (header `sentence<TAB>label`): which
     program's help a sentence comes from (writer, calc, impress, basic, math, chart);
-  * data/demo_ko/LICENSES/: the package's Debian copyright file and the MPL-2.0 text.
+  * data/demo_ko/LICENSES/: the package's Debian copyright file and the MPL-2.0 and Apache-2.0 texts it names.
 The dev sentences are removed from corpus.txt, so pretraining never sees them.
 
 Run (Debian bookworm; `apt-get update` first so that apt knows the package; standard library only):
@@ -21,7 +21,8 @@ What it does:
   * text: every help page (usr/share/libreoffice/help/ko/text/<module>/**/*.html) becomes one document. Script,
     style and head elements and the macOS variants of key names (`<span class="MAC" hidden>`) are dropped; block
     elements (p, h1-h6, li, td, ...) end a line; the other tags are removed and entities decoded; whitespace is
-    collapsed; "Title is: ..." lines (a repeat of the page heading) are dropped. A line is split into sentences after a Hangul syllable followed by `.`, `?` or `!` and a space.
+    collapsed; "Title is: ..." lines (a repeat of the page heading) are dropped. A line is split into sentences
+    after a Hangul syllable followed by `.`, `?` or `!` and a space.
     Only mostly-Korean sentences are kept: at least 8 Hangul syllables, and syllables are more than 40% of the
     non-space characters. A sentence is kept only at its first occurrence in the whole corpus (exact dedup);
     pages with no sentence left are dropped.
@@ -49,7 +50,9 @@ PACKAGE = "libreoffice-help-ko"
 EXPECTED_VERSION = "4:7.4.7-1+deb12u14"
 HELP_ROOT = "usr/share/libreoffice/help/ko/text"
 COPYRIGHT = f"usr/share/doc/{PACKAGE}/copyright"
-MPL_TEXT = "/usr/share/common-licenses/MPL-2.0"
+# Licence texts the copyright file points at (from Debian's base-files).
+LICENCE_TEXTS = {"MPL-2.0.txt": "/usr/share/common-licenses/MPL-2.0",
+                 "Apache-2.0.txt": "/usr/share/common-licenses/Apache-2.0"}
 LABELS = {"swriter": "writer", "scalc": "calc", "simpress": "impress", "sbasic": "basic", "smath": "math",
           "schart": "chart"}
 
@@ -61,6 +64,9 @@ _TAG = re.compile(r"(?s)<[^>]+>")
 _SENTENCE_END = re.compile(r"(?<=[\uac00-\ud7a3][.?!])\s+")
 _TOPIC_SENTENCE = re.compile(r"[다요오]\.$")
 _TITLE_LINE = "Title is:"  # a page-title line of some pages, repeating the heading
+
+
+SMALL_TRAIN = 500
 
 
 def page_lines(markup: str) -> list[str]:
@@ -168,8 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=12345)
     args = parser.parse_args(argv)
 
-    work = args.work or tempfile.mkdtemp(prefix="make_korean_corpus_")
-    os.makedirs(work, exist_ok=True)
+    if args.work:
+        os.makedirs(args.work, exist_ok=True)
+        return build(args, args.work)
+    with tempfile.TemporaryDirectory(prefix="make_korean_corpus_") as work:
+        return build(args, work)
+
+
+def build(args: argparse.Namespace, work: str) -> int:
+    """Download (unless --deb) and unpack the package in `work`, then write the files in --out."""
     deb = args.deb or fetch_deb(work)
     version = deb_version(deb)
     with open(deb, "rb") as f:
@@ -192,8 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         f.write("\n\n".join("\n".join(doc) for doc in docs) + "\n")
     write_tsv(os.path.join(args.out, "topic", "train.tsv"), train)
     write_tsv(os.path.join(args.out, "topic", "dev.tsv"), dev)
+    # The low-data setting, where pretraining shows: the first SMALL_TRAIN rows of the (shuffled) train set.
+    write_tsv(os.path.join(args.out, "topic", f"train_{SMALL_TRAIN}.tsv"), train[:SMALL_TRAIN])
     shutil.copyfile(os.path.join(unpacked, COPYRIGHT), os.path.join(args.out, "LICENSES", f"{PACKAGE}.copyright"))
-    shutil.copyfile(MPL_TEXT, os.path.join(args.out, "LICENSES", "MPL-2.0.txt"))
+    for name, path in LICENCE_TEXTS.items():
+        shutil.copyfile(path, os.path.join(args.out, "LICENSES", name))
 
     n_sentences = sum(len(doc) for doc in docs)
     print(f"wrote {corpus_path}: {os.path.getsize(corpus_path)} bytes, {len(docs)} documents, {n_sentences} "
