@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -391,7 +392,7 @@ def main() -> None:
         metric_names = list(task.metrics)
         report = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "python bench/finetune_vs_hf.py " + " ".join(sys.argv[1:]),
+            "command": "python bench/finetune_vs_hf.py " + shlex.join(sys.argv[1:]),
             "args": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "seeds": seeds},
             "machine": machine(),
             "data": {"train_rows": counts[task.train_file], "dev_rows": counts[task.dev_files[0]]},
