@@ -58,7 +58,7 @@ class _ClassificationHead(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     scan_layers: bool = False
-    remat: bool = False
+    remat: bool | str = False  # False, True or a REMAT_POLICIES name (bertjax.layers)
     classifier_dropout: float | None = None
 
     FEATURES = "pooled_output"
@@ -103,7 +103,7 @@ class BertForQuestionAnswering(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     scan_layers: bool = False
-    remat: bool = False
+    remat: bool | str = False  # False, True or a REMAT_POLICIES name (bertjax.layers)
 
     num_labels = 2  # Hugging Face's config.num_labels of a QA model: start and end.
 

@@ -222,11 +222,21 @@ class BertLayer(nn.Module):
 SCANNED_LAYERS_NAME = "layers"
 
 
+# Rematerialisation policies by name (`--config.model.remat_policy`): what a layer keeps for the backward pass.
+REMAT_POLICIES = {
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
 class BertEncoder(nn.Module):
     """A stack of `num_hidden_layers` BertLayers, unrolled (`layer_{i}`) or scanned (`layers`, stacked params).
 
     `scan_layers` compiles one layer body instead of L copies (fast compiles for deep models); `remat`
-    recomputes each layer's activations in the backward pass (less memory). Both give the same outputs.
+    recomputes each layer's activations in the backward pass (less memory): True or "nothing_saveable" saves nothing,
+    "dots_saveable" keeps every matmul output, "minimal" keeps the matmul outputs without batch dimensions (the
+    projections, not the attention scores); see `REMAT_POLICIES`. All give the same outputs and gradients.
     Returns the last hidden state and, if asked, the output of every layer ([L, B, T, H]).
     """
 
@@ -234,7 +244,7 @@ class BertEncoder(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     scan_layers: bool = False
-    remat: bool = False
+    remat: bool | str = False
     sow_attention: bool = False
 
     @nn.compact
@@ -242,7 +252,8 @@ class BertEncoder(nn.Module):
         cfg = self.config
         layer_cls = BertLayer
         if self.remat:
-            layer_cls = nn.remat(layer_cls, static_argnums=(3,), prevent_cse=not self.scan_layers)
+            policy = REMAT_POLICIES[self.remat if isinstance(self.remat, str) else "nothing_saveable"]
+            layer_cls = nn.remat(layer_cls, static_argnums=(3,), prevent_cse=not self.scan_layers, policy=policy)
         kw = dict(config=cfg, dtype=self.dtype, param_dtype=self.param_dtype, sow_attention=self.sow_attention)
         if self.scan_layers:
             stack = nn.scan(

@@ -151,7 +151,7 @@ class BertModel(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     scan_layers: bool = False
-    remat: bool = False
+    remat: bool | str = False  # False, True or a REMAT_POLICIES name (bertjax.layers)
     sow_attention: bool = False
     add_pooling_layer: bool = True
 
@@ -252,7 +252,7 @@ class BertForPreTraining(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     scan_layers: bool = False
-    remat: bool = False
+    remat: bool | str = False  # False, True or a REMAT_POLICIES name (bertjax.layers)
     sow_attention: bool = False
 
     def setup(self):

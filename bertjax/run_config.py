@@ -18,6 +18,7 @@ from bertjax.convert import sources
 from bertjax.data import catalog
 from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
 from bertjax.errors import BertjaxError
+from bertjax.layers import REMAT_POLICIES
 from bertjax.model import BertConfig
 from bertjax.train_state import validate_optimizer_config
 
@@ -147,6 +148,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
                            "set it to the phase-1 --workdir or its export directory.")
     for path in POSITIVE_FIELDS:
         _positive(config, path)
+    policy = config.model.get("remat_policy", "nothing_saveable")
+    if policy not in REMAT_POLICIES:
+        raise BertjaxError(f"--config.model.remat_policy={policy!r} is unknown; use one of {', '.join(REMAT_POLICIES)}.")
     if config.dtype not in DTYPES:
         raise BertjaxError(f"--config.dtype={config.dtype!r} is not supported; use one of {DTYPES}.")
     batch, micro = config.train.batch_size, config.train.micro_batches

@@ -61,7 +61,8 @@ class Trainer:
         self.objective = objective or objectives.Pretraining(config.data.max_predictions_per_seq)
         self.model = self.objective.build_model(
             self.bert_config, dtype=jnp.dtype(config.dtype), param_dtype=jnp.float32,
-            scan_layers=config.model.scan_layers, remat=config.model.remat)
+            scan_layers=config.model.scan_layers,
+            remat=config.model.remat and config.model.get("remat_policy", "nothing_saveable"))
         self.tx, self.schedule = create_optimizer(config.optimizer, config.train.num_train_steps)
         self.batch_sharding = sharding.batch_sharding(mesh)
         replicated = sharding.replicated(mesh)

@@ -38,6 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Stack the encoder layers with nn.scan (faster compiles for deep models) and rematerialise them.
     config.model.scan_layers = False
     config.model.remat = False
+    # What a rematerialised layer keeps: "nothing_saveable" (least memory), "minimal" (the projections' outputs),
+    # "dots_saveable" (every matmul output; least recomputation).
+    config.model.remat_policy = "nothing_saveable"
 
     # Compute dtype of the model ("bfloat16" or "float32"); params, LayerNorm, softmax and losses stay float32.
     config.dtype = "bfloat16"

@@ -124,6 +124,14 @@ def test_the_door_checks_everything_before_building_anything(tmp_path):
     assert (spec.vocab_size, spec.data_dir) == (96, None)
 
 
+def test_unknown_remat_policy_is_a_clear_error():
+    config = tiny_config()
+    config.model.remat_policy = "everything"
+    with pytest.raises(BertjaxError, match=r"--config.model.remat_policy='everything' is unknown; use one of "
+                                           r"nothing_saveable, dots_saveable, minimal"):
+        run_config.validate(config, num_devices=1, process_count=1)
+
+
 def test_token_ids_must_be_below_vocab_size():
     from _train_helpers import make_batch
 

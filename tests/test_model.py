@@ -266,6 +266,35 @@ def test_remat_and_scan_give_same_gradients(small_params):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), unstack_layers(grads_scan), grads)
 
 
+@pytest.mark.parametrize("policy", ["nothing_saveable", "dots_saveable", "minimal"])
+def test_remat_policies_give_the_same_gradients(small_params, policy):
+    batch = make_batch(SMALL)
+
+    def loss_fn(params, model):
+        out = model.apply({"params": params}, *model_inputs(batch))
+        return losses.pretraining_loss(out["mlm_logits"], out["nsp_logits"], batch)
+
+    reference = jax.grad(loss_fn)(small_params, BertForPreTraining(SMALL))
+    grads = jax.grad(loss_fn)(small_params, BertForPreTraining(SMALL, remat=policy))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), grads, reference)
+
+
+def test_remat_policies_change_what_is_recomputed(small_params):
+    batch = make_batch(SMALL)
+
+    def matmuls_in_backward(policy):
+        model = BertForPreTraining(SMALL, remat=policy)
+
+        def loss_fn(params):
+            out = model.apply({"params": params}, *model_inputs(batch))
+            return losses.pretraining_loss(out["mlm_logits"], out["nsp_logits"], batch)
+
+        return jax.jit(jax.grad(loss_fn)).lower(small_params).as_text().count("dot_general")
+
+    counts = {policy: matmuls_in_backward(policy) for policy in ("nothing_saveable", "minimal", "dots_saveable")}
+    assert counts["dots_saveable"] < counts["nothing_saveable"], counts  # saved matmuls are not recomputed
+
+
 def test_gradient_is_finite_and_matches_finite_difference():
     """jax.grad of the full pretraining loss against a central difference, in float64 so the check is tight."""
     config = SMALL.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
