@@ -80,11 +80,17 @@ def _entailment_rows(n, rng, start=0):
     return rows
 
 
+def _sentiment_task(directory, *, seed: int, num_train: int, num_dev: int) -> random.Random:
+    """SST-2-format train.tsv and dev.tsv in `directory`; returns the random stream for more rows."""
+    rng = random.Random(seed)
+    _write_tsv(directory / "train.tsv", ["sentence", "label"], _sentiment_rows(num_train, rng))
+    _write_tsv(directory / "dev.tsv", ["sentence", "label"], _sentiment_rows(num_dev, rng))
+    return rng
+
+
 @pytest.mark.slow
 def test_single_sentence_classification_learns(tmp_path, tiny_checkpoint):
-    rng = random.Random(0)
-    _write_tsv(tmp_path / "train.tsv", ["sentence", "label"], _sentiment_rows(320, rng))
-    _write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], _sentiment_rows(100, rng))
+    rng = _sentiment_task(tmp_path, seed=0, num_train=320, num_dev=100)
     config = _config("finetune_glue", "sst2", tmp_path, tiny_checkpoint, train__num_epochs=3)
     metrics = train_and_evaluate(config, str(tmp_path / "run"))
     assert metrics["accuracy"] >= 0.95, metrics
@@ -200,9 +206,7 @@ class _Interrupt(Exception):
 
 @pytest.mark.slow
 def test_fine_tuning_resumes_exactly(tmp_path, tiny_checkpoint):
-    rng = random.Random(4)
-    _write_tsv(tmp_path / "train.tsv", ["sentence", "label"], _sentiment_rows(96, rng))
-    _write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], _sentiment_rows(32, rng))
+    _sentiment_task(tmp_path, seed=4, num_train=96, num_dev=32)
     config = _config("finetune_glue", "sst2", tmp_path, tiny_checkpoint, train__num_epochs=2)
     config.model.hidden_dropout_prob = 0.1  # dropout on: the resumed run must draw the same masks
     train_and_evaluate(config, str(tmp_path / "straight"))
