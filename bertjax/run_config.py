@@ -23,6 +23,7 @@ from bertjax.model import BertConfig
 from bertjax.train_state import validate_optimizer_config
 
 DTYPES = ("float32", "bfloat16")
+RNG_IMPLS = ("threefry", "rbg", "unsafe_rbg")
 POSITIVE_FIELDS = ("train.batch_size", "train.micro_batches", "train.num_train_steps", "eval.batch_size",
                    "eval.every_steps", "checkpoint.every_steps", "checkpoint.keep", "log.every_steps",
                    "data.max_seq_length", "data.max_predictions_per_seq")
@@ -151,6 +152,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     policy = config.model.get("remat_policy", "nothing_saveable")
     if policy not in REMAT_POLICIES:
         raise BertjaxError(f"--config.model.remat_policy={policy!r} is unknown; use one of {', '.join(REMAT_POLICIES)}.")
+    if config.train.get("rng_impl", "threefry") not in RNG_IMPLS:
+        raise BertjaxError(f"--config.train.rng_impl={config.train.rng_impl!r} is unknown; use one of "
+                           f"{', '.join(RNG_IMPLS)}.")
     if config.dtype not in DTYPES:
         raise BertjaxError(f"--config.dtype={config.dtype!r} is not supported; use one of {DTYPES}.")
     batch, micro = config.train.batch_size, config.train.micro_batches

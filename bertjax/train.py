@@ -67,10 +67,14 @@ class Trainer:
         self.batch_sharding = sharding.batch_sharding(mesh)
         replicated = sharding.replicated(mesh)
 
+        rng_impl = config.train.get("rng_impl", "threefry")
+
         def init_state(rng):
             init_rng, dropout_rng = jax.random.split(rng)
             inputs = self.objective.init_inputs(config.data.max_seq_length)
             params = self.model.init({"params": init_rng}, *inputs)["params"]
+            if rng_impl != "threefry":  # dropout's key only: params are initialised as with threefry
+                dropout_rng = jax.random.key(jax.random.bits(dropout_rng, dtype=jnp.uint32), impl=rng_impl)
             return TrainState.create(params, self.tx, dropout_rng)
 
         rng = jax.random.key(config.train.seed)
