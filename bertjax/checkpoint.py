@@ -220,8 +220,13 @@ def load_params(init_from: str, abstract_params, head_name: str | None = None) -
     encoder (`bert`), which the caller puts beside its freshly initialised head, or all of them when `init_from` is
     a fine-tuned model of the same head class.
     """
-    wanted = abstract_params if "cls" in abstract_params else {"bert": abstract_params["bert"]}
     root = absolute_path(init_from)
+    try:
+        source_head = sources.load_pretrained(str(root), read_params=False).head
+    except BertjaxError as e:
+        raise BertjaxError(f"config.train.init_from={init_from}: {e}") from e
+    same_head = source_head is not None and type(source_head).__name__ == head_name  # the door checked its labels
+    wanted = abstract_params if "cls" in abstract_params or same_head else {"bert": abstract_params["bert"]}
     checkpoints = root / CHECKPOINTS_DIR
     if checkpoints.is_dir():
         with ocp.CheckpointManager(checkpoints, options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
@@ -240,10 +245,7 @@ def load_params(init_from: str, abstract_params, head_name: str | None = None) -
         pretrained = sources.load_pretrained(str(root), allow_missing_heads="cls" not in wanted)
     except BertjaxError as e:
         raise BertjaxError(f"config.train.init_from={init_from}: {e}") from e
-    params = pretrained.params
-    if pretrained.head_params is not None and type(pretrained.head).__name__ == head_name:
-        params = pretrained.head_params  # the same head (the door checked its labels): continue with its classifier
-        wanted = abstract_params
+    params = pretrained.head_params if same_head else pretrained.params  # same head: continue with its classifier
     scanned = wanted["bert"]["encoder"].get(SCANNED_LAYERS_NAME)
     if scanned is not None:
         params = stack_layers(params, jax.tree.leaves(scanned)[0].shape[0])

@@ -28,7 +28,7 @@ from flax import traverse_util
 from bertjax.convert import hf
 from bertjax.errors import BertjaxError
 from bertjax.layers import SCANNED_LAYERS_NAME, accum_dtype, dense
-from bertjax.model import BertConfig, BertModel, abstract_params, stack_layers, unstack_layers
+from bertjax.model import BertConfig, BertModel, stack_layers, unstack_layers
 
 Dtype = Any
 

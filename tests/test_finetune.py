@@ -117,6 +117,9 @@ def test_single_sentence_classification_learns(tmp_path, tiny_checkpoint):
                      optimizer__learning_rate=1e-9)
     again = train_and_evaluate(config, str(tmp_path / "again"))
     assert again["accuracy"] >= 0.95, again
+    config.train.init_from = str(tmp_path / "run")  # the workdir: its latest checkpoint, read through Orbax
+    again = train_and_evaluate(config, str(tmp_path / "again_from_workdir"))
+    assert again["accuracy"] >= 0.95, again
     # ... and a task with another number of labels is one clear error.
     _write_tsv(tmp_path / "three.tsv", ["text", "kind"], [(row[0], ("x", "y", "z")[i % 3]) for i, row in
                                                           enumerate(_sentiment_rows(40, rng))])

@@ -15,6 +15,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from bertjax.convert import tensor_bundle as tb
 from bertjax.convert import tf_checkpoint as tfc
 from bertjax.data.features import _varint
 from bertjax.errors import BertjaxError
@@ -56,7 +57,7 @@ def test_fixture_is_a_small_non_default_bert(config):
 
 
 def test_every_model_variable_reads_back_bitwise(weights):
-    arrays = tfc.read_checkpoint(PREFIX, names=sorted(weights))
+    arrays = tb.read_checkpoint(PREFIX, names=sorted(weights))
     assert set(arrays) == set(weights)
     for name, value in weights.items():
         assert arrays[name].dtype == np.float32 and arrays[name].shape == value.shape, name
@@ -64,7 +65,7 @@ def test_every_model_variable_reads_back_bitwise(weights):
 
 
 def test_optimizer_slots_and_global_step_are_recognised_and_skipped(weights, loaded):
-    variables = tfc.list_variables(PREFIX)
+    variables = tb.list_variables(PREFIX)
     others = set(variables) - set(weights)
     assert others == {f"{n}/adam_{s}" for n in weights for s in "mv"} | {"global_step"}
     assert all(tfc.is_optimizer_or_counter(n) for n in others)
@@ -72,8 +73,8 @@ def test_optimizer_slots_and_global_step_are_recognised_and_skipped(weights, loa
     assert variables["global_step"] == ((), "int64")
     assert sorted(loaded.skipped_names) == sorted(others) and loaded.missing_heads == []
     # A predicate leaves them unread; read alone, the counter is the int64 TF saved.
-    assert set(tfc.read_checkpoint(PREFIX, lambda n: not tfc.is_optimizer_or_counter(n))) == set(weights)
-    step = tfc.read_checkpoint(PREFIX, ["global_step"])["global_step"]
+    assert set(tb.read_checkpoint(PREFIX, lambda n: not tfc.is_optimizer_or_counter(n))) == set(weights)
+    step = tb.read_checkpoint(PREFIX, ["global_step"])["global_step"]
     assert step.dtype == np.int64 and step.shape == () and step == 4321
 
 
@@ -162,7 +163,7 @@ def test_outputs_match_transformers_on_the_original_weights():
 def test_sharded_bundle_of_every_dtype():
     """dtypes.ckpt: saved by Saver(sharded=True) from two devices, so two data files merged by one index."""
     assert len(list(FIXTURES.glob("dtypes.ckpt.data-*-of-00002"))) == 2
-    arrays = tfc.read_checkpoint(FIXTURES / "dtypes.ckpt.index")  # the .index file names the checkpoint too
+    arrays = tb.read_checkpoint(FIXTURES / "dtypes.ckpt.index")  # the .index file names the checkpoint too
     expected = np.load(FIXTURES / "dtypes.npz")
     assert set(arrays) == {f"dtypes/{n}" for n in expected.files}
     for name in expected.files:
@@ -175,22 +176,23 @@ def test_sharded_bundle_of_every_dtype():
 
 
 def test_crc32c_matches_the_bytewise_definition():
-    assert tfc.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
-    assert tfc.crc32c(b"") == 0
+    assert tb.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    assert tb.crc32c(b"") == 0
     rng = np.random.default_rng(0)
     for size in (1, 4095, 4 * 4096, 5 * 4096 + 3, 9 * 4096 + 1001):  # the vectorised path from 4 lanes on
         data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
-        assert tfc.crc32c(data) == tfc._crc_update(0xFFFFFFFF, data) ^ 0xFFFFFFFF, size
+        assert tb.crc32c(data) == tb._crc_update(0xFFFFFFFF, data) ^ 0xFFFFFFFF, size
 
 
 def _edit_index(monkeypatch, edit):
     """Make every checkpoint opened from now on look as `edit(entries)` says (a name -> TensorEntry dict)."""
-    class Edited(tfc._Bundle):
+    class Edited(tb.Bundle):
         def __init__(self, prefix):
             super().__init__(prefix)
             self.entries = edit(self.entries)
 
-    monkeypatch.setattr(tfc, "_Bundle", Edited)
+    monkeypatch.setattr(tb, "Bundle", Edited)
+    monkeypatch.setattr(tfc, "Bundle", Edited)  # the name tf_checkpoint opens checkpoints with
 
 
 def test_missing_heads_are_reported_separately(monkeypatch, weights):
@@ -254,7 +256,7 @@ def test_truncated_data_file(copy):
     with open(data, "r+b") as f:
         f.truncate(data.stat().st_size // 2)
     with pytest.raises(BertjaxError, match=f"data file {re.escape(str(data))} is truncated: .* needs bytes"):
-        tfc.read_checkpoint(copy)
+        tb.read_checkpoint(copy)
 
 
 def _flip_bits(path: Path, position: int, bits: int) -> None:
@@ -266,68 +268,68 @@ def _flip_bits(path: Path, position: int, bits: int) -> None:
 def test_corrupted_data_fails_its_checksum(copy):
     _flip_bits(copy.parent / DATA_FILE, 100, 0xFF)
     with pytest.raises(BertjaxError, match=r"^\S+ in \S+data-00000-of-00001 fails its crc32c check"):
-        tfc.read_checkpoint(copy)
-    assert len(tfc.read_checkpoint(copy, verify_crc=False)) == len(tfc.list_variables(PREFIX))
+        tb.read_checkpoint(copy)
+    assert len(tb.read_checkpoint(copy, verify_crc=False)) == len(tb.list_variables(PREFIX))
 
 
 def test_index_without_table_magic(copy):
     index = copy.parent / "bert_model.ckpt.index"
     _flip_bits(index, -1, 0xFF)
     with pytest.raises(BertjaxError, match=f"{re.escape(str(index))} is not a TensorFlow checkpoint index"):
-        tfc.read_checkpoint(copy)
+        tb.read_checkpoint(copy)
     index.write_bytes(b"model_checkpoint_path: \"bert_model.ckpt\"\n")
     with pytest.raises(BertjaxError, match="not a TensorFlow checkpoint index"):
-        tfc.list_variables(copy)
+        tb.list_variables(copy)
 
 
 def test_index_with_a_corrupted_block(copy):
     index = copy.parent / "bert_model.ckpt.index"
     _flip_bits(index, 200, 0x01)
     with pytest.raises(BertjaxError, match=f"checkpoint index {re.escape(str(index))} is corrupt .*checksum"):
-        tfc.list_variables(copy)
+        tb.list_variables(copy)
 
 
 def test_missing_files(copy):
     (copy.parent / DATA_FILE).unlink()
-    assert len(tfc.list_variables(copy)) == len(tfc.list_variables(PREFIX))  # the index alone
+    assert len(tb.list_variables(copy)) == len(tb.list_variables(PREFIX))  # the index alone
     with pytest.raises(BertjaxError, match=f"data file {re.escape(str(copy.parent / DATA_FILE))} does not exist"):
-        tfc.read_checkpoint(copy)
+        tb.read_checkpoint(copy)
     with pytest.raises(BertjaxError, match=r"index .*nothing\.ckpt\.index does not exist; pass the checkpoint prefix"):
-        tfc.read_checkpoint(copy.parent / "nothing.ckpt")
+        tb.read_checkpoint(copy.parent / "nothing.ckpt")
 
 
 def test_shard_count_mismatch(copy):
     (copy.parent / DATA_FILE).rename(copy.parent / "bert_model.ckpt.data-00000-of-00002")
     with pytest.raises(BertjaxError, match="declares 1 data shard.*data-00000-of-00002.*different saves"):
-        tfc.read_checkpoint(copy)
+        tb.read_checkpoint(copy)
 
 
 def test_names_that_are_not_in_the_checkpoint():
     with pytest.raises(BertjaxError, match="has no variable bert/nothing; list_variables"):
-        tfc.read_checkpoint(PREFIX, ["bert/pooler/dense/bias", "bert/nothing"])
+        tb.read_checkpoint(PREFIX, ["bert/pooler/dense/bias", "bert/nothing"])
 
 
 def test_unsupported_dtype(monkeypatch):
     bias = "bert/pooler/dense/bias"
     _edit_index(monkeypatch, lambda entries: {**entries, bias: entries[bias]._replace(dtype=7)})  # DT_STRING
-    assert tfc.list_variables(PREFIX)["bert/pooler/dense/bias"] == ((32,), "string")
+    assert tb.list_variables(PREFIX)["bert/pooler/dense/bias"] == ((32,), "string")
     with pytest.raises(BertjaxError, match=r"bert/pooler/dense/bias in .*bert_model\.ckpt\.index has dtype string, "
                                            r"which bertjax does not read .*names="):
-        tfc.read_checkpoint(PREFIX)
-    assert "bert/pooler/dense/bias" not in tfc.read_checkpoint(PREFIX, lambda n: n.startswith("cls/"))
+        tb.read_checkpoint(PREFIX)
+    assert "bert/pooler/dense/bias" not in tb.read_checkpoint(PREFIX, lambda n: n.startswith("cls/"))
 
 
 def test_prefix_from_a_directory_or_a_file(copy):
-    assert tfc.resolve_prefix(copy.parent) == copy  # named by the `checkpoint` file (a relative path)
+    assert tb.resolve_prefix(copy.parent) == copy  # named by the `checkpoint` file (a relative path)
     (copy.parent / "checkpoint").write_text('model_checkpoint_path: "/elsewhere/bert_model.ckpt"\n')
-    assert tfc.resolve_prefix(copy.parent) == copy  # an absolute path from the machine that trained it
+    assert tb.resolve_prefix(copy.parent) == copy  # an absolute path from the machine that trained it
     (copy.parent / "checkpoint").unlink()
     with pytest.raises(BertjaxError, match="should hold one TF checkpoint"):
-        tfc.resolve_prefix(copy.parent)  # dtypes.ckpt.index is there too
+        tb.resolve_prefix(copy.parent)  # dtypes.ckpt.index is there too
     (copy.parent / "dtypes.ckpt.index").unlink()
-    assert tfc.resolve_prefix(copy.parent) == copy
-    assert tfc.resolve_prefix(copy.parent / DATA_FILE) == copy
-    assert tfc.resolve_prefix(f"{copy}.index") == copy
+    assert tb.resolve_prefix(copy.parent) == copy
+    assert tb.resolve_prefix(copy.parent / DATA_FILE) == copy
+    assert tb.resolve_prefix(f"{copy}.index") == copy
 
 
 def _table(blocks: list[list[tuple[bytes, bytes]]]) -> bytes:
@@ -340,7 +342,7 @@ def _table(blocks: list[list[tuple[bytes, bytes]]]) -> bytes:
             restarts.append(len(body))
             body += _varint(0) + _varint(len(key)) + _varint(len(value)) + key + value
         body += b"".join(r.to_bytes(4, "little") for r in restarts) + len(restarts).to_bytes(4, "little")
-        out.extend(body + b"\0" + tfc.masked_crc32c(bytes(body) + b"\0").to_bytes(4, "little"))
+        out.extend(body + b"\0" + tb.masked_crc32c(bytes(body) + b"\0").to_bytes(4, "little"))
         return _varint(start) + _varint(len(body))
 
     index = [(entries[-1][0], block(entries)) for entries in blocks]
@@ -351,8 +353,8 @@ def _table(blocks: list[list[tuple[bytes, bytes]]]) -> bytes:
 
 def test_index_of_several_data_blocks(copy):
     """TF packs 256 KiB of entries per block, so BERT's indexes have one; bigger ones have several."""
-    entries = sorted(tfc._read_table(copy.parent / "bert_model.ckpt.index").items())
+    entries = sorted(tb._read_table(copy.parent / "bert_model.ckpt.index").items())
     (copy.parent / "bert_model.ckpt.index").write_bytes(_table([entries[:1], entries[1:50], entries[50:]]))
-    expected = tfc.read_checkpoint(PREFIX)
-    arrays = tfc.read_checkpoint(copy)
+    expected = tb.read_checkpoint(PREFIX)
+    arrays = tb.read_checkpoint(copy)
     assert set(arrays) == set(expected) and all(np.array_equal(arrays[n], expected[n]) for n in expected)

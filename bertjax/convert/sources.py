@@ -34,7 +34,7 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from bertjax import heads as heads_lib
-from bertjax.convert import hf, tf_checkpoint
+from bertjax.convert import hf, tensor_bundle, tf_checkpoint
 from bertjax.data import tokenizer
 from bertjax.errors import BertjaxError
 from bertjax.model import BertConfig, BertForPreTraining, abstract_params, init_params, unstack_layers
@@ -244,7 +244,7 @@ def _load_tf(path: Path, read_params: bool) -> Pretrained:
     vocab, lower, strip, casing_from = _vocab_and_casing(path, _casing_from_name(path))
     params = None
     if read_params:
-        params = tf_checkpoint.read_params(tf_checkpoint.resolve_prefix(path), config)
+        params = tf_checkpoint.read_params(tensor_bundle.resolve_prefix(path), config)
     return Pretrained(ORIGINAL_TF, path, config, params, vocab, lower, strip, casing_from)
 
 
