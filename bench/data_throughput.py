@@ -3,6 +3,9 @@
     python bench/data_throughput.py                      # ~1 MB and ~10 MB corpora, a few minutes
     python bench/data_throughput.py --scales 1,10,100    # bigger (reference skipped above --max_reference_mb)
     python bench/data_throughput.py --with-original      # also google-research/bert's script, under TensorFlow
+    python bench/data_throughput.py --nsmc GIT_DIR --base_mb 10 --scales 1 --vocab_size 16000 --no-lowercase \
+        --dupe_factor 2 --results_name data_throughput_korean   # real Korean text (Naver movie reviews)
+    python bench/data_throughput.py --baseline_tree /tmp/before ...   # also another bertjax tree (before/after)
 
 --with-original makes a virtualenv (default /tmp/bertjax_original_env, or --original_env) with tensorflow-cpu and
 bert-tensorflow==1.0.4 (google-research/bert's create_pretraining_data.py and tokenization.py, on
@@ -11,15 +14,19 @@ the same settings. Its time excludes the TensorFlow import (reported apart); its
 only; its peak RSS includes TensorFlow (its RSS after the import is reported apart). Nothing of Google's code is
 stored in this repository.
 
-Corpora are whole documents of data/demo/corpus.txt (synthetic text if it is missing), the larger ones made by
-concatenating shuffled copies of its documents. A WordPiece vocab of about --vocab_size pieces is trained on the
+Corpora are whole documents of data/demo/corpus.txt (synthetic text if it is missing), or of --text (a file, or a
+directory of *.txt files: one sentence per line, a blank line between documents), or of NSMC (--nsmc: a clone, or the
+git directory of one, of github.com/e9t/nsmc; each movie's reviews from raw/*.json, in movie-id order, make one
+document, one review per line with its whitespace collapsed). The larger corpora are made by concatenating shuffled
+copies of the documents. A WordPiece vocab of about --vocab_size pieces is trained on the
 smallest corpus (the others are reshuffled copies of it), or pass --vocab. Each measurement runs in its own
 subprocess: `reference_original` (the original algorithm, pure Python, one core), ours with --num_workers=1, and
-ours with all cores. Reported per run: wall time of the work, CPU seconds of the process tree (worker processes
-sampled with psutil every 20 ms, so a worker's last few ms may be missed), instances/s, instances per CPU-second,
-and peak RSS (sum over the process tree, sampled every 20 ms). Each measurement is repeated (--repeats) and the
-fastest run reported, with the largest peak RSS. Results go to
-bench/results/data_throughput.json and .md.
+ours with all cores; with --baseline_tree, also the bertjax of another source tree (for example a
+`git worktree add /tmp/before <commit>`) with one worker, as `baseline`. Reported per run: wall time of the work,
+CPU seconds of the process tree (worker processes sampled with psutil every 20 ms, so a worker's last few ms may be
+missed), instances/s, instances per CPU-second, and peak RSS (sum over the process tree, sampled every 20 ms).
+Each measurement is repeated (--repeats) and the fastest run reported, with the largest peak RSS. Results go to
+bench/results/data_throughput.json and .md (or --results_name).
 """
 from __future__ import annotations
 
@@ -65,9 +72,61 @@ def _synthetic_documents(num_docs: int, seed: int = 0) -> list[str]:
     return docs
 
 
-def make_corpora(workdir: Path, base_mb: float, scales: list[int]) -> dict[int, Path]:
+def _git_files(git_dir: Path, paths: list[str]):
+    """(path, bytes) of files at HEAD of a git directory, read with one `git cat-file --batch`."""
+    process = subprocess.Popen(["git", "--git-dir", str(git_dir), "cat-file", "--batch"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE)
+    try:
+        for path in paths:
+            process.stdin.write(f"HEAD:{path}\n".encode())
+            process.stdin.flush()
+            header = process.stdout.readline().split()
+            if header[-1] == b"missing":
+                raise FileNotFoundError(f"{path} is not in {git_dir} (a partial copy?)")
+            data = process.stdout.read(int(header[2]))
+            process.stdout.read(1)
+            yield path, data
+    finally:
+        process.stdin.close()
+        process.wait()
+
+
+def nsmc_documents(source: Path, max_mb: float) -> tuple[list[str], str]:
+    """NSMC's reviews as documents (one movie each, movie-id order, one review per line) up to ~max_mb MB, and a
+    line saying where they came from (the commit)."""
+    git_dir = source / ".git" if (source / ".git").is_dir() else source
+    if (git_dir / "HEAD").is_file():
+        commit = subprocess.run(["git", "--git-dir", str(git_dir), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        listing = subprocess.run(["git", "--git-dir", str(git_dir), "ls-tree", "--name-only", "HEAD", "raw/"],
+                                 capture_output=True, text=True, check=True).stdout.split()
+        files = _git_files(git_dir, sorted(listing, key=lambda p: int(Path(p).stem)))
+        origin = f"github.com/e9t/nsmc at commit {commit}"
+    else:
+        paths = sorted((source / "raw").glob("*.json"), key=lambda p: int(p.stem))
+        files = ((str(p), p.read_bytes()) for p in paths)
+        origin = f"NSMC files in {source}"
+    docs, size = [], 0
+    for _, data in files:
+        reviews = [" ".join(review["review"].split()) for review in json.loads(data)]
+        doc = "\n".join(r for r in reviews if r) + "\n\n"
+        if doc.strip():
+            docs.append(doc)
+            size += len(doc.encode("utf-8"))
+        if size >= max_mb * 1e6:
+            break
+    return docs, (f"{origin}: raw/*.json, {len(docs)} movies (documents) in movie-id order, one review per line, "
+                  f"{sum(d.count(chr(10)) - 1 for d in docs)} reviews, {size / 1e6:.1f} MB")
+
+
+def text_documents(source: Path) -> list[str]:
+    """Documents of a corpus file or of a directory of *.txt files."""
+    paths = sorted(source.glob("*.txt")) if source.is_dir() else [source]
+    return [doc for path in paths for doc in _documents(path)]
+
+
+def make_corpora(workdir: Path, base_mb: float, scales: list[int], docs: list[str]) -> dict[int, Path]:
     """Corpus files of ~base_mb * scale MB: whole documents, each copy of the document list shuffled anew."""
-    docs = _documents(DEMO_CORPUS) if DEMO_CORPUS.is_file() else _synthetic_documents(600)
     rng = random.Random(0)
     base: list[str] = []
     size = 0
@@ -86,12 +145,13 @@ def make_corpora(workdir: Path, base_mb: float, scales: list[int]) -> dict[int, 
     return corpora
 
 
-def train_bench_vocab(corpus: Path, vocab_size: int, out: Path) -> Path:
-    """A WordPiece vocab trained on `corpus` (uncased)."""
+def train_bench_vocab(corpus: Path, vocab_size: int, out: Path, lowercase: bool, strip_accents: bool) -> Path:
+    """A WordPiece vocab trained on `corpus`."""
     sys.path.insert(0, str(REPO))
     from bertjax.data.vocab import train_vocab  # noqa: PLC0415  (not at the top: --child runs time their imports)
 
-    return train_vocab(str(corpus), vocab_size, out, do_lower_case=True, min_frequency=1, show_progress=False)
+    return train_vocab(str(corpus), vocab_size, out, do_lower_case=lowercase, strip_accents=strip_accents,
+                       min_frequency=1, show_progress=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -112,7 +172,7 @@ cpd.main(None)
 run_s, run_cpu_s = time.perf_counter() - started, time.process_time() - cpu
 count = sum(1 for _ in tf.python_io.tf_record_iterator(tf.flags.FLAGS.output_file))
 print(json.dumps({"instances": count, "run_s": run_s, "run_cpu_s": run_cpu_s, "import_s": import_s,
-                  "import_rss_mb": import_rss_mb}))
+                  "import_rss_mb": import_rss_mb, "tensorflow": tf.__version__}))
 """
 
 
@@ -130,18 +190,19 @@ def original_env(path: Path) -> Path:
     return runner
 
 
-def original_command(runner: Path, corpus: Path, vocab: Path, dupe_factor: int, out: str) -> list[str]:
-    """The original's command line with bertjax's bench settings (its own defaults otherwise)."""
+def original_command(runner: Path, corpus: Path, vocab: Path, dupe_factor: int, out: str, lowercase: bool) -> list[str]:
+    """The original's command line with bertjax's bench settings (its own defaults otherwise); its do_lower_case
+    also strips accents."""
     return [str(runner.parent / "bin" / "python"), str(runner), f"--input_file={corpus}",
-            f"--output_file={Path(out) / 'original.tfrecord'}", f"--vocab_file={vocab}", "--do_lower_case=True",
+            f"--output_file={Path(out) / 'original.tfrecord'}", f"--vocab_file={vocab}", f"--do_lower_case={lowercase}",
             "--max_seq_length=128", "--max_predictions_per_seq=20", "--masked_lm_prob=0.15", "--short_seq_prob=0.1",
             "--random_seed=12345", f"--dupe_factor={dupe_factor}"]
 
 
 def child(args: argparse.Namespace) -> None:
     """Run one implementation; print a JSON line with its count, import time and the wall/CPU time of the run."""
-    sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "tests"))  # reference_original is test support, not part of the package
+    sys.path.insert(0, args.tree or str(REPO))  # --tree: the baseline's bertjax
     started = time.perf_counter()  # the imports below are timed (import_s)
     if args.child == "reference":
         import reference_original  # noqa: PLC0415
@@ -156,7 +217,7 @@ def child(args: argparse.Namespace) -> None:
     cpu, started = time.process_time(), time.perf_counter()
     if args.child == "reference":
         tokens = tokenizer.read_vocab(args.vocab)
-        full = reference_original.FullTokenizer(tokens, do_lower_case=True)
+        full = reference_original.FullTokenizer(tokens, do_lower_case=args.lowercase, strip_accents=args.strip_accents)
         made = reference_original.create_training_instances(
             [Path(args.corpus)], full, max_seq_length=128, dupe_factor=args.dupe_factor, max_predictions_per_seq=20)
         count = reference_original.write_instances(made, Path(args.out) / "reference.array_record", full.vocab, 128, 20)
@@ -169,21 +230,26 @@ def child(args: argparse.Namespace) -> None:
                       "run_cpu_s": time.process_time() - cpu, "import_s": import_s}))
 
 
-def measure(kind: str, corpus: Path, vocab: Path, workers: int, dupe_factor: int, runner: Path | None = None,
-            min_mb_per_worker: float | None = None) -> dict:
+def measure(kind: str, corpus: Path, vocab: Path, workers: int, dupe_factor: int, lowercase: bool, strip_accents: bool,
+            runner: Path | None = None, min_mb_per_worker: float | None = None, tree: str | None = None) -> dict:
     """Run one child process; sample the RSS of its process tree; return its numbers."""
     with tempfile.TemporaryDirectory(prefix="bench_data_") as out:
         if kind == "original":
-            command = original_command(runner, corpus, vocab, dupe_factor, out)
+            command = original_command(runner, corpus, vocab, dupe_factor, out, lowercase)
         else:
-            command = [sys.executable, __file__, "--child", kind, "--corpus", str(corpus), "--vocab", str(vocab),
-                       "--workers", str(workers), "--dupe_factor", str(dupe_factor), "--out", out]
+            command = [sys.executable, __file__, "--child", "ours" if kind == "baseline" else kind,
+                       "--corpus", str(corpus), "--vocab", str(vocab),
+                       "--workers", str(workers), "--dupe_factor", str(dupe_factor), "--out", out,
+                       "--lowercase" if lowercase else "--no-lowercase",
+                       "--strip_accents" if strip_accents else "--no-strip_accents"]
             if min_mb_per_worker is not None:
                 command.append(f"--min_mb_per_worker={min_mb_per_worker}")
+            if kind == "baseline":
+                command.append(f"--tree={tree}")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   env={**os.environ, "PYTHONPATH": str(REPO)})
+                                   env={**os.environ, "PYTHONPATH": tree if kind == "baseline" else str(REPO)})
         peak = 0
         cpu_by_pid: dict[int, float] = {}  # last seen user+sys of every process of the tree (workers included)
         parent = psutil.Process(process.pid)
@@ -219,6 +285,8 @@ def measure(kind: str, corpus: Path, vocab: Path, workers: int, dupe_factor: int
         descendants = max(descendants, own - cpu_by_pid.get(process.pid, own))
     cpu = result["run_cpu_s"] + descendants
     extra = {k: round(result[k], 2) for k in ("import_s", "import_rss_mb") if k in result}
+    if "tensorflow" in result:
+        extra["tensorflow"] = result["tensorflow"]
     if min_mb_per_worker is not None:
         extra["min_mb_per_worker"] = min_mb_per_worker
     return {
@@ -273,6 +341,8 @@ def write_report(results: dict, name: str = "data_throughput") -> Path:
         f"implementation); max_seq_length 128, max_predictions_per_seq 20, dupe_factor {results['dupe_factor']}; "
         f"load average at the start {results['load_average_at_start']}, at the end {results['load_average_at_end']}. "
         f"Made by `python bench/data_throughput.py {results['arguments']}` ({results['date']}).", "",
+        f"Corpus: {results['corpus_source']}. Tokenization: do_lower_case={results['do_lower_case']}, "
+        f"strip_accents={results['strip_accents']}. CPU: {results['cpu']}. Versions: {results['versions']}.", "",
         "| implementation | workers | corpus MB | instances | import s | work s | CPU s | instances/s | instances/CPU-s | "
         "vs original: instances/s | vs original: per CPU-s | vs reference: instances/s | vs reference: per CPU-s | "
         "peak RSS MB (tree) | output bytes/instance | cores free before | load avg before |",
@@ -282,6 +352,8 @@ def write_report(results: dict, name: str = "data_throughput") -> Path:
         label = run["implementation"]
         if "min_mb_per_worker" in run:
             label += f" (min_mb_per_worker={run['min_mb_per_worker']:g})"
+        if run["implementation"] == "baseline":
+            label += f" (bertjax of {results['baseline_tree']})"
         if "import_rss_mb" in run:
             label += f" (TensorFlow: {run['import_rss_mb']:.0f} MB RSS after the import)"
         lines.append(f"| {label} | {run['workers']} | {run['corpus_mb']} | {run['instances']:,} | "
@@ -291,6 +363,12 @@ def write_report(results: dict, name: str = "data_throughput") -> Path:
                      f"{_ratio_cells(run, ('speedup_vs_reference', 'speedup_per_cpu_vs_reference'))} | "
                      f"{run['peak_rss_mb_tree']} | {run.get('bytes_per_instance', '')} | {run['available_cores_before']} | "
                      f"{run['load_average_before']} |")
+    lines.append("")
+    for run in results["runs"]:
+        if "speedup_vs_baseline" in run:
+            lines.append(f"ours with {run['workers']} worker(s), {run['corpus_mb']} MB, against the baseline: "
+                         f"{run['speedup_vs_baseline']:.2f}x the instances/s, "
+                         f"{run['speedup_per_cpu_vs_baseline']:.2f}x the instances per CPU-second.")
     lines += [
         "",
         f"Fastest of {results['repeats']} runs each (the original: 1). "
@@ -314,11 +392,36 @@ def write_report(results: dict, name: str = "data_throughput") -> Path:
     return RESULTS / f"{name}.md"
 
 
+def cpu_description() -> str:
+    """The CPU model and its vector-instruction flags (from /proc/cpuinfo where there is one)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = [f for f in fields.get("flags", "").split() if f.startswith(("sse", "ssse", "avx", "fma", "bmi", "popcnt"))]
+    return f"{fields.get('model name', platform.machine())}; flags {' '.join(flags)}"
+
+
+def versions() -> str:
+    """Versions of what the runs use (bertjax: the git commit, '+ changes' when the tree differs from it)."""
+    import numpy  # noqa: PLC0415  (not at the top: the --child runs re-run this file; keep them lean)
+    import tokenizers  # noqa: PLC0415
+
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return (f"bertjax {commit}{' + changes' if dirty else ''}, Python {platform.python_version()}, "
+            f"numpy {numpy.__version__}, tokenizers {tokenizers.__version__}")
+
+
 def _add_speedups(runs: list[dict], baseline: str, suffix: str) -> None:
     base = {r["corpus_mb"]: r for r in runs if r["implementation"] == baseline}
     for run in runs:
         ref = base.get(run["corpus_mb"])
-        if run["implementation"] == "ours" and ref is not None:
+        if run["implementation"] in ("ours", "baseline") and ref is not None and run is not ref:
             run[f"speedup_vs_{suffix}"] = round(run["instances_per_s"] / ref["instances_per_s"], 2)
             run[f"speedup_per_cpu_vs_{suffix}"] = round(run["instances_per_cpu_s"] / ref["instances_per_cpu_s"], 2)
 
@@ -339,12 +442,23 @@ def main() -> None:
     parser.add_argument("--max_original_mb", type=float, default=12.0, help="skip the original above this")
     parser.add_argument("--no_reference", action="store_true", help="skip reference_original")
     parser.add_argument("--results_name", default="data_throughput", help="bench/results/<name>.{json,md}")
+    parser.add_argument("--baseline_tree", default=None,
+                        help="also measure the bertjax of this source tree (one worker), as `baseline`")
+    parser.add_argument("--tree", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--text", default=None, help="corpus documents from this file or directory of *.txt")
+    parser.add_argument("--nsmc", default=None, help="corpus documents from NSMC (a clone or its git directory)")
+    parser.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=True,
+                        help="uncased vocab and tokenization (--no-lowercase: cased)")
+    parser.add_argument("--strip_accents", action=argparse.BooleanOptionalAction, default=None,
+                        help="strip accents (default: as --lowercase, which the original ties them to)")
     parser.add_argument("--child", choices=["reference", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--min_mb_per_worker", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.strip_accents is None:
+        args.strip_accents = args.lowercase
     if args.child:
         child(args)
         return
@@ -360,10 +474,19 @@ def main() -> None:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="bench_corpora_") as tmp:
         workdir = Path(tmp)
-        corpora = make_corpora(workdir, args.base_mb, scales)
+        if args.nsmc:
+            docs, corpus_source = nsmc_documents(Path(args.nsmc), args.base_mb * min(scales))
+        elif args.text:
+            docs, corpus_source = text_documents(Path(args.text)), args.text
+        elif DEMO_CORPUS.is_file():
+            docs, corpus_source = _documents(DEMO_CORPUS), str(DEMO_CORPUS.relative_to(REPO))
+        else:
+            docs, corpus_source = _synthetic_documents(600), "synthetic"
+        corpora = make_corpora(workdir, args.base_mb, scales, docs)
         # The larger corpora are reshuffled copies of the smallest: the same text, so the same vocab.
         vocab = Path(args.vocab) if args.vocab else train_bench_vocab(corpora[min(scales)], args.vocab_size,
-                                                                      workdir / "vocab")
+                                                                      workdir / "vocab", args.lowercase,
+                                                                      args.strip_accents)
         vocab_size = sum(1 for _ in open(vocab, encoding="utf-8"))
         plan = []
         for scale in scales:
@@ -372,6 +495,8 @@ def main() -> None:
                 plan.append(("original", scale, 1, None))
             if not args.no_reference and mb <= args.max_reference_mb:
                 plan.append(("reference", scale, 1, None))
+            if args.baseline_tree:
+                plan.append(("baseline", scale, 1, None))
             plan += [("ours", scale, 1, None), ("ours", scale, cores, None)]
             if cores > 1 and mb < MIN_MB_PER_WORKER * cores:    # worker processes the default would not start
                 plan.append(("ours", scale, cores, 0.0))
@@ -381,7 +506,8 @@ def main() -> None:
             for _ in range(1 if kind == "original" else args.repeats):
                 load = [round(x, 2) for x in os.getloadavg()]
                 cores_free = available_cores()
-                tries.append({**measure(kind, corpora[scale], vocab, workers, args.dupe_factor, runner, min_mb),
+                tries.append({**measure(kind, corpora[scale], vocab, workers, args.dupe_factor, args.lowercase,
+                                        args.strip_accents, runner, min_mb, args.baseline_tree),
                               "available_cores_before": cores_free, "load_average_before": load})
             best = min(tries, key=lambda run: run["run_s"])  # least disturbed by other processes
             best["peak_rss_mb_tree"] = max(run["peak_rss_mb_tree"] for run in tries)
@@ -390,17 +516,20 @@ def main() -> None:
             tqdm.write(json.dumps(best))
     _add_speedups(runs, "reference", "reference")
     _add_speedups(runs, "original", "original")
+    _add_speedups(runs, "baseline", "baseline")
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "arguments": " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {cores} cores, {psutil.virtual_memory().total / 2**30:.0f} GB, "
                    f"Python {platform.python_version()}",
+        "cpu": cpu_description(), "versions": versions(),
         "load_average_at_start": load_at_start, "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "vocab_size": vocab_size,
         "vocab_source": f"from {args.vocab}" if args.vocab else "trained on the corpus",
         "dupe_factor": args.dupe_factor, "repeats": args.repeats,
         "min_mb_per_worker": MIN_MB_PER_WORKER,
-        "corpus_source": str(DEMO_CORPUS.relative_to(REPO)) if DEMO_CORPUS.is_file() else "synthetic",
+        "corpus_source": corpus_source, "baseline_tree": args.baseline_tree,
+        "do_lower_case": args.lowercase, "strip_accents": args.strip_accents,
         "runs": runs,
     }
     print(write_report(results, args.results_name).read_text())

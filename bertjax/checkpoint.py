@@ -8,11 +8,11 @@ Layout of a workdir:
 
 Saves are asynchronous, every `every_steps` steps or when a preemption is announced; the newest `keep`
 checkpoints are kept. A restore uses the shardings of the target, so a checkpoint written on one device
-count loads onto another.
+count loads onto another, and the data iterator state is process-count independent (`shared_data_state`), so a
+checkpoint written by N processes continues on M on exactly the next global batch.
 """
 import dataclasses
 import json
-import os
 import re
 import signal
 import tempfile
@@ -23,23 +23,20 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 from flax import traverse_util
+from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from bertjax import paths
 from bertjax.convert import hf, sources
 from bertjax.errors import BertjaxError
 from bertjax.layers import SCANNED_LAYERS_NAME
-from bertjax.model import stack_layers
+from bertjax.model import VOCAB_PARAM_PATHS, pad_vocab, stack_layers
 
 CHECKPOINTS_DIR = "checkpoints"
 EXPORT_DIR = "export"
 BEST_DIR = "best"  # fine-tuning: the params of the best dev evaluation, exported like export/
 _FIX = "start a new run with a different --workdir (or delete the checkpoints directory to start over)"
-
-
-def absolute_path(path: str) -> epath.Path:
-    """An absolute local path, or a cloud path (gs://...) as is; Orbax wants absolute directories."""
-    return epath.Path(path if "://" in str(path) else os.path.abspath(path))
 
 
 class SigtermFlag:
@@ -70,7 +67,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str, *, every_steps: int, keep: int, async_save: bool = True):
         self.workdir = str(workdir)
-        self.directory = absolute_path(self.workdir) / CHECKPOINTS_DIR
+        self.directory = paths.path(self.workdir) / CHECKPOINTS_DIR
         policies = ocp.checkpoint_managers
         options = ocp.CheckpointManagerOptions(
             save_decision_policy=policies.AnySavePolicy([
@@ -83,6 +80,9 @@ class Checkpointer:
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._sigterm = SigtermFlag() if jax.process_count() == 1 else None
+        if self._sigterm is None and not jax.config.jax_enable_preemption_service and jax.process_index() == 0:
+            logging.warning("jax_enable_preemption_service is off: a SIGTERM will not make the processes save and "
+                            "stop together.")
 
     def latest_step(self) -> int | None:
         """The newest finished checkpoint's step, or None."""
@@ -119,18 +119,40 @@ class Checkpointer:
         name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
         return (self.directory / str(step) / "data" / name).exists()
 
+    def shared_data_state(self, step: int) -> dict | None:
+        """The data iterator state of checkpoint `step` when every process that wrote it saved the same one (the
+        bertjax pipeline's state is the next global batch's index), whatever their number; else None."""
+        directory = self.directory / str(step) / "data"
+        files = sorted(directory.glob("process_*-of-*.json")) if directory.is_dir() else []
+        try:
+            states = [json.loads(path.read_text()) for path in files]
+        except (OSError, json.JSONDecodeError):
+            return None
+        if not states or any(state != states[0] for state in states):
+            return None
+        return states[0]
+
+    def can_restore_data(self, step: int) -> bool:
+        """Whether `restore` continues the data iterator of checkpoint `step` (same process count, or a state
+        shared by all the processes that wrote it)."""
+        return self.has_data_state(step) or self.shared_data_state(step) is not None
+
     def restore(self, step: int, abstract_state, data_iter=None):
         """Restore checkpoint `step` onto the shardings in `abstract_state` (and the iterator, in place).
 
-        The iterator is restored only if the checkpoint was written with the same number of processes (each
-        process reads its own part of the data); otherwise it starts afresh (see `has_data_state`).
+        The iterator continues on exactly the next global batch: from this process's saved state, or, when the
+        checkpoint was written by another number of processes, from the state they all saved (see
+        `shared_data_state`); if neither exists it starts afresh.
 
         A checkpoint that does not fit `abstract_state` (another model shape or optimizer) or cannot be read
         raises BertjaxError naming the workdir.
         """
         items = {"state": ocp.args.StandardRestore(abstract_state)}
+        shared_state = None
         if data_iter is not None and self.has_data_state(step):
             items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+        elif data_iter is not None:
+            shared_state = self.shared_data_state(step)
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # noqa: BLE001  (Orbax/tensorstore/IO errors have many types)
@@ -142,6 +164,8 @@ class Checkpointer:
                 f"--workdir {self.workdir}: checkpoint step {step} is unreadable (corrupt or partially written: "
                 f"{type(e).__name__}: {_first_line(e)}); delete {self.directory}/{step} to fall back to an "
                 f"earlier checkpoint, or {_FIX}.") from e
+        if shared_state is not None:
+            data_iter.set_state(shared_state)
         return restored["state"]
 
     def wait(self) -> None:
@@ -176,13 +200,7 @@ def write_model_description(workdir: str, bert_config, vocab_file: str | None, d
         with tempfile.TemporaryDirectory() as local:  # write locally, then copy: the workdir may be gs://
             hf.save_pretrained(local, bert_config, head_model=head and head.model, labels=head and head.labels,
                                vocab_file=vocab_file, do_lower_case=do_lower_case, strip_accents=strip_accents)
-            _copy_tree(epath.Path(local), absolute_path(workdir) / sources.MODEL_DIR)
-
-
-def _copy_tree(source: epath.Path, target: epath.Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for path in source.iterdir():
-        (target / path.name).write_bytes(path.read_bytes())
+            paths.upload_tree(local, paths.path(workdir) / sources.MODEL_DIR)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,17 +217,29 @@ def export_params(params, workdir: str, *, head: Head | None = None, name: str =
 
     `params` are global arrays; every process calls this (gathering them is a collective), process 0 writes.
     """
-    export_dir = absolute_path(workdir) / name
-    model_dir = absolute_path(workdir) / sources.MODEL_DIR
+    export_dir = paths.path(workdir) / name
+    model_dir = paths.path(workdir) / sources.MODEL_DIR
     host_params = multihost_utils.process_allgather(params, tiled=True)
     if jax.process_index() == 0:
         with tempfile.TemporaryDirectory() as local:
             local = epath.Path(local)
-            _copy_tree(model_dir, local)  # config.json, vocab.txt, tokenizer_config.json
+            for description in paths.files_under(model_dir):  # config.json, vocab.txt, tokenizer_config.json
+                description.copy(local / description.name)
             hf.save_pretrained(local, hf.read_config(local), host_params, head_model=head and head.model,
                                labels=head and head.labels)
-            _copy_tree(local, export_dir)
+            paths.upload_tree(local, export_dir, last=[hf.CONFIG_NAME])
     return export_dir
+
+
+def _vocab_resizable(restore_args: dict) -> dict:
+    """Orbax restore args whose vocab leaves (`model.VOCAB_PARAM_PATHS`) take the target's rows: zeros appended
+    or padded rows dropped (`strict=False`), so a workdir with another vocab_pad_multiple loads. The door has
+    checked that the checkpoint's real vocab size is the run's."""
+    flat = traverse_util.flatten_dict(restore_args)
+    for path in VOCAB_PARAM_PATHS:
+        if ("params", *path) in flat:
+            flat[("params", *path)] = dataclasses.replace(flat[("params", *path)], strict=False)
+    return traverse_util.unflatten_dict(flat)
 
 
 def load_params(init_from: str, abstract_params, head_name: str | None = None) -> dict:
@@ -219,8 +249,11 @@ def load_params(init_from: str, abstract_params, head_name: str | None = None) -
     For a pretraining model all params are loaded; for a fine-tuning head (no `cls` scope, class `head_name`) the
     encoder (`bert`), which the caller puts beside its freshly initialised head, or all of them when `init_from` is
     a fine-tuned model of the same head class.
+
+    Vocab padding is matched to the target: the word embeddings and MLM output bias are zero-padded to its W rows
+    or cut to its V rows, whatever the checkpoint has (a padded workdir, an unpadded export or HF/TF directory).
     """
-    root = absolute_path(init_from)
+    root = paths.path(init_from)
     try:
         source_head = sources.load_pretrained(str(root), read_params=False).head
     except BertjaxError as e:
@@ -232,7 +265,7 @@ def load_params(init_from: str, abstract_params, head_name: str | None = None) -
         with ocp.CheckpointManager(checkpoints, options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
             step = manager.latest_step()
             if step is not None:
-                restore_args = ocp.checkpoint_utils.construct_restore_args({"params": wanted})
+                restore_args = _vocab_resizable(ocp.checkpoint_utils.construct_restore_args({"params": wanted}))
                 try:
                     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
                         item={"params": wanted}, restore_args=restore_args, partial_restore=True)))
@@ -246,6 +279,7 @@ def load_params(init_from: str, abstract_params, head_name: str | None = None) -
     except BertjaxError as e:
         raise BertjaxError(f"config.train.init_from={init_from}: {e}") from e
     params = pretrained.head_params if same_head else pretrained.params  # same head: continue with its classifier
+    params = pad_vocab(params, wanted["bert"]["embeddings"]["word_embeddings"]["embedding"].shape[0])
     scanned = wanted["bert"]["encoder"].get(SCANNED_LAYERS_NAME)
     if scanned is not None:
         params = stack_layers(params, jax.tree.leaves(scanned)[0].shape[0])

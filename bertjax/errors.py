@@ -1,6 +1,9 @@
 """One error type for bad input, so command-line entry points can print one clear line and exit non-zero."""
 import functools
+import re
 import sys
+
+from absl import flags
 
 
 class BertjaxError(ValueError):
@@ -22,3 +25,43 @@ def exit_on_bad_input(main_fn):
             sys.exit(2)
 
     return wrapper
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing with one clear error line (exit 2) for a config file that does not load, or an unknown or
+    ill-typed --config field."""
+    try:
+        remaining = flags.FLAGS(argv)
+        if "config" in flags.FLAGS:
+            getattr(flags.FLAGS["config"].value, "lock")  # a file that failed to load raises only when touched
+        return remaining
+    except OSError as e:  # ml_collections: the file is missing or unreadable
+        errno = re.search(r"\[Errno \d+\][^\n]*", str(e))
+        reason = errno.group(0) if errno else str(e).strip().splitlines()[-1].strip()
+        message = (f"--config={argv_config(argv)} cannot be loaded ({reason}); pass a config file such as "
+                   "configs/base.py")
+    except (SyntaxError, ImportError, NameError, TypeError) as e:  # the file is not a Python config module
+        where = f" line {e.lineno}" if isinstance(e, SyntaxError) and e.lineno else ""
+        message = (f"--config={argv_config(argv)} is not a bertjax config file ({type(e).__name__}{where}: "
+                   f"{getattr(e, 'msg', None) or e}); pass a Python file with get_config(), such as configs/base.py")
+    except flags.Error as e:
+        message = str(e)
+        if "Error whilst parsing config file" in message:  # get_config() raised (ml_collections adds a traceback)
+            message = (f"--config={argv_config(argv)} failed in get_config() ({message.strip().splitlines()[-1]}); "
+                       "fix the file or the text after ':'")
+        if "--config." in message:
+            message += "; give the field a value of its type (the config file lists every field)"
+    except (AttributeError, KeyError) as e:  # ml_collections: no such field in the config
+        suggestion = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', str(e))
+        detail = (f'"{suggestion.group(2)}" (did you mean "{suggestion.group(1)}"?)' if suggestion
+                  else str(e).strip("'\""))
+        message = (f"unknown config field {detail} in a --config.* flag; fix the spelling (the fields are in "
+                   f"{argv_config(argv)})")
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def argv_config(argv: list[str]) -> str:
+    """The --config=FILE argument (else the flag's default), for error messages."""
+    default = flags.FLAGS["config"].default_as_str.strip("'\"") if "config" in flags.FLAGS else "the config file"
+    return next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")), default)

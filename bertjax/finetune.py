@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import grain
 import jax
 import ml_collections
 import numpy as np
+from etils.epath import Path
 
-from bertjax import objectives
+from bertjax import objectives, paths
 from bertjax.data.tokenizer import BertTokenizer
 from bertjax.errors import BertjaxError
 from bertjax.tasks import classification, metrics, squad, tagging
@@ -64,7 +65,7 @@ def check_task(config: ml_collections.ConfigDict) -> None:
     if config.task not in classification.GLUE_TASKS and config.task not in FAMILIES:
         raise BertjaxError(f"--config.task={config.task!r} is unknown; use pretraining, one of the GLUE tasks "
                            f"({', '.join(classification.GLUE_TASKS)}), classification, tagging or squad")
-    if not config.data.dir or not Path(config.data.dir).is_dir():
+    if not config.data.dir or not paths.path(config.data.dir).is_dir():
         raise BertjaxError(f"--config.data.dir={config.data.dir} is not a directory; point it at the directory of "
                            f"the task's files")
 
@@ -81,7 +82,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, tokenizer: BertToke
 
 def _file(config: ml_collections.ConfigDict, field: str, default: str) -> Path:
     name = config.data.get(field) or default
-    path = Path(config.data.dir) / name
+    path = paths.path(config.data.dir) / name
     if not path.is_file():
         raise BertjaxError(f"{path} does not exist; put the {field.replace('_file', '')} file in --config.data.dir "
                            f"or name it with --config.data.{field}")
@@ -123,7 +124,7 @@ def _classification(config, workdir, tokenizer) -> Task:
             return {name: metrics.METRICS[name](predictions, gold) for name in metric_names}
     else:
         task = classification.glue_task(config.task)
-        data_dir = Path(config.data.dir)
+        data_dir = paths.path(config.data.dir)
         train = classification.read_glue(task, data_dir, "train")
         evaluation = classification.read_glue(task, data_dir, split)
         labels = list(task.labels) if task.labels is not None else None
@@ -140,11 +141,9 @@ def _classification(config, workdir, tokenizer) -> Task:
 
     def writer(predictions, path_stem):
         path = f"{path_stem}.tsv"
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("index\tprediction\n")
-            for example, value in zip(evaluation, predictions):
-                shown = f"{float(value):.6g}" if labels is None else labels[int(value)]
-                f.write(f"{example.guid}\t{shown}\n")
+        shown = [f"{float(value):.6g}" if labels is None else labels[int(value)] for value in predictions]
+        paths.write_text_atomically(path, "index\tprediction\n" + "".join(
+            f"{example.guid}\t{value}\n" for example, value in zip(evaluation, shown)))
         return path
 
     objective = objectives.SequenceClassification(1 if labels is None else len(labels), scorer, writer)
@@ -213,8 +212,8 @@ def _squad(config, workdir, tokenizer) -> Task:
 
     def writer(starts, ends, path_stem):
         path = f"{path_stem}.json"
-        Path(path).write_text(json.dumps(predictions(starts, ends).answers, indent=1, ensure_ascii=False) + "\n",
-                              encoding="utf-8")
+        paths.write_text_atomically(path, json.dumps(predictions(starts, ends).answers, indent=1,
+                                                     ensure_ascii=False) + "\n")
         return path
 
     objective = objectives.QuestionAnswering(scorer, writer)
@@ -231,13 +230,13 @@ def _cached(workdir: str, split: str, config, tokenizer: BertTokenizer, encode: 
     """The encoded arrays of a split, from <workdir>/features/ when the inputs and settings are unchanged."""
     key = hashlib.sha256(json.dumps({
         "task": config.task, "split": split, "data": config.data.to_dict(), "vocab": tokenizer.vocab_path and
-        hashlib.sha256(Path(tokenizer.vocab_path).read_bytes()).hexdigest(), "lower": tokenizer.do_lower_case,
+        hashlib.sha256(paths.read_bytes(tokenizer.vocab_path)).hexdigest(), "lower": tokenizer.do_lower_case,
         "strip": tokenizer.strip_accents,
-        "files": sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(config.data.dir).iterdir()
+        "files": sorted((p.name, p.stat().length, p.stat().mtime) for p in paths.path(config.data.dir).iterdir()
                         if p.is_file())}, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = Path(workdir) / FEATURES_DIR / f"{split}-{key}.npz"
+    path = paths.path(workdir) / FEATURES_DIR / f"{split}-{key}.npz"
     if path.is_file():
-        with np.load(path) as stored:
+        with np.load(io.BytesIO(path.read_bytes())) as stored:
             return dict(stored)
     started = time.perf_counter()
     arrays = encode()
@@ -247,8 +246,10 @@ def _cached(workdir: str, split: str, config, tokenizer: BertTokenizer, encode: 
         print(f"encoded the {split} split: {rows:,} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f}/s), "
               f"cached in {path.parent}", flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".tmp.npz")
-        np.savez(partial, **arrays)
+        encoded = io.BytesIO()
+        np.savez(encoded, **arrays)
+        partial = path.with_suffix(".tmp.npz")   # a rename locally; remotely one object appears whole
+        partial.write_bytes(encoded.getvalue())
         partial.replace(path)
     return arrays
 

@@ -48,6 +48,28 @@ def kernel_init(initializer_range: float) -> nn.initializers.Initializer:
     return jax.nn.initializers.truncated_normal(stddev=initializer_range)
 
 
+def padded_vocab_size(vocab_size: int, multiple: int) -> int:
+    """W, the rows of the word-embedding table: `vocab_size` (V) rounded up to a multiple of `multiple`.
+
+    Padding the vocab axis to a multiple of 128 gives the MLM decoder matmul [B, P, H] x [H, W] a shape the TPU's
+    matrix units tile without a ragged edge (`config.model.vocab_pad_multiple`); 1 means no padding (W = V).
+    """
+    if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 1:
+        raise BertjaxError(f"vocab_pad_multiple={multiple!r} must be a positive integer (1 = no padding)")
+    return -(-vocab_size // multiple) * multiple
+
+
+def zero_padded_init(init: nn.initializers.Initializer, rows: int) -> nn.initializers.Initializer:
+    """An initializer of a [W, ...] table whose first `rows` rows are `init`'s draw for a [rows, ...] table (the very
+    numbers an unpadded model gets from the same key) and whose W - rows padded rows are zeros."""
+
+    def initializer(key, shape, dtype=jnp.float32):
+        real = init(key, (rows, *shape[1:]), dtype)
+        return jnp.pad(real, [(0, shape[0] - rows)] + [(0, 0)] * (len(shape) - 1))
+
+    return initializer
+
+
 def accum_dtype(dtype: Dtype) -> Dtype:
     """The dtype for normalisation, softmax and logits: float32, or wider if the compute dtype is wider."""
     return jnp.promote_types(dtype, jnp.float32)
@@ -77,11 +99,16 @@ def apply_layer_norm(module: nn.LayerNorm, x: jax.Array, out_dtype: Dtype) -> ja
 
 
 class BertEmbeddings(nn.Module):
-    """word + token type + position embeddings, then LayerNorm, then dropout (original order, no sqrt(H) scaling)."""
+    """word + token type + position embeddings, then LayerNorm, then dropout (original order, no sqrt(H) scaling).
+
+    With `vocab_pad_multiple` > 1 the word-embedding table has W = `padded_vocab_size(V, vocab_pad_multiple)` rows
+    (for the MLM decoder, which shares it); the padded rows start at zero and are never looked up (ids are < V).
+    """
 
     config: Any
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    vocab_pad_multiple: int = 1
 
     @nn.compact
     def __call__(self, input_ids_BxT, segment_ids_BxT, deterministic: bool = True) -> jax.Array:
@@ -94,11 +121,12 @@ class BertEmbeddings(nn.Module):
             )
         init = kernel_init(cfg.initializer_range)
 
-        def embed(num: int, name: str) -> nn.Embed:
-            return nn.Embed(num, cfg.hidden_size, embedding_init=init, dtype=self.dtype,
+        def embed(num: int, name: str, embedding_init=init) -> nn.Embed:
+            return nn.Embed(num, cfg.hidden_size, embedding_init=embedding_init, dtype=self.dtype,
                             param_dtype=self.param_dtype, name=name)
 
-        words_BxTxH = embed(cfg.vocab_size, "word_embeddings")(input_ids_BxT)
+        rows = padded_vocab_size(cfg.vocab_size, self.vocab_pad_multiple)
+        words_BxTxH = embed(rows, "word_embeddings", zero_padded_init(init, cfg.vocab_size))(input_ids_BxT)
         types_BxTxH = embed(cfg.type_vocab_size, "token_type_embeddings")(segment_ids_BxT)
         positions_TxH = embed(cfg.max_position_embeddings, "position_embeddings")(jnp.arange(seq_len))
         x_BxTxH = words_BxTxH + types_BxTxH + positions_TxH[None]

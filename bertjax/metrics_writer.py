@@ -11,19 +11,15 @@ import time
 import jax
 from absl import logging
 
-# Peak dense bf16 FLOP/s per chip, for the MFU estimate (public spec sheets).
-PEAK_FLOPS_BY_DEVICE_KIND = {
-    "TPU v2": 45e12, "TPU v3": 123e12, "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12,
-    "TPU v5p": 459e12, "TPU v5": 459e12, "TPU v6 lite": 918e12, "TPU v6e": 918e12,
-    "NVIDIA A100-SXM4-40GB": 312e12, "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA H100 80GB HBM3": 989e12,
-}
+from bertjax import hardware
 
 
 def peak_flops_per_device(configured: float | None = None) -> float | None:
-    """Peak FLOP/s of one device: the configured value, else a known accelerator's, else None (CPU)."""
+    """Peak FLOP/s of one device: the configured value, else the known accelerator's (`hardware.CHIPS`), else None
+    (CPU, or an accelerator not in the table)."""
     if configured:
         return configured
-    return PEAK_FLOPS_BY_DEVICE_KIND.get(jax.devices()[0].device_kind)
+    return hardware.peak_flops(jax.devices()[0].device_kind)
 
 
 def format_duration(seconds: float) -> str:

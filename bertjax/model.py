@@ -15,6 +15,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
 
 from bertjax.errors import BertjaxError
 from bertjax.layers import (
@@ -30,6 +32,7 @@ from bertjax.layers import (
     layer_norm,
     accum_dtype,
     apply_layer_norm,
+    padded_vocab_size,
 )
 
 Dtype = Any
@@ -145,6 +148,7 @@ class BertModel(nn.Module):
     Returns a dict with `sequence_output` [B, T, H], `pooled_output` [B, H] and, when `output_hidden_states`,
     `hidden_states` [L + 1, B, T, H] (the embedding output, then every layer's output). With
     `add_pooling_layer=False` (Hugging Face's name) there is no pooler: no `pooler` params, no `pooled_output`.
+    `vocab_pad_multiple` pads the word-embedding table to W rows (`BertEmbeddings`; BertForPreTraining sets it).
     """
 
     config: BertConfig
@@ -154,6 +158,7 @@ class BertModel(nn.Module):
     remat: bool | str = False  # False, True or a REMAT_POLICIES name (bertjax.layers)
     sow_attention: bool = False
     add_pooling_layer: bool = True
+    vocab_pad_multiple: int = 1
 
     @nn.compact
     def __call__(self, input_ids, input_mask=None, segment_ids=None, deterministic: bool = True,
@@ -163,7 +168,8 @@ class BertModel(nn.Module):
         if segment_ids is None:
             segment_ids = jnp.zeros_like(input_ids)
         kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
-        x_BxTxH = BertEmbeddings(**kw, name="embeddings")(input_ids, segment_ids, deterministic)
+        x_BxTxH = BertEmbeddings(**kw, vocab_pad_multiple=self.vocab_pad_multiple, name="embeddings")(
+            input_ids, segment_ids, deterministic)
         sequence_output, layers_LxBxTxH = BertEncoder(
             **kw, scan_layers=self.scan_layers, remat=self.remat, sow_attention=self.sow_attention, name="encoder"
         )(x_BxTxH, attention_bias_from_mask(input_mask), deterministic)
@@ -196,24 +202,35 @@ class PredictionTransform(nn.Module):
 
 
 class MaskedLMHead(nn.Module):
-    """The transform, then logits against the tied word-embedding matrix plus a separate `output_bias` [V].
+    """The transform, then logits against the tied word-embedding matrix plus a separate `output_bias`.
 
     Input is the hidden states already gathered at the masked positions, so logits are float32 (or wider) [B, P, V] and are
     never computed at every position.
+
+    Vocab padding (`vocab_pad_multiple` > 1): the embedding table [W, H] and `output_bias` [W] have W >= V rows, so
+    the decoder matmul has the MXU-friendly shape [B, P, H] x [H, W]; its [B, P, W] result is then sliced to the V
+    real logits. Slicing rather than masking the padded logits to -inf: everything after (softmax, loss, argmax,
+    the eval's per-id counts, the logits a user sees) gets exactly the unpadded [B, P, V] and never meets a padded
+    entry, whereas -inf logits would reach users and need care in every consumer. The real logits are the same dot
+    products as unpadded (equal up to the matmul's summation order: within 1e-6 in float32). The slice's gradient is
+    zero on the padded columns, so padded rows of the table and bias get exactly zero gradient.
     """
 
     config: BertConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    vocab_pad_multiple: int = 1
 
     @nn.compact
-    def __call__(self, hidden_BxPxH, word_embeddings_VxH) -> jax.Array:
+    def __call__(self, hidden_BxPxH, word_embeddings_WxH) -> jax.Array:
         cfg = self.config
         hidden_BxPxH = PredictionTransform(cfg, self.dtype, self.param_dtype, name="transform")(hidden_BxPxH)
-        output_bias_V = self.param("output_bias", nn.initializers.zeros, (cfg.vocab_size,), self.param_dtype)
-        logits_BxPxV = jnp.einsum("bph,vh->bpv", hidden_BxPxH, word_embeddings_VxH.astype(self.dtype),
+        rows = padded_vocab_size(cfg.vocab_size, self.vocab_pad_multiple)
+        output_bias_W = self.param("output_bias", nn.initializers.zeros, (rows,), self.param_dtype)
+        logits_BxPxW = jnp.einsum("bph,wh->bpw", hidden_BxPxH, word_embeddings_WxH.astype(self.dtype),
                                   preferred_element_type=accum_dtype(self.dtype))
-        return logits_BxPxV + output_bias_V.astype(logits_BxPxV.dtype)
+        logits_BxPxW = logits_BxPxW + output_bias_W.astype(logits_BxPxW.dtype)
+        return logits_BxPxW[..., :cfg.vocab_size]
 
 
 class PreTrainingHeads(nn.Module):
@@ -225,12 +242,13 @@ class PreTrainingHeads(nn.Module):
     config: BertConfig
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    vocab_pad_multiple: int = 1
 
     @nn.compact
-    def __call__(self, masked_hidden_BxPxH, pooled_output_BxH, word_embeddings_VxH):
+    def __call__(self, masked_hidden_BxPxH, pooled_output_BxH, word_embeddings_WxH):
         cfg = self.config
-        mlm_logits = MaskedLMHead(cfg, self.dtype, self.param_dtype, name="predictions")(
-            masked_hidden_BxPxH, word_embeddings_VxH
+        mlm_logits = MaskedLMHead(cfg, self.dtype, self.param_dtype, self.vocab_pad_multiple, name="predictions")(
+            masked_hidden_BxPxH, word_embeddings_WxH
         )
         wide = accum_dtype(self.dtype)
         nsp_logits = nn.Dense(2, dtype=wide, param_dtype=self.param_dtype,
@@ -246,6 +264,13 @@ class BertForPreTraining(nn.Module):
     `__call__(input_ids, input_mask, segment_ids, masked_lm_positions, deterministic)` returns a dict with
     `mlm_logits` [B, P, V], `nsp_logits` [B, 2] (both float32), `sequence_output`, `pooled_output`
     (and `hidden_states` when `output_hidden_states`).
+
+    `vocab_pad_multiple` (`config.model.vocab_pad_multiple`; 128 in the TPU configs) pads the vocab axis of
+    `bert/embeddings/word_embeddings` [W, H] and `cls/predictions/output_bias` [W] to W =
+    `padded_vocab_size(V, vocab_pad_multiple)` rows; `mlm_logits` stay [B, P, V] and equal the unpadded model's
+    (`MaskedLMHead`). The padded rows start at zero and stay zero (no gradient; weight decay of zero is zero). Only
+    a run's own state and checkpoints are padded: exports, `convert.sources` and `init_from` see [V] (`unpad_vocab`,
+    `pad_vocab`).
     """
 
     config: BertConfig
@@ -254,32 +279,36 @@ class BertForPreTraining(nn.Module):
     scan_layers: bool = False
     remat: bool | str = False  # False, True or a REMAT_POLICIES name (bertjax.layers)
     sow_attention: bool = False
+    vocab_pad_multiple: int = 1
 
     def setup(self):
         self.bert = BertModel(self.config, self.dtype, self.param_dtype, self.scan_layers, self.remat,
-                              self.sow_attention)
-        self.cls = PreTrainingHeads(self.config, self.dtype, self.param_dtype)
+                              self.sow_attention, vocab_pad_multiple=self.vocab_pad_multiple)
+        self.cls = PreTrainingHeads(self.config, self.dtype, self.param_dtype, self.vocab_pad_multiple)
 
     def __call__(self, input_ids, input_mask, segment_ids, masked_lm_positions, deterministic: bool = True,
                  output_hidden_states: bool = False) -> dict:
         outputs = self.bert(input_ids, input_mask, segment_ids, deterministic, output_hidden_states)
-        word_embeddings_VxH = self.bert.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
+        word_embeddings_WxH = self.bert.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
         masked_hidden_BxPxH = gather_positions(outputs["sequence_output"], masked_lm_positions)
-        mlm_logits, nsp_logits = self.cls(masked_hidden_BxPxH, outputs["pooled_output"], word_embeddings_VxH)
+        mlm_logits, nsp_logits = self.cls(masked_hidden_BxPxH, outputs["pooled_output"], word_embeddings_WxH)
         return {**outputs, "mlm_logits": mlm_logits, "nsp_logits": nsp_logits}
 
 
-def flops_per_example(config: BertConfig, seq_length: int, num_predictions: int) -> float:
+def flops_per_example(config: BertConfig, seq_length: int, num_predictions: int,
+                      vocab_pad_multiple: int = 1) -> float:
     """Approximate training FLOPs of one BertForPreTraining example (forward + backward = 3x the forward's).
 
     Per layer and token: 2 FLOPs per multiply-add of the Q, K, V and output projections (4 H^2) and the
     feed-forward block (2 H I), plus the attention scores and context (2 T H). The heads add the MLM transform and
-    the tied decoder at the P masked positions (H^2 + H V each) and the pooler (H^2).
+    the tied decoder at the P masked positions (H^2 + H W each, W the padded vocab the matmul really has: the
+    hardware's FLOPs, so MFU counts the padding too; W = V without padding) and the pooler (H^2).
     """
     hidden, inner = config.hidden_size, config.intermediate_size
+    rows = padded_vocab_size(config.vocab_size, vocab_pad_multiple)
     per_token_layer = 2 * (4 * hidden * hidden + 2 * hidden * inner) + 2 * 2 * seq_length * hidden
     encoder = config.num_hidden_layers * seq_length * per_token_layer
-    heads = num_predictions * 2 * (hidden * hidden + hidden * config.vocab_size) + 2 * hidden * hidden
+    heads = num_predictions * 2 * (hidden * hidden + hidden * rows) + 2 * hidden * hidden
     return 3.0 * (encoder + heads)
 
 
@@ -300,6 +329,37 @@ def init_params(model: nn.Module, rng: jax.Array) -> dict:
 def abstract_params(model: nn.Module) -> dict:
     """The parameter shapes and dtypes (`jax.ShapeDtypeStruct`s) of `model`, without allocating any arrays."""
     return jax.eval_shape(functools.partial(init_params, model), jax.random.PRNGKey(0))
+
+
+# The params with a vocab axis (axis 0): V rows in every checkpoint format, W rows in a vocab-padded run.
+VOCAB_PARAM_PATHS = (("bert", "embeddings", "word_embeddings", "embedding"), ("cls", "predictions", "output_bias"))
+
+
+def _resize_vocab(params: dict, rows: int, grow: bool) -> dict:
+    flat = traverse_util.flatten_dict(params)
+    for path in VOCAB_PARAM_PATHS:
+        value = flat.get(path)
+        if value is None:
+            continue
+        if grow and value.shape[0] < rows:
+            xp = np if isinstance(value, np.ndarray) else jnp
+            flat[path] = xp.pad(value, [(0, rows - value.shape[0])] + [(0, 0)] * (value.ndim - 1))
+        elif not grow and value.shape[0] > rows:
+            flat[path] = value[:rows]
+    return traverse_util.unflatten_dict(flat)
+
+
+def pad_vocab(params: dict, rows: int) -> dict:
+    """`params` (BertForPreTraining's, a BertModel's `{"bert": ...}` or a head's; numpy or jax arrays) with the
+    word embeddings and the MLM output bias zero-padded to `rows` (W) along their vocab axis; a no-op when they
+    already have at least that many rows. This is how an unpadded checkpoint enters a vocab-padded run."""
+    return _resize_vocab(params, rows, grow=True)
+
+
+def unpad_vocab(params: dict, vocab_size: int) -> dict:
+    """`params` with the word embeddings and the MLM output bias cut back to their `vocab_size` (V) real rows; a
+    no-op for unpadded params. Everything that leaves a run (exports, `convert.sources`) goes through this."""
+    return _resize_vocab(params, vocab_size, grow=False)
 
 
 def stack_layers(params: dict, num_layers: int) -> dict:

@@ -111,16 +111,21 @@ def _check_ids(batch: dict, keys: Sequence[str], vocab_size: int) -> None:
 
 
 class Pretraining(Objective):
-    """Masked LM + next-sentence prediction, the original's loss and eval metrics (`bertjax.losses`)."""
+    """Masked LM + next-sentence prediction, the original's loss and eval metrics (`bertjax.losses`).
+
+    `vocab_pad_multiple` (config.model.vocab_pad_multiple) pads the model's vocab axis for the MXU
+    (`BertForPreTraining`); the fine-tuning objectives ignore it: their heads have no vocab-wide matmul.
+    """
 
     name = "pretraining"
     log_metrics = ("loss", "masked_lm_accuracy", "next_sentence_accuracy")
 
-    def __init__(self, max_predictions_per_seq: int):
+    def __init__(self, max_predictions_per_seq: int, vocab_pad_multiple: int = 1):
         self.max_predictions_per_seq = max_predictions_per_seq
+        self.vocab_pad_multiple = vocab_pad_multiple
 
     def build_model(self, bert_config, **module_kwargs):
-        return BertForPreTraining(bert_config, **module_kwargs)
+        return BertForPreTraining(bert_config, vocab_pad_multiple=self.vocab_pad_multiple, **module_kwargs)
 
     def init_inputs(self, seq_length):
         return (*super().init_inputs(seq_length), jnp.zeros((1, self.max_predictions_per_seq), jnp.int32))
@@ -157,7 +162,7 @@ class Pretraining(Objective):
         return metrics
 
     def flops_per_example(self, bert_config, seq_length):
-        return flops_per_example(bert_config, seq_length, self.max_predictions_per_seq)
+        return flops_per_example(bert_config, seq_length, self.max_predictions_per_seq, self.vocab_pad_multiple)
 
     def check_batch(self, batch, vocab_size):
         _check_ids(batch, ("input_ids", "masked_lm_ids"), vocab_size)

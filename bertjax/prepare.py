@@ -5,6 +5,7 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
+from bertjax import paths
 from bertjax.data import create_pretraining_data, tokenizer, vocab
 from bertjax.errors import BertjaxError
 
@@ -12,7 +13,7 @@ from bertjax.errors import BertjaxError
 def dataset_dir(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str | None]:
     """(dataset directory, vocab file or None) of `config`: config.data.dir, or the demo's cached build."""
     if config.data.dir is not None:
-        if not os.path.isdir(config.data.dir):
+        if not paths.path(config.data.dir).is_dir():
             raise BertjaxError(
                 f"--config.data.dir={config.data.dir} does not exist; create the dataset with "
                 "`python -m bertjax.data.create_pretraining_data --output_dir=...` or fix the path.")
@@ -31,7 +32,7 @@ def build_demo_dataset(config: ml_collections.ConfigDict, workdir: str) -> tuple
     Only process 0 builds; the others wait (multi-host runs should use a prepared --config.data.dir instead).
     """
     build = config.data.build
-    if not os.path.isfile(build.corpus):
+    if not paths.glob(build.corpus):
         raise BertjaxError(f"--config.data.build.corpus={build.corpus} does not exist; fix the path.")
     cache_dir = build.cache_dir or os.path.join(workdir, "data")
     vocab_file = os.path.join(cache_dir, "vocab", tokenizer.VOCAB_FILE)
@@ -41,10 +42,10 @@ def build_demo_dataset(config: ml_collections.ConfigDict, workdir: str) -> tuple
     do_lower_case = build.get("do_lower_case", True)
     strip_accents = build.get("strip_accents", None)
     if jax.process_index() == 0:
-        if not os.path.isfile(os.path.join(data_dir, "dataset_info.json")):
+        if not paths.path(os.path.join(data_dir, "dataset_info.json")).is_file():
             print(f"building the vocab and dataset from {build.corpus} into {cache_dir} (first use; reused later)",
                   flush=True)
-        if not os.path.isfile(vocab_file):
+        if not paths.path(vocab_file).is_file():
             vocab.train_vocab(build.corpus, build.vocab_size, os.path.dirname(vocab_file), do_lower_case=do_lower_case,
                               strip_accents=strip_accents, show_progress=False)
         create_pretraining_data.create_pretraining_data(

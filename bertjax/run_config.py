@@ -6,14 +6,16 @@ checks the config against itself, the devices and processes, the optimizer field
 and the model fields, and returns a `RunSpec` of typed values (the `BertConfig`, the dataset directory) that the
 rest of the run takes without asking the config again. Every problem is a BertjaxError naming the config field
 (as `--config.a.b`) and the fix. The demo's dataset is built here on first use (`prepare.py`), after the checks
-that need no data.
+that need no data. On several hosts `check_run_on_every_host` runs the checks on each, and the hosts agree on the
+outcome before the first collective.
 """
 import dataclasses
-import pathlib
+import hashlib
+import json
 
 import ml_collections
 
-from bertjax import finetune, prepare
+from bertjax import finetune, paths, prepare
 from bertjax.convert import sources
 from bertjax.data import catalog
 from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
@@ -63,6 +65,7 @@ def check_run(config: ml_collections.ConfigDict, workdir: str, *, num_devices: i
     (or the demo's, built on first use) is checked against its manifest and gives the vocab size.
     """
     validate(config, num_devices, process_count)
+    paths.check_writable(workdir, "--workdir")  # before anything is read, built or trained
     pretrained = None
     if config.train.init_from:
         try:
@@ -77,6 +80,7 @@ def check_run(config: ml_collections.ConfigDict, workdir: str, *, num_devices: i
         return RunSpec(model, resolved_config(config, model))
     data_dir, vocab_file = prepare.dataset_dir(config, workdir)
     manifest = catalog.read_manifest(data_dir)
+    catalog.check_shards(data_dir)
     vocab_size = check_manifest(config, manifest, data_dir, vocab_file)
     dataset_vocab = catalog.dataset_vocab_path(data_dir)
     if pretrained is not None and pretrained.vocab_file is not None:
@@ -84,6 +88,93 @@ def check_run(config: ml_collections.ConfigDict, workdir: str, *, num_devices: i
     model = bert_config(config, vocab_size, pretrained)
     return RunSpec(model, resolved_config(config, model), data_dir, dataset_vocab, bool(manifest["do_lower_case"]),
                    bool(manifest["strip_accents"]))
+
+
+def check_run_on_every_host(config: ml_collections.ConfigDict, workdir: str, *, num_devices: int,
+                            process_count: int, vocab_size: int | None = None) -> RunSpec:
+    """`check_run` on every host, then the hosts agree before any collective: each publishes its result (ok, or
+    the error) and digests of what it resolved (`host_digests`) through the coordination service. If any host
+    failed, or one resolved another config, dataset manifest, vocab or task data than process 0, every host raises
+    the same BertjaxError naming the process(es) and what differs. One process: just `check_run`."""
+    from bertjax import distributed  # noqa: PLC0415  (imports JAX; the door itself does not)
+
+    spec, error = None, None
+    try:
+        spec = check_run(config, workdir, num_devices=num_devices, process_count=process_count,
+                         vocab_size=vocab_size)
+    except Exception as e:  # noqa: BLE001  (published so the other hosts fail too, then raised)
+        error = e
+    if process_count == 1:
+        if error is not None:
+            raise error
+        return spec
+    message = None if error is None else (str(error) if isinstance(error, BertjaxError)
+                                          else f"{type(error).__name__}: {error}")
+    config_fields = {} if spec is None else {".".join(path): repr(value) for path, value in
+                                             _flatten(json.loads(spec.config.to_json_best_effort()))}
+    results = distributed.exchange("run checks", {"error": message, "config": config_fields,
+                                                  "digests": host_digests(spec) if spec is not None else {}})
+    failed = [index for index, result in enumerate(results) if result["error"] is not None]
+    if error is not None and not isinstance(error, BertjaxError):
+        raise error  # a bug, not bad input: its traceback here; the other hosts stop with its one line
+    if failed:
+        others = f" (processes {', '.join(map(str, failed[1:]))} failed too)" if len(failed) > 1 else ""
+        raise BertjaxError(f"process {failed[0]} of {process_count} failed the run checks{others}: "
+                           f"{results[failed[0]]['error']}") from error
+    reference = results[0]["digests"]
+    differing = {index: [name for name in sorted(set(reference) | set(result["digests"]))
+                         if result["digests"].get(name) != reference.get(name)]
+                 for index, result in enumerate(results)}
+    differing = {index: names for index, names in differing.items() if names}
+    if differing:
+        def describe(index: int, name: str) -> str:
+            if name == "resolved config":
+                fields = results[index]["config"]
+                changed = sorted(field for field in set(fields) | set(results[0]["config"])
+                                 if fields.get(field) != results[0]["config"].get(field))
+                if changed:
+                    theirs, ours = fields, results[0]["config"]
+                    return "config " + ", ".join(f"--config.{field}={theirs.get(field, 'unset')} (process 0: "
+                                                 f"{ours.get(field, 'unset')})" for field in changed[:4])
+            return (f"{name} {_short(results[index]['digests'].get(name))} (process 0: "
+                    f"{_short(reference.get(name))})")
+
+        details = "; ".join(f"process {index}: " + ", ".join(describe(index, name) for name in names)
+                            for index, names in differing.items())
+        raise BertjaxError(f"the {process_count} processes disagree before training: {details}; every host must "
+                           "run the same command and see the same dataset, vocab and init_from (a shared "
+                           "filesystem, or identical copies at the same paths).")
+    return spec
+
+
+def host_digests(spec: RunSpec) -> dict[str, str]:
+    """sha256 digests of what this host resolved: the config (model fields from the data and init_from included),
+    the dataset manifest, the vocab and, for fine-tuning, the task data's size and labels."""
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    digests = {"resolved config": sha(spec.config.to_json_best_effort(sort_keys=True))}
+    if spec.data_dir is not None:
+        digests["dataset manifest"] = sha(json.dumps(catalog.read_manifest(spec.data_dir), sort_keys=True,
+                                                     default=str))
+    if spec.vocab_file is not None:
+        digests["vocab"] = vocab_sha256(spec.vocab_file)
+    if spec.task is not None:
+        digests["task data"] = sha(json.dumps([spec.task.num_train_examples, spec.task.labels], default=str))
+    return digests
+
+
+def _flatten(tree, prefix: tuple = ()):
+    """(path, leaf) pairs of a nested dict."""
+    if isinstance(tree, dict):
+        for key, value in sorted(tree.items()):
+            yield from _flatten(value, (*prefix, str(key)))
+    else:
+        yield prefix, tree
+
+
+def _short(digest: str | None) -> str:
+    return "missing" if digest is None else f"sha256 {digest[:12]}…"
 
 
 def _check_finetuning(config: ml_collections.ConfigDict, workdir: str,
@@ -149,6 +240,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
                            "set it to the phase-1 --workdir or its export directory.")
     for path in POSITIVE_FIELDS:
         _positive(config, path)
+    pad = config.model.get("vocab_pad_multiple", 1)
+    if not isinstance(pad, int) or isinstance(pad, bool) or pad < 1:
+        raise BertjaxError(f"--config.model.vocab_pad_multiple={pad!r} must be a positive integer (1: no padding).")
     policy = config.model.get("remat_policy", "nothing_saveable")
     if policy not in REMAT_POLICIES:
         raise BertjaxError(f"--config.model.remat_policy={policy!r} is unknown; use one of {', '.join(REMAT_POLICIES)}.")
@@ -192,7 +286,7 @@ def check_manifest(config: ml_collections.ConfigDict, manifest: dict, data_dir: 
             f"--config.model.vocab_size={config.model.vocab_size} does not match the dataset manifest "
             f"(vocab_size={vocab_size}) of {data_dir}; set it to {vocab_size} or leave it unset.")
     if vocab_file is not None:
-        if not pathlib.Path(vocab_file).is_file():
+        if not paths.path(vocab_file).is_file():
             raise BertjaxError(f"--config.data.vocab_file={vocab_file} does not exist; fix the path.")
         digest = vocab_sha256(vocab_file)
         if manifest.get("vocab_sha256") and digest != manifest["vocab_sha256"]:

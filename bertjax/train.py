@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from bertjax import checkpoint, finetune, objectives, run_config, sharding, train_step
+from bertjax import checkpoint, distributed, finetune, objectives, paths, run_config, sharding, train_step
 from bertjax.data import pipeline
 from bertjax.errors import BertjaxError
 from bertjax.metrics_writer import MetricsWriter, Throughput, format_duration, peak_flops_per_device
@@ -58,7 +58,8 @@ class Trainer:
         self.mesh = mesh
         self.bert_config = bert_config
         self.vocab_size = bert_config.vocab_size
-        self.objective = objective or objectives.Pretraining(config.data.max_predictions_per_seq)
+        self.objective = objective or objectives.Pretraining(config.data.max_predictions_per_seq,
+                                                             config.model.get("vocab_pad_multiple", 1))
         self.model = self.objective.build_model(
             self.bert_config, dtype=jnp.dtype(config.dtype), param_dtype=jnp.float32,
             scan_layers=config.model.scan_layers,
@@ -127,11 +128,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, data:
     `data` replaces the config's dataset (tests); `hooks` run after every step; `devices` restricts the mesh.
     """
     devices = list(jax.devices() if devices is None else devices)
-    spec = run_config.check_run(config, workdir, num_devices=len(devices), process_count=jax.process_count(),
-                                vocab_size=None if data is None else data.vocab_size)
+    spec = run_config.check_run_on_every_host(config, workdir, num_devices=len(devices),
+                                              process_count=jax.process_count(),
+                                              vocab_size=None if data is None else data.vocab_size)
     config = spec.config
     mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, devices)
-    checkpoint.absolute_path(workdir).mkdir(parents=True, exist_ok=True)
+    paths.path(workdir).mkdir(parents=True, exist_ok=True)
     if data is None:
         data = spec.task.data if spec.task is not None else open_dataset(config, spec)
     with jax.set_mesh(mesh):
@@ -153,6 +155,10 @@ def _check_compatible(checkpointer: checkpoint.Checkpointer, step: int, config: 
     sections = {"model": ("size", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                           "intermediate_size", "scan_layers"),
                 "data": ("max_seq_length", "max_predictions_per_seq"), "optimizer": ("name",)}
+    if not finetune.is_finetuning(config):  # the pretraining model's vocab rows (heads ignore the field)
+        sections["model"] += ("vocab_pad_multiple",)
+        for model_fields in (saved.setdefault("model", {}), current["model"]):
+            model_fields.setdefault("vocab_pad_multiple", 1)  # checkpoints from before the field: unpadded
     for section, fields in sections.items():
         for field in fields:
             old, new = saved.get(section, {}).get(field), current[section].get(field)
@@ -167,8 +173,8 @@ def _restore_or_init(trainer: Trainer, checkpointer: checkpoint.Checkpointer, co
     if step is not None:
         _check_compatible(checkpointer, step, config)
         _log_process_0("Restoring checkpoint step %d from %s", step, checkpointer.directory)
-        if train_iter is not None and not checkpointer.has_data_state(step) and jax.process_index() == 0:
-            logging.warning("Checkpoint step %d was written with another number of processes: the model and "
+        if train_iter is not None and not checkpointer.can_restore_data(step) and jax.process_index() == 0:
+            logging.warning("Checkpoint step %d has no input pipeline state this run can continue: the model and "
                             "optimizer state are restored, the input pipeline starts its order afresh.", step)
         return checkpointer.restore(step, trainer.abstract_state_with_shardings(), train_iter)
     if config.train.eval_only and not config.train.init_from:
@@ -195,7 +201,7 @@ def _run(trainer: Trainer, data: DataSource, checkpointer: checkpoint.Checkpoint
     state = _restore_or_init(trainer, checkpointer, config, train_iter)
     step = int(jax.device_get(state.step))
     if jax.process_index() == 0:  # only now: an incompatible workdir must keep its config.json
-        (checkpoint.absolute_path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
+        paths.write_text_atomically(paths.path(workdir) / "config.json", config.to_json_best_effort(indent=2))
     best = _BestExport(workdir, spec.task, trainer)
     checkpoint.write_model_description(workdir, trainer.bert_config, spec.vocab_file, spec.do_lower_case,
                                        spec.strip_accents, best.head)
@@ -208,7 +214,7 @@ def _run(trainer: Trainer, data: DataSource, checkpointer: checkpoint.Checkpoint
         writer.write_scalars(at_step, metrics, "eval")
         writer.log(f"eval step {at_step}: " + _format_eval(metrics, trainer.objective))
         if spec.task is not None and jax.process_index() == 0:
-            stem = checkpoint.absolute_path(workdir) / f"predictions_{config.eval.get('split', 'dev')}"
+            stem = paths.path(workdir) / f"predictions_{config.eval.get('split', 'dev')}"
             written = trainer.objective.write_predictions(outputs, str(stem))
             if written:
                 writer.log(f"predictions written to {written}")
@@ -243,7 +249,7 @@ def _train_loop(trainer: Trainer, state, train_iter, checkpointer: checkpoint.Ch
         peak_flops=peak_flops_per_device(config.log.peak_flops_per_device))
     config_dict = config.to_dict()
     totals, interval_steps, saved = None, 0, True
-    writer.log(f"training from step {step} to {num_steps} on {jax.device_count()} devices, mesh "
+    writer.log(f"training from step {step} to {num_steps} on {distributed.device_summary()}, mesh "
                f"{dict(trainer.mesh.shape)}, {jax.process_count()} processes")
     while step < num_steps:
         host_batch = next(train_iter)
@@ -282,7 +288,7 @@ class _BestExport:
     def __init__(self, workdir: str, task: finetune.Task | None, trainer: Trainer):
         self.workdir, self.task = workdir, task
         self.head = None if task is None else checkpoint.Head(trainer.model, task.labels)
-        self.path = checkpoint.absolute_path(workdir) / checkpoint.BEST_DIR / "metrics.json"
+        self.path = paths.path(workdir) / checkpoint.BEST_DIR / "metrics.json"
         self.value = None
         if task is not None and self.path.exists():
             self.value = json.loads(self.path.read_text()).get(task.main_metric)

@@ -20,7 +20,7 @@ import numpy as np
 from bertjax.data.tokenizer import SEP
 from bertjax.errors import BertjaxError
 from bertjax.layers import SCANNED_LAYERS_NAME
-from bertjax.model import BertConfig, BertModel
+from bertjax.model import BertConfig, BertModel, unpad_vocab
 
 if TYPE_CHECKING:  # matplotlib is optional: see _figure_class
     from matplotlib.figure import Figure
@@ -32,10 +32,10 @@ CLS_PART_LABELS = {"cls": "[CLS]", "sep": "[SEP]", "segment_a": "segment A", "se
 def attention_maps(config: BertConfig, params: dict, input_ids, input_mask=None, segment_ids=None) -> jax.Array:
     """Attention probabilities [L, B, N, T, T] (layer, batch, head, query, key) of a deterministic forward pass.
 
-    `params` are BertForPreTraining params (with a `bert` subtree) or BertModel params, unrolled or scanned.
-    Padded keys get probability 0; every row sums to 1.
+    `params` are BertForPreTraining params (with a `bert` subtree) or BertModel params, unrolled or scanned (a
+    vocab-padded run's too: the padded embedding rows are cut off). Padded keys get probability 0; every row sums to 1.
     """
-    encoder_params = params.get("bert", params)
+    encoder_params = unpad_vocab({"bert": params.get("bert", params)}, config.vocab_size)["bert"]
     scanned = SCANNED_LAYERS_NAME in encoder_params["encoder"]
     model = BertModel(config, scan_layers=scanned, sow_attention=True)
     _, state = model.apply({"params": encoder_params}, jnp.asarray(input_ids),

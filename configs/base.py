@@ -41,6 +41,10 @@ def get_config() -> ml_collections.ConfigDict:
     # What a rematerialised layer keeps: "nothing_saveable" (least memory), "minimal" (the projections' outputs),
     # "dots_saveable" (every matmul output; least recomputation).
     config.model.remat_policy = "nothing_saveable"
+    # Pad the vocab axis of the word embeddings and the MLM output bias to a multiple of this (128: the TPU matrix
+    # unit's tile), so the MLM decoder matmul has an aligned shape; the extra logits are sliced off, so losses,
+    # metrics and exports are those of the unpadded model. 1 = no padding. Pretraining only.
+    config.model.vocab_pad_multiple = 128
 
     # Compute dtype of the model ("bfloat16" or "float32"); params, LayerNorm, softmax and losses stay float32.
     config.dtype = "bfloat16"

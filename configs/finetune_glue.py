@@ -24,6 +24,7 @@ def finetune_config(task: str) -> ml_collections.ConfigDict:
     config = base.get_config()
     config.task = task
     config.dtype = "float32"
+    config.model.vocab_pad_multiple = 1  # fine-tuning heads have no MLM matmul and never pad their vocab
     config.data.max_seq_length = 128
     # Task files inside --config.data.dir (GLUE tasks know theirs): names relative to it.
     config.data.train_file = config_dict.placeholder(str)

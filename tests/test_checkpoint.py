@@ -9,6 +9,7 @@ from _train_helpers import VOCAB_SIZE, params_digest, synthetic_data, tiny_confi
 from bertjax import checkpoint, run_config, sharding
 from bertjax.convert import hf
 from bertjax.errors import BertjaxError
+from bertjax.model import unpad_vocab
 from bertjax.train import Trainer, train_and_evaluate
 
 
@@ -93,7 +94,8 @@ def test_run_exports_params_resumes_and_refuses_another_models_workdir(tmp_path)
     exported = checkpoint.load_params(os.path.join(workdir, "export"), abstract)
     from_checkpoints = checkpoint.load_params(workdir, abstract)
     assert params_digest(exported) == params_digest(from_checkpoints)
-    exported_hf, loaded_hf = hf.params_to_hf(exported), hf.params_to_hf(hf_params)
+    # (The run pads its vocab to 128 rows, configs/base.py; the export has the real VOCAB_SIZE rows.)
+    exported_hf, loaded_hf = hf.params_to_hf(unpad_vocab(exported, VOCAB_SIZE)), hf.params_to_hf(hf_params)
     assert exported_hf.keys() == loaded_hf.keys()
     assert all(np.array_equal(exported_hf[k], loaded_hf[k]) for k in exported_hf)
     phase2 = tiny_config(num_train_steps=4, init_from=workdir, eval_only=True)

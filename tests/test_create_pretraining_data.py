@@ -270,3 +270,21 @@ def test_small_corpora_use_fewer_worker_processes():
     assert worker_pool.worker_processes(8, 2 * mb, mb // 4) == 1
     assert worker_pool.worker_processes(2, 100 * mb, mb) == 2
     assert worker_pool.worker_processes(8, 100 * mb, 50 * mb) == 2  # never more than the shards
+
+
+def test_binary_input_is_refused_unless_the_threshold_allows_it(corpus, vocab_dir, tmp_path):
+    from bertjax.data import text
+
+    assert text.non_text_fraction(corpus) == 0.0
+    assert text.non_text_fraction(Path(__file__).parents[1] / "data" / "demo_ko" / "corpus.txt") == 0.0
+    garbage = tmp_path / "model.bin"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes())
+    with pytest.raises(BertjaxError, match=r"input .*model.bin does not look like text: [1-9]\d\.\d% of its first 1 MB "
+                                           r"is invalid UTF-8 or control characters \(at most 10\.0% allowed\)"):
+        _make(f"{corpus},{garbage}", tmp_path / "out", vocab_dir)
+    assert not (tmp_path / "out").exists()
+    # A corpus with a few bad bytes is text: read, the bad lines counted.
+    mostly_text = tmp_path / "latin1.txt"
+    mostly_text.write_bytes(Path(corpus).read_bytes() + "caf\xe9 cr\xe8me .\n".encode("latin-1"))
+    assert 0 < text.non_text_fraction(mostly_text) < 0.01
+    assert _make(mostly_text, tmp_path / "ok", vocab_dir)["invalid_utf8_lines"] == 1

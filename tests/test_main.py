@@ -38,9 +38,14 @@ def _one_error_line(result) -> str:
     ("--config.train.batchsize=3", 'unknown config field "batchsize" (did you mean "batch_size"?)'),
     ("--config.train.batch_size=3.5", "--config.train.batch_size=3.5"),
     ("--config.data.dir=/does/not/exist", "--config.data.dir=/does/not/exist does not exist"),
+    ("--config=configs/nope.py", "--config=configs/nope.py cannot be loaded ([Errno 2] No such file or directory"),
+    ("--config=README.md", "--config=README.md is not a bertjax config file (SyntaxError line 3"),
+    ("--config=configs", "--config=configs cannot be loaded ([Errno 21] Is a directory"),
+    ("--config=configs/base.py:extra", "--config=configs/base.py:extra failed in get_config() (TypeError"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, flag, expected):
-    line = _one_error_line(_main("--config=configs/base.py", flag, workdir=tmp_path))
+    config = [] if flag.startswith("--config=") else ["--config=configs/base.py"]
+    line = _one_error_line(_main(*config, flag, workdir=tmp_path))
     assert expected in line
 
 
@@ -102,3 +107,16 @@ def test_demo_builds_vocab_and_data_on_first_use_and_reuses_them(tmp_path):
     assert "training from step 3 to 5" in result.stdout
     assert vocab.stat().st_mtime == vocab_mtime
     assert max(p.stat().st_mtime for p in (workdir / "data" / "dataset").rglob("*")) == manifest_mtime
+
+
+def test_a_dataset_missing_a_shard_file_is_one_line(tmp_path):
+    import _tiny_dataset
+
+    data_dir = _tiny_dataset.write_dataset(str(tmp_path / "dataset"), {"train": [32, 32], "eval": [16]})
+    shard = sorted(p for p in (tmp_path / "dataset").iterdir() if "train.array_record-00001" in p.name)[0]
+    shard.unlink()
+    line = _one_error_line(_main("--config=configs/base.py", f"--config.data.dir={data_dir}",
+                                 "--config.data.max_seq_length=16", "--config.data.max_predictions_per_seq=4", *TINY,
+                                 workdir=tmp_path / "run"))
+    assert f"lacks 1 of its 3 shard files ({shard.name} missing or empty)" in line
+    assert not (tmp_path / "run" / "checkpoints").exists()

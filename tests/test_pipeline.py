@@ -89,18 +89,41 @@ def test_resumed_iterator_continues_on_the_next_batch(static_dir):
 
 
 @pytest.mark.parametrize("process_count", [2, 3])
-def test_hosts_read_disjoint_blocks_and_yield_equal_batch_counts(static_dir, process_count):
-    per_host = [[_ids(b) for b in pipeline.create_iterator(static_dir, "train", 2 * process_count, seed=0,
+def test_hosts_take_contiguous_rows_of_the_one_global_batch_sequence(static_dir, process_count):
+    """Host i takes rows [i * B / P, (i + 1) * B / P) of every global batch; the global sequence is the 1-host one."""
+    batch_size = 2 * process_count
+    one_host = [_ids(b) for b in _single(static_dir, batch_size=batch_size, seed=0, num_epochs=1)]
+    per_host = [[_ids(b) for b in pipeline.create_iterator(static_dir, "train", batch_size, seed=0,
                                                            num_epochs=1, process_index=i, process_count=process_count)]
                 for i in range(process_count)]
-    assert len({len(batches) for batches in per_host}) == 1
-    assert len(per_host[0]) == pipeline.batches_per_epoch(static_dir, "train", 2 * process_count, process_count)
-    rows = [sorted(sum(batches, [])) for batches in per_host]
-    block = 35 // process_count
-    for i, host_rows in enumerate(rows):
-        assert set(host_rows) <= set(range(i * block, (i + 1) * block))    # only its own contiguous block
-        assert len(host_rows) == block - block % 2
-    assert len(set(sum(rows, []))) == sum(len(r) for r in rows)             # nothing read twice
+    assert [len(batches) for batches in per_host] == [35 // batch_size] * process_count
+    assert len(one_host) == 35 // batch_size
+    assert len(per_host[0]) == pipeline.batches_per_epoch(static_dir, "train", batch_size, process_count)
+    assert all(len(rows) == 2 for batches in per_host for rows in batches)
+    assert [sum((batches[s] for batches in per_host), []) for s in range(len(one_host))] == one_host
+    rows = sum((sum(batches, []) for batches in per_host), [])
+    assert len(set(rows)) == len(rows) == 35 - 35 % batch_size                # nothing read twice
+
+
+@pytest.mark.parametrize("saved_by, resumed_by", [(2, 1), (1, 3), (3, 2)])
+def test_iterator_state_resumes_on_another_process_count(static_dir, saved_by, resumed_by):
+    """The state is the next global batch's index, the same on every host; it continues on any host count, also
+    across the epoch boundary (7 batches of 6 per epoch)."""
+    batch_size = 6
+    want = [_ids(b) for b in _take(_single(static_dir, batch_size=batch_size, seed=3), 9)]
+    savers = [pipeline.create_iterator(static_dir, "train", batch_size, seed=3, process_index=i,
+                                       process_count=saved_by) for i in range(saved_by)]
+    for it in savers:
+        _take(it, 4)
+    states = [it.get_state() for it in savers]
+    assert all(state == states[0] for state in states)
+    resumed = []
+    for i in range(resumed_by):
+        it = pipeline.create_iterator(static_dir, "train", batch_size, seed=3, process_index=i,
+                                      process_count=resumed_by)
+        it.set_state(json.loads(json.dumps(states[0])))
+        resumed.append([_ids(b) for b in _take(it, 5)])
+    assert [sum((host[s] for host in resumed), []) for s in range(5)] == want[4:]
 
 
 def test_global_batch_on_eight_devices(static_dir):

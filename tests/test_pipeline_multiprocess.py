@@ -1,5 +1,6 @@
 """Pipelines across processes, each run in subprocesses with a timeout so a hang fails the test instead of CI:
-two JAX processes (4 CPU devices each) split one epoch exactly; Grain worker processes give the same batches."""
+two JAX processes (4 CPU devices each) split each global batch of one epoch exactly; Grain worker processes give the
+same batches."""
 import contextlib
 import json
 import os
@@ -53,7 +54,7 @@ def _run(argvs: list[list[str]], tmp_path) -> None:
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_processes_split_one_epoch_exactly(tmp_path):
-    data_dir = tiny.write_dataset(str(tmp_path / "ds"), {"train": [20, 21]})      # 41 examples -> 20 per host
+    data_dir = tiny.write_dataset(str(tmp_path / "ds"), {"train": [20, 21]})      # 41 examples: 5 batches of 8
     port = str(portpicker.pick_unused_port())
     outs = [str(tmp_path / f"report{i}.json") for i in range(2)]
     _run([["distributed", data_dir, port, str(i), "2", "8", outs[i]] for i in range(2)], tmp_path)
@@ -61,16 +62,18 @@ def test_two_processes_split_one_epoch_exactly(tmp_path):
     reports = [json.load(open(path)) for path in outs]
     assert [(r["process_index"], r["process_count"], r["local_devices"], r["devices"]) for r in reports] == [
         (0, 2, 4, 8), (1, 2, 4, 8)]
-    # 20 examples per host in batches of 4: 5 batches each, global batches of 8.
+    # Global batches of 8, 4 rows from each host: 5 batches each.
     assert [len(r["rows"]) for r in reports] == [5, 5] == [r["batches_per_epoch"] for r in reports]
     assert all(shape == [8, 16] for r in reports for shape in r["global_shapes"])
-    host_rows = [sorted(sum(r["rows"], [])) for r in reports]
-    assert host_rows[0] == list(range(0, 20)) and host_rows[1] == list(range(20, 40))   # each its own block, once
-    assert sum(reports[0]["rows"], []) != host_rows[0]                                    # shuffled
+    # Host 0 has rows 0-3 and host 1 rows 4-7 of every global batch of the one-process order: the same sequence.
+    one_process = pipeline.create_iterator(data_dir, "train", 8, seed=7, num_epochs=1, process_index=0,
+                                           process_count=1)
+    want = [[tiny.example_id({k: v[j] for k, v in b.items()}) for j in range(8)] for b in one_process]
+    assert [a + b for a, b in zip(reports[0]["rows"], reports[1]["rows"])] == want
+    assert len(set(sum(want, []))) == 40 and sum(want, []) != sorted(sum(want, []))     # each once, shuffled
     # Both processes see the same global batches: the label sums over the global arrays agree.
     assert reports[0]["global_label_sums"] == reports[1]["global_label_sums"]
-    want = [sum(i % 2 for i in a + b) for a, b in zip(reports[0]["rows"], reports[1]["rows"])]
-    assert reports[0]["global_label_sums"] == want
+    assert reports[0]["global_label_sums"] == [sum(i % 2 for i in rows) for rows in want]
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bertjax import paths
 from bertjax.convert import hf, sources
 from bertjax.errors import BertjaxError, exit_on_bad_input
 
@@ -75,7 +76,7 @@ def convert(command: str, source: str, output: str, *, overwrite: bool = False, 
     if kind not in COMMANDS[command]:
         other = next(name for name, wanted in COMMANDS.items() if wanted[0] == kind)
         raise BertjaxError(f"{source} is {_a(kind)}, not {_a(' or '.join(COMMANDS[command]))}; use `{other}` for it")
-    output_dir = Path(output)
+    output_dir = paths.path(output)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite:
         raise BertjaxError(f"--output {output} exists and is not empty; choose a new directory or pass --overwrite")
     pretrained = sources.load_pretrained(source, allow_missing_heads=allow_missing_heads,
@@ -83,21 +84,33 @@ def convert(command: str, source: str, output: str, *, overwrite: bool = False, 
     if pretrained.vocab_file is None:
         raise BertjaxError(f"{source} has no vocab.txt; a converted checkpoint carries its vocab, so add the "
                            "vocab.txt it was trained with to that directory")
+    if paths.is_remote(output_dir):  # written locally, then uploaded with config.json last (paths.upload_tree)
+        with tempfile.TemporaryDirectory(prefix="bertjax-convert-") as local:
+            _save(pretrained, local)
+            for old_file in paths.files_under(output_dir) if output_dir.exists() else []:
+                old_file.unlink()
+            paths.upload_tree(local, output_dir, last=[hf.CONFIG_NAME])
+        return pretrained
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
-        if pretrained.head is None:
-            weights = dict(params=pretrained.params)
-        else:  # a fine-tuned checkpoint stays its head
-            weights = dict(params=pretrained.head_params, head_model=pretrained.head, labels=pretrained.labels)
-        hf.save_pretrained(staging, pretrained.config, **weights, vocab_file=pretrained.vocab_file,
-                           do_lower_case=pretrained.do_lower_case, strip_accents=pretrained.strip_accents)
+        _save(pretrained, staging)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         staging.rename(output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return pretrained
+
+
+def _save(pretrained: sources.Pretrained, directory: str | Path) -> None:
+    """Write `pretrained` as a Hugging Face directory (a fine-tuned checkpoint stays its head)."""
+    if pretrained.head is None:
+        weights = dict(params=pretrained.params)
+    else:
+        weights = dict(params=pretrained.head_params, head_model=pretrained.head, labels=pretrained.labels)
+    hf.save_pretrained(directory, pretrained.config, **weights, vocab_file=pretrained.vocab_file,
+                       do_lower_case=pretrained.do_lower_case, strip_accents=pretrained.strip_accents)
 
 
 def _a(noun: str) -> str:
@@ -117,7 +130,7 @@ def describe(pretrained: sources.Pretrained, output: str) -> str:
     if pretrained.initialized_heads and pretrained.head is None:
         lines.append("initialised as in pretraining (missing from the checkpoint): "
                      + ", ".join(pretrained.initialized_heads))
-    lines.append(f"wrote {output}: " + ", ".join(sorted(p.name for p in Path(output).iterdir())))
+    lines.append(f"wrote {output}: " + ", ".join(sorted(p.name for p in paths.path(output).iterdir())))
     return "\n".join(lines)
 
 

@@ -5,26 +5,30 @@ One rule maps every bertjax parameter path to its Hugging Face state-dict key (t
 weights [out, in]), `embedding`/`scale` -> `weight`, `cls/predictions/output_bias` -> `cls.predictions.bias`.
 The MLM decoder is tied to the word embeddings, so `cls.predictions.decoder.weight` is never stored by bertjax and is
 checked against the word embeddings when a checkpoint has it.
+Vocab padding (`BertForPreTraining(vocab_pad_multiple=...)`) never reaches a Hugging Face directory: `save_pretrained`
+writes the [V, H] embeddings and [V] bias, and `map_state_dict` zero-pads them for a padded `model`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-from pathlib import Path
+from etils.epath import Path
 from typing import Mapping
 
 import numpy as np
+import safetensors.numpy
 from flax import traverse_util
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from bertjax import paths
 from bertjax.convert import torch_bin
 from bertjax.data import tokenizer
 from bertjax.errors import BertjaxError
 from bertjax.layers import SCANNED_LAYERS_NAME
-from bertjax.model import BertConfig, BertForPreTraining, abstract_params, unstack_layers
+from bertjax.model import (VOCAB_PARAM_PATHS, BertConfig, BertForPreTraining, abstract_params, unpad_vocab,
+                           unstack_layers)
 
 # Fine-tuning heads (`bertjax.heads`) are imported inside `save_pretrained` and `load_hf_head` only: heads.py maps its
 # params with this module (`map_state_dict`, `params_to_hf`), so importing it here at module level would be a cycle.
@@ -81,7 +85,8 @@ def map_state_dict(state_dict: Mapping[str, np.ndarray], config: BertConfig, *, 
     The paths are those of `model`'s params with unrolled layers (a fine-tuning head of `bertjax.heads`, built with
     `config`), by default a BertForPreTraining of `config`. Unexpected keys, shape mismatches and an untied decoder
     are errors (a bare BertModel's keys get their `bert.` prefix first). With `encoder_only=True` only the `bert`
-    subtree is mapped, and non-encoder keys (say a fine-tuned classifier) are ignored.
+    subtree is mapped, and non-encoder keys (say a fine-tuned classifier) are ignored. A vocab-padded `model`
+    gets the checkpoint's [V, H] word embeddings and [V] output bias zero-padded to its W rows.
     """
     tensors = _normalize_keys(state_dict)
     for key in _BUFFER_KEYS:
@@ -110,6 +115,8 @@ def map_state_dict(state_dict: Mapping[str, np.ndarray], config: BertConfig, *, 
             continue
         value = tensors.pop(key)
         value = value.T if transpose else value
+        if path in VOCAB_PARAM_PATHS and value.shape[0] == config.vocab_size < spec.shape[0]:
+            value = np.pad(value, [(0, spec.shape[0] - value.shape[0])] + [(0, 0)] * (value.ndim - 1))
         if value.shape != spec.shape:
             mismatched.append(f"{key}: checkpoint {value.shape[::-1] if transpose else value.shape}, "
                               f"config expects {spec.shape[::-1] if transpose else spec.shape}")
@@ -159,10 +166,11 @@ def params_to_hf(params: Mapping) -> dict[str, np.ndarray]:
 
 def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """All tensors of a safetensors file as numpy arrays."""
-    if not Path(path).is_file():
+    path = paths.path(path)
+    if not path.is_file():
         raise BertjaxError(f"weights file {path} does not exist; pass a directory with {WEIGHTS_NAME} or the file")
     try:
-        return load_file(str(path))
+        return safetensors.numpy.load(path.read_bytes()) if paths.is_remote(path) else load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise BertjaxError(f"weights file {path} is not a readable safetensors file ({e}); re-download or re-export it")
 
@@ -174,7 +182,7 @@ def save_safetensors(state_dict: Mapping[str, np.ndarray], path: str | os.PathLi
 
 def load_state_dict(directory: str | os.PathLike) -> dict[str, np.ndarray]:
     """The weights of a Hugging Face directory: model.safetensors (or its sharded index), else pytorch_model.bin."""
-    directory = Path(directory)
+    directory = paths.path(directory)
     if (directory / WEIGHTS_NAME).is_file():
         return load_safetensors(directory / WEIGHTS_NAME)
     if (directory / SHARDED_WEIGHTS_INDEX).is_file():
@@ -195,7 +203,7 @@ def _read_json(path: Path) -> dict:
 
 def read_config_data(directory: str | os.PathLike) -> dict:
     """The config.json of a Hugging Face directory as a dict (which must describe a BERT; any architecture)."""
-    path = Path(directory) / CONFIG_NAME
+    path = paths.path(directory) / CONFIG_NAME
     if not path.is_file():
         raise BertjaxError(f"{path} does not exist; a Hugging Face BERT directory holds config.json and its weights")
     data = _read_json(path)
@@ -239,6 +247,7 @@ def save_pretrained(directory: str | os.PathLike, config: BertConfig, params: Ma
     With `head_model` (a fine-tuning head of `bertjax.heads`, built with `config`), `params` are its params and the
     directory is the matching transformers class (config.json `architectures`, `id2label`/`label2id` from `labels`,
     default LABEL_{i}; `classifier_dropout`): `BertForSequenceClassification.from_pretrained` etc. load it.
+    Vocab-padded params (a padded run's state) are written unpadded: config.vocab_size rows, as transformers expects.
     """
     extra = None
     if head_model is not None:
@@ -251,7 +260,7 @@ def save_pretrained(directory: str | os.PathLike, config: BertConfig, params: Ma
         raise BertjaxError("save_pretrained: labels name the classes of a head; pass head_model too")
     state_dict = None
     if params is not None:
-        state_dict = params_to_hf(params)
+        state_dict = params_to_hf(unpad_vocab(params, config.vocab_size))
         if head_model is not None:
             expected = {hf_key(path)[0] for path in traverse_util.flatten_dict(
                 abstract_params(head_model.clone(scan_layers=False)))}
@@ -275,7 +284,8 @@ def write_tokenizer_files(directory: Path, vocab_file: str | os.PathLike, do_low
     if do_lower_case is None:
         raise BertjaxError(f"the casing of {vocab_file} is unknown; pass do_lower_case")
     source = tokenizer.resolve_vocab_path(vocab_file)
-    if source.resolve() != (directory / tokenizer.VOCAB_FILE).resolve():
-        shutil.copyfile(source, directory / tokenizer.VOCAB_FILE)
+    target = paths.path(directory) / tokenizer.VOCAB_FILE
+    if source != target:
+        target.write_bytes(source.read_bytes())
     strip_accents = do_lower_case if strip_accents is None else strip_accents
     tokenizer.write_tokenizer_config(directory, do_lower_case, strip_accents, model_max_length)

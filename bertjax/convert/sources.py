@@ -9,8 +9,9 @@
     the output of `to-hf`/`from-*` are such directories;
   * a google-research/bert checkpoint directory (bert_config.json, vocab.txt and `*.ckpt.index` + data files).
 
-Params come back as BertForPreTraining params with unrolled layers, as float32 numpy arrays. Heads a checkpoint lacks
-(the pooler and NSP head of a BertForMaskedLM, every head of a bare BertModel) are an error that lists them, unless
+Params come back as BertForPreTraining params with unrolled layers, as float32 numpy arrays, with V vocab rows (a
+vocab-padded run's padding is cut off). Heads a checkpoint lacks (the pooler and NSP head of a BertForMaskedLM,
+every head of a bare BertModel) are an error that lists them, unless
 `allow_missing_heads=True`: then they are initialised as in pretraining and listed in `initialized_heads`.
 
 A fine-tuned checkpoint (config.json `architectures[0]` is BertForSequenceClassification, BertForTokenClassification
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
+from etils.epath import Path
 from typing import Any
 
 import jax
@@ -34,10 +35,11 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from bertjax import heads as heads_lib
+from bertjax import paths
 from bertjax.convert import hf, tensor_bundle, tf_checkpoint
 from bertjax.data import tokenizer
 from bertjax.errors import BertjaxError
-from bertjax.model import BertConfig, BertForPreTraining, abstract_params, init_params, unstack_layers
+from bertjax.model import BertConfig, BertForPreTraining, abstract_params, init_params, unpad_vocab, unstack_layers
 
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_DIR = "model"  # <workdir>/model: config.json, vocab.txt, tokenizer_config.json of a run (no weights)
@@ -67,7 +69,7 @@ class Pretrained:
 
 def detect(path: str | Path) -> str:
     """Which kind of checkpoint `path` is (BERTJAX_RUN, HUGGING_FACE or ORIGINAL_TF); BertjaxError if none."""
-    path = Path(path)
+    path = paths.path(path)
     if not path.exists():
         raise BertjaxError(f"{path} does not exist; pass a bertjax workdir, a Hugging Face BERT directory or an "
                            "original TF checkpoint directory")
@@ -92,7 +94,7 @@ def read_config(path: str | Path) -> BertConfig:
 def load_pretrained(path: str | Path, *, read_params: bool = True, allow_missing_heads: bool = False,
                     seed: int = 0, do_lower_case: bool | None = None) -> Pretrained:
     """Load a checkpoint of any kind (see the module docstring); `do_lower_case` overrides the detected casing."""
-    path = Path(path)
+    path = paths.path(path)
     loader = {BERTJAX_RUN: _load_bertjax, HUGGING_FACE: _load_hf, ORIGINAL_TF: _load_tf}[detect(path)]
     pretrained = loader(path, read_params)
     flat = pretrained.params
@@ -169,13 +171,14 @@ def _load_bertjax(path: Path, read_params: bool) -> Pretrained:
         raise BertjaxError(f"{workdir} has no {MODEL_DIR}/{hf.CONFIG_NAME} (written when a run starts); point at a "
                            "workdir of a bertjax run, or at its export directory")
     data = hf.read_config_data(model_dir)
+    config = BertConfig.from_dict(data)
     vocab, lower, strip, casing_from = _vocab_and_casing(model_dir, None)
     params = None
     if read_params:
         step_dir = step_dir or _latest_step_dir(workdir)
-        params = _flat(_read_checkpoint_params(step_dir / "state"))
-    return _with_head(Pretrained(BERTJAX_RUN, path, BertConfig.from_dict(data), params, vocab, lower, strip,
-                                 casing_from), data)
+        # A vocab-padded run (config.model.vocab_pad_multiple) stores W rows; what leaves a run has V.
+        params = _flat(unpad_vocab(_read_checkpoint_params(step_dir / "state"), config.vocab_size))
+    return _with_head(Pretrained(BERTJAX_RUN, path, config, params, vocab, lower, strip, casing_from), data)
 
 
 def _latest_step_dir(workdir: Path) -> Path:
@@ -190,7 +193,6 @@ def _latest_step_dir(workdir: Path) -> Path:
 
 def _read_checkpoint_params(state_dir: Path) -> dict:
     """The `params` subtree of a TrainState checkpoint, as numpy arrays (shapes from the checkpoint's metadata)."""
-    state_dir = state_dir.absolute()  # Orbax finds no metadata under a relative path
     checkpointer = ocp.PyTreeCheckpointer()
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)  # Orbax warns that the step's metadata file is not in the item directory
@@ -250,7 +252,7 @@ def _load_tf(path: Path, read_params: bool) -> Pretrained:
 
 def _casing_from_name(path: Path) -> bool | None:
     """google-research/bert names its downloads `uncased_L-12_H-768_A-12`, `cased_...`, `multi_cased_...`."""
-    name = path.resolve().name.lower()
+    name = _real_name(path).lower()
     if re.search(r"(^|[_-])uncased([_-]|$)", name):
         return True
     if re.search(r"(^|[_-])cased([_-]|$)", name):
@@ -260,6 +262,11 @@ def _casing_from_name(path: Path) -> bool | None:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Vocab and casing
+
+
+def _real_name(path: Path) -> str:
+    """The name of a directory, through a local symlink (`bert -> uncased_L-12_H-768_A-12`)."""
+    return path.name if paths.is_remote(path) else path.resolve().name
 
 
 def _vocab_and_casing(directory: Path, from_name: bool | None) -> tuple[Path | None, bool | None, bool | None, str]:
@@ -275,6 +282,6 @@ def _vocab_and_casing(directory: Path, from_name: bool | None) -> tuple[Path | N
     if stored is not None:
         return vocab, stored["do_lower_case"], stored["strip_accents"], tokenizer.CONFIG_FILE
     if from_name is not None:
-        return vocab, from_name, from_name, f"the directory name {directory.resolve().name!r}"
+        return vocab, from_name, from_name, f"the directory name {_real_name(directory)!r}"
     lower = tokenizer.guess_do_lower_case(tokenizer.read_vocab(vocab))
     return vocab, lower, lower, "the vocab, which has " + ("no upper-case entries" if lower else "upper-case entries")

@@ -23,12 +23,13 @@ import functools
 import os
 import re
 import struct
-from pathlib import Path
+from etils.epath import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 import ml_dtypes
 import numpy as np
 
+from bertjax import paths
 from bertjax.errors import BertjaxError
 
 CHECKPOINT_STATE_NAME = "checkpoint"
@@ -294,23 +295,23 @@ def _dtype_name(dtype: int) -> str:
 
 def data_filename(prefix: str | os.PathLike, shard: int, num_shards: int) -> Path:
     """The data file of one shard: `<prefix>.data-0000K-of-0000N`."""
-    return Path(f"{os.fspath(prefix)}.data-{shard:05d}-of-{num_shards:05d}")
+    return paths.path(f"{os.fspath(prefix)}.data-{shard:05d}-of-{num_shards:05d}")
 
 
 def resolve_prefix(path: str | os.PathLike) -> Path:
     """The checkpoint prefix for a prefix, its .index or .data-* file, or a directory holding one checkpoint (the one
     its `checkpoint` state file names, else its only *.index file)."""
-    path = Path(path)
+    path = paths.path(path)
     if path.is_dir():
         state = path / CHECKPOINT_STATE_NAME
         if state.is_file():
-            match = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', state.read_text(errors="replace"), re.M)
+            match = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', state.read_bytes().decode("utf-8", "replace"), re.M)
             if match:
                 named = Path(match.group(1))
                 if not named.is_absolute():
                     return path / named
                 # An absolute path written on another machine: the checkpoint is most likely here.
-                return named if Path(f"{named}.index").is_file() else path / named.name
+                return named if paths.path(f"{named}.index").is_file() else path / named.name
         indexes = sorted(path.glob("*.index"))
         if len(indexes) != 1:
             found = "none" if not indexes else ", ".join(p.name for p in indexes)
@@ -326,7 +327,7 @@ class Bundle:
 
     def __init__(self, prefix: str | os.PathLike):
         self.prefix = resolve_prefix(prefix)
-        self.index_path = Path(f"{self.prefix}.index")
+        self.index_path = paths.path(f"{self.prefix}.index")
         if not self.index_path.is_file():
             raise BertjaxError(f"TF checkpoint index {self.index_path} does not exist; pass the checkpoint prefix "
                                "(e.g. .../bert_model.ckpt, the file names without .index or .data-*)")
@@ -395,7 +396,7 @@ class Bundle:
         out = {}
         for shard, shard_names in sorted(by_shard.items()):
             path = data_filename(self.prefix, shard, self.num_shards)
-            file_size = path.stat().st_size
+            file_size = path.stat().length
             shard_names.sort(key=lambda n: self.entries[n].offset)
             for name in shard_names:
                 entry = self.entries[name]
@@ -403,7 +404,7 @@ class Bundle:
                     raise BertjaxError(f"TF checkpoint data file {path} is truncated: {name} needs bytes "
                                        f"{entry.offset}..{entry.offset + entry.size} but the file has {file_size}; "
                                        "re-download or re-copy the checkpoint")
-            with open(path, "rb") as f:
+            with path.open("rb") as f:
                 for name in shard_names:
                     entry = self.entries[name]
                     buf = bytearray(entry.size)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from pathlib import Path
+from etils.epath import Path
 from typing import NamedTuple
 
 import numpy as np

@@ -32,11 +32,12 @@ import io
 import os
 import pickle
 import zipfile
-from pathlib import Path
+from etils.epath import Path
 from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
+from bertjax import paths
 from bertjax.errors import BertjaxError
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
@@ -172,10 +173,10 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     (exactly). Tensors that shared storage in PyTorch (tied weights) come back as separate, equal arrays. Storages
     are read one at a time, so memory peaks at about the size of the result plus the largest storage.
     """
-    path = Path(path)
+    path = paths.path(path)
     if not path.is_file():
         raise BertjaxError(f"weights file {path} does not exist; pass the path of a pytorch_model.bin")
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         is_zip = f.read(4) == b"PK\x03\x04"
         f.seek(0)
         try:
@@ -251,7 +252,9 @@ def _read_legacy(f, path: Path) -> _Contents:
 
 def _legacy_storages(f, keys: list, storage_dtypes: dict[str, str]) -> Iterator[tuple[str, bytes]]:
     """Each storage's 8-byte little-endian element count and bytes, in the order of `keys`."""
-    remaining = os.fstat(f.fileno()).st_size - f.tell()
+    start = f.tell()
+    remaining = f.seek(0, io.SEEK_END) - start
+    f.seek(start)
     for key in keys:
         itemsize = np.dtype(_STORED_DTYPES[storage_dtypes.get(key, "uint8")]).itemsize
         header = f.read(8)

@@ -11,12 +11,12 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from bertjax import paths
 from bertjax.data.features import check_lengths, count_records, example_shapes, feature_dtype
 from bertjax.data.tokenizer import VOCAB_FILE, write_tokenizer_config
 from bertjax.errors import BertjaxError
@@ -103,10 +103,9 @@ def _check_vocab_file(vocab_file: str | os.PathLike | None, manifest: Mapping[st
             raise BertjaxError("masking='dynamic' needs the vocab in the dataset (the pipeline masks with it); "
                                "pass vocab_file to finalize_dataset")
         return
-    if not os.path.isfile(vocab_file):
+    if not paths.path(vocab_file).is_file():
         raise BertjaxError(f"vocab_file {vocab_file} does not exist; pass the vocab.txt the examples were made with")
-    with open(vocab_file, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+    digest = hashlib.sha256(paths.read_bytes(vocab_file)).hexdigest()
     if digest != manifest["vocab_sha256"]:
         raise BertjaxError(f"vocab_file {vocab_file} has sha256 {digest} but the manifest says "
                            f"{manifest['vocab_sha256']}; pass the vocab the examples were made with")
@@ -115,14 +114,14 @@ def _check_vocab_file(vocab_file: str | os.PathLike | None, manifest: Mapping[st
 def copy_vocab(vocab_file: str | os.PathLike, dataset_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
     """Copy vocab.txt into a dataset directory and write tokenizer_config.json beside it with the manifest's casing
     (do_lower_case, strip_accents), so the dataset always carries the casing its examples were made with."""
-    shutil.copyfile(vocab_file, os.path.join(dataset_dir, VOCAB_FILE))
+    (paths.path(dataset_dir) / VOCAB_FILE).write_bytes(paths.read_bytes(vocab_file))
     write_tokenizer_config(dataset_dir, bool(manifest["do_lower_case"]), bool(manifest["strip_accents"]))
 
 
 def dataset_vocab_path(data_dir: str | os.PathLike) -> str:
     """Path of the vocab.txt stored in a dataset (BertjaxError if the dataset has none)."""
     path = os.path.join(resolve_dataset_dir(data_dir), VOCAB_FILE)
-    if not os.path.isfile(path):
+    if not paths.path(path).is_file():
         raise BertjaxError(f"dataset {data_dir} has no {VOCAB_FILE}; recreate it with a vocab_file "
                            "(create_pretraining_data always stores one)")
     return path
@@ -220,19 +219,15 @@ def _to_builtin(value: Any) -> Any:
 
 def resolve_dataset_dir(data_dir: str | os.PathLike) -> str:
     """The TFDS dataset directory at `data_dir`, or the single one below it (as a builder's name/config/version)."""
-    data_dir = os.path.abspath(os.fspath(data_dir))
-    if not os.path.isdir(data_dir):
+    directory = paths.path(data_dir)
+    data_dir = os.fspath(directory)
+    if not directory.is_dir():
         raise BertjaxError(f"dataset directory {data_dir} does not exist; create it with "
                            "`python -m bertjax.data.create_pretraining_data` or the bert_pretraining TFDS builder")
-    if os.path.isfile(os.path.join(data_dir, "dataset_info.json")):
+    if (directory / "dataset_info.json").is_file():
         return data_dir
-    found = []
-    for root, dirs, files in os.walk(data_dir):
-        dirs[:] = [d for d in dirs if d != "downloads" and not d.startswith(".")]   # TFDS download caches
-        if root[len(data_dir):].count(os.sep) >= 3:
-            dirs[:] = []
-        if "dataset_info.json" in files:
-            found.append(root)
+    found = [os.fspath(f.parent) for f in paths.files_under(directory, max_depth=3, skip_dir=_skipped_dir)
+             if f.name == "dataset_info.json"]
     if len(found) == 1:
         return found[0]
     if not found:
@@ -241,14 +236,34 @@ def resolve_dataset_dir(data_dir: str | os.PathLike) -> str:
     raise BertjaxError(f"{data_dir} holds several TFDS datasets {found}; point data_dir at one of them")
 
 
+def _skipped_dir(name: str) -> bool:
+    return name == "downloads" or name.startswith(".")   # TFDS download caches, staging directories
+
+
+def check_shards(data_dir: str | os.PathLike) -> None:
+    """Every shard file that the dataset's dataset_info.json lists is there and not empty; BertjaxError naming the
+    first one missing otherwise (a reader would fail later, mid-run)."""
+    dataset_dir = resolve_dataset_dir(data_dir)
+    info = json.loads(paths.path(os.path.join(dataset_dir, "dataset_info.json")).read_text())
+    present = {p.name: p.stat().length for p in paths.path(dataset_dir).iterdir()}
+    expected = [split.get("filepathTemplate", FILEPATH_TEMPLATE).format(
+                    DATASET=info.get("name", DATASET_NAME), SPLIT=split["name"],
+                    FILEFORMAT=info.get("fileFormat", FILE_FORMAT), SHARD_X_OF_Y=f"{i:05d}-of-{n:05d}")
+                for split in info.get("splits", []) for n in [len(split.get("shardLengths", []))] for i in range(n)]
+    missing = [name for name in expected if not present.get(name)]
+    if missing:
+        raise BertjaxError(f"dataset {dataset_dir} lacks {len(missing)} of its {len(expected)} shard files "
+                           f"({missing[0]}{', ...' if len(missing) > 1 else ''} missing or empty); restore them or "
+                           "rebuild the dataset with create_pretraining_data --overwrite")
+
+
 def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a bertjax dataset directory (see docs/design.md for its keys)."""
+    """The manifest of a bertjax dataset directory, local or gs:// (see docs/design.md for its keys)."""
     dataset_dir = resolve_dataset_dir(data_dir)
     path = os.path.join(dataset_dir, "metadata.json")
     manifest = None
-    if os.path.isfile(path):
-        with open(path) as f:
-            manifest = json.load(f).get(MANIFEST_METADATA_KEY)
+    if paths.path(path).is_file():
+        manifest = json.loads(paths.path(path).read_text()).get(MANIFEST_METADATA_KEY)
     if manifest is None:
         raise BertjaxError(f"{dataset_dir} is a TFDS dataset but not a bertjax one (no {MANIFEST_METADATA_KEY} in "
                            "metadata.json); create it with create_pretraining_data or the bert_pretraining builder")

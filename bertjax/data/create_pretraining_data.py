@@ -33,15 +33,16 @@ import os
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Sequence
 
+from bertjax import paths
 from bertjax.data import catalog, masking, shard_worker, staged_output, text, worker_pool
 from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
 from bertjax.errors import BertjaxError, exit_on_bad_input
 
 MAX_AUTO_SHARD_MB = 1.0  # automatic shard size: corpus / 16, between these bounds
 MIN_AUTO_SHARD_MB = 0.25
+DEFAULT_MAX_NON_TEXT_FRACTION = 0.1  # an input file more than this invalid UTF-8 / control characters is refused
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -130,11 +131,14 @@ def create_pretraining_data(
     shard_size_mb: float | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    max_non_text_fraction: float = DEFAULT_MAX_NON_TEXT_FRACTION,
 ) -> dict[str, Any]:
     """Build the dataset at output_dir (see module doc) and return the summary (also stored in the manifest).
 
     do_lower_case / strip_accents default to the settings stored beside the vocab (tokenizer_config.json).
     shard_size_mb defaults to auto_shard_mb(corpus size): it depends on the corpus only, never on num_workers.
+    An input file whose first MB is more than max_non_text_fraction invalid UTF-8 or control characters (a binary
+    file given by mistake) is refused.
     Raises BertjaxError for bad input; output_dir is then left as it was.
     """
     from tqdm import tqdm  # noqa: PLC0415  (worker processes re-import this module when it runs as the CLI)
@@ -144,7 +148,9 @@ def create_pretraining_data(
     _check_args(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, dupe_factor, masking,
                 whole_word, eval_fraction, num_workers, shard_size_mb)
     files = text.expand_input_files(input_file)
-    total_bytes = sum(f.stat().st_size for f in files)
+    text.check_is_text(files, max_non_text_fraction)
+    sizes = [text.file_size(f) for f in files]
+    total_bytes = sum(sizes)
     if total_bytes == 0:
         raise BertjaxError(f"input {input_file!r} is empty; pass text files with one sentence per line and blank "
                            "lines between documents")
@@ -158,8 +164,8 @@ def create_pretraining_data(
         masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor, random_seed=random_seed,
         masking=masking, whole_word_mask=whole_word, eval_fraction=eval_fraction,
         shard_bytes=int(shard_size_mb * (1 << 20)),
-        inputs=tuple((str(f.resolve()), f.stat().st_size) for f in files))
-    output = Path(output_dir).resolve()
+        inputs=tuple((os.fspath(f), size) for f, size in zip(files, sizes)))
+    output = paths.path(output_dir)
     existing = staged_output.existing_dataset(output, asdict(settings), overwrite)
     if existing is not None:
         print(f"{output} already holds this dataset (same settings and inputs); nothing to do "
@@ -254,6 +260,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="text per shard; the random next document is drawn within a shard "
                         f"(default: corpus/16, between {MIN_AUTO_SHARD_MB} and {MAX_AUTO_SHARD_MB} MB)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset made with other settings")
+    p.add_argument("--max_non_text_fraction", type=float, default=DEFAULT_MAX_NON_TEXT_FRACTION,
+                   help="refuse an input file whose first MB has more invalid UTF-8 or control characters than this")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -269,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_predictions_per_seq=args.max_predictions_per_seq, masked_lm_prob=args.masked_lm_prob,
         short_seq_prob=args.short_seq_prob, dupe_factor=args.dupe_factor, random_seed=args.random_seed,
         masking=args.masking, eval_fraction=args.eval_fraction, num_workers=args.num_workers,
-        shard_size_mb=args.shard_size_mb, overwrite=args.overwrite, show_progress=not args.no_progress)
+        shard_size_mb=args.shard_size_mb, overwrite=args.overwrite, show_progress=not args.no_progress,
+        max_non_text_fraction=args.max_non_text_fraction)
     print(format_summary(summary))
 
 

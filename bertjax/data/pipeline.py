@@ -4,16 +4,21 @@
     batch = to_global_batch(next(it), NamedSharding(mesh, P("data")))
     state = it.get_state(); ...; it.set_state(state)                          # resumes on exactly the next batch
 
-How one host builds its batches (all on record indices, so shuffling and sharding cost nothing):
-  * the split's N records are cut into `process_count` contiguous blocks of N // process_count records (the last
-    N % process_count records are never read), and host `process_index` reads only its block, so every host yields
-    the same number of batches;
-  * the block is shuffled with `seed` (a fresh permutation every epoch) and repeated `num_epochs` times (None: forever);
-  * batches of global_batch_size // process_count indices (drop_remainder; with num_epochs=None a batch may span two
-    epochs, so nothing is dropped; with a finite num_epochs only the last partial batch is) are read with one batched
-    ArrayRecord read, decoded, and, when the manifest says masking="dynamic", masked afresh: example r of epoch e gets
-    its masks from `numpy.random.default_rng((seed, e, r))`, so masks differ between epochs, do not depend on the
-    number of hosts, and are reproduced exactly by a resumed iterator;
+The global batch sequence does not depend on the number of hosts (all on record indices, so shuffling and sharding
+cost nothing):
+  * the split's N records are shuffled with `seed` (a fresh permutation every epoch; shuffle=False keeps file
+    order) and repeated `num_epochs` times (None: forever);
+  * global batch s is the contiguous slice [s * B, (s + 1) * B) of that sequence (B = global_batch_size;
+    drop_remainder: with num_epochs=None a batch may span two epochs, so nothing is dropped; with a finite num_epochs
+    only the last partial batch is);
+  * host i of P takes rows [i * B / P, (i + 1) * B / P) of every global batch, so the hosts' local batches,
+    concatenated in process order, are the global batch, and every host yields the same number of batches;
+  * the iterator state is the index of the next global batch, the same on every host: a checkpoint written by P
+    hosts resumes on any other number of hosts on exactly the next global batch;
+  * a host's rows are read with one batched ArrayRecord read, decoded, and, when the manifest says
+    masking="dynamic", masked afresh: example r of epoch e gets its masks from
+    `numpy.random.default_rng((seed, e, r))`, so masks differ between epochs, do not depend on the number of hosts,
+    and are reproduced exactly by a resumed iterator;
   * batches are prefetched by `num_threads` threads (and optionally `worker_count` processes).
 """
 from __future__ import annotations
@@ -48,21 +53,22 @@ def split_filepaths(data_dir: str, split: str) -> list[str]:
     return [str(path) for path in splits[split].filepaths]
 
 
-def _host_layout(num_examples: int, global_batch_size: int, process_count: int) -> tuple[int, int]:
-    """(examples per host, local batch size); raises BertjaxError for an unusable combination."""
+def _local_batch_size(global_batch_size: int, process_count: int) -> int:
+    """The rows of a global batch each host reads; raises BertjaxError for an unusable combination."""
     if global_batch_size is None or int(global_batch_size) <= 0:
         raise BertjaxError(f"global_batch_size={global_batch_size}; it must be a positive integer")
     if global_batch_size % process_count:
         raise BertjaxError(f"global_batch_size={global_batch_size} is not divisible by the number of processes "
                            f"({process_count}); pick a multiple of {process_count}")
-    return num_examples // process_count, global_batch_size // process_count
+    return int(global_batch_size) // process_count
 
 
 def batches_per_epoch(data_dir: str, split: str, global_batch_size: int, process_count: int | None = None) -> int:
-    """How many batches every host yields per epoch of `split` (the epoch length in steps)."""
+    """How many batches every host yields per epoch of `split` (the epoch length in steps); `process_count` only
+    checks that the global batch splits over the hosts: the number does not depend on it."""
     num_examples = _num_examples(catalog.read_manifest(data_dir), data_dir, split)
-    per_host, local_batch_size = _host_layout(num_examples, global_batch_size, _process_count(process_count))
-    return per_host // local_batch_size
+    _local_batch_size(global_batch_size, _process_count(process_count))
+    return num_examples // int(global_batch_size)
 
 
 def _num_examples(manifest: Mapping[str, Any], data_dir: str, split: str) -> int:
@@ -123,16 +129,20 @@ def make_masker(manifest: Mapping[str, Any], data_dir: str) -> Masker | None:
 
 
 class BatchReader:
-    """A batch of record indices -> one host-local batch dict: batched read, decode, stack, optional dynamic masking.
+    """A global batch of record indices -> this host's rows of it as a batch dict: batched read, decode, stack,
+    optional dynamic masking. The host's rows are [first_row, first_row + local_batch_size) of the global batch.
 
     The ArrayRecord source is opened, and the decoder's imports (tensorflow_datasets' protobuf classes) done, when
     the reader is made or unpickled (in the main thread of a Grain worker process), never first by several prefetch
     threads at once: two threads importing tensorflow_datasets for the first time can deadlock.
     """
 
-    def __init__(self, paths: list[str], examples_per_epoch: int, seed: int, masker: Masker | None):
+    def __init__(self, paths: list[str], examples_per_epoch: int, seed: int, masker: Masker | None, *,
+                 first_row: int = 0, local_batch_size: int | None = None):
         self._paths = list(paths)
         self._examples_per_epoch = examples_per_epoch
+        self._first_row = first_row
+        self._local_batch_size = local_batch_size
         self._seed = seed
         self._masker = masker
         self._open()
@@ -151,16 +161,19 @@ class BatchReader:
         self._open()
 
     def __call__(self, batch_index: int, record_ids: np.ndarray) -> Example:
-        """Build batch number `batch_index` (counted over all epochs) from its record indices.
+        """Build this host's part of global batch number `batch_index` (counted over all epochs) from the global
+        batch's record indices.
 
         With dynamic masking, example r of epoch e is masked with `numpy.random.default_rng((seed, e, r))`.
         """
-        ids = [int(i) for i in record_ids]
+        global_size = len(record_ids)
+        local_size = global_size if self._local_batch_size is None else self._local_batch_size
+        ids = [int(i) for i in record_ids[self._first_row:self._first_row + local_size]]
         examples = [features.parse_example(record) for record in self._source.__getitems__(ids)]
         batch = {name: np.stack([example[name] for example in examples]) for name in features.FEATURE_NAMES}
         if self._masker is None:
             return batch
-        first = batch_index * len(ids)
+        first = batch_index * global_size + self._first_row       # position in the repeated global sequence
         rngs = [np.random.default_rng((self._seed, (first + j) // self._examples_per_epoch, record_id))
                 for j, record_id in enumerate(ids)]
         return self._masker(batch, masking.RowGenerators(rngs))
@@ -187,18 +200,19 @@ def create_dataset(data_dir: str, split: str = "train", global_batch_size: int |
         raise BertjaxError(f"seed={seed}; it must be in [0, 2**32)")
     manifest = catalog.read_manifest(data_dir)
     num_examples = _num_examples(manifest, data_dir, split)
-    per_host, local_batch_size = _host_layout(num_examples, global_batch_size, process_count)
-    if per_host < local_batch_size:
-        raise BertjaxError(f"split {split!r} of {data_dir} has {num_examples} examples, {per_host} per process, fewer "
-                           f"than one batch of {local_batch_size} per process; lower global_batch_size")
+    local_batch_size = _local_batch_size(global_batch_size, process_count)
+    global_batch_size = int(global_batch_size)
+    if num_examples < global_batch_size:
+        raise BertjaxError(f"split {split!r} of {data_dir} has {num_examples} examples, fewer than one batch of "
+                           f"global_batch_size={global_batch_size}; lower global_batch_size")
 
-    start = process_index * per_host
-    ds = grain.MapDataset.range(start, start + per_host)
+    ds = grain.MapDataset.range(num_examples)           # the global sequence, the same on every host
     if shuffle:
         ds = ds.shuffle(seed=int(seed))
     ds = ds.repeat(num_epochs)
-    ds = ds.batch(local_batch_size, drop_remainder=True)
-    reader = BatchReader(split_filepaths(data_dir, split), per_host, int(seed), make_masker(manifest, data_dir))
+    ds = ds.batch(global_batch_size, drop_remainder=True)
+    reader = BatchReader(split_filepaths(data_dir, split), num_examples, int(seed), make_masker(manifest, data_dir),
+                         first_row=process_index * local_batch_size, local_batch_size=local_batch_size)
     ds = ds.map_with_index(reader)
     iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
     if worker_count > 0:
@@ -206,9 +220,9 @@ def create_dataset(data_dir: str, split: str = "train", global_batch_size: int |
             flags.FLAGS.mark_as_parsed()
         iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
     if process_index == 0:
-        logging.info("%s/%s: %d examples, %d per process x %d processes, batches of %d per process, %d batches per "
-                     "epoch, masking=%s, shuffle=%s, num_epochs=%s", data_dir, split, num_examples, per_host,
-                     process_count, local_batch_size, per_host // local_batch_size, manifest["masking"], shuffle,
+        logging.info("%s/%s: %d examples, global batches of %d (%d rows from each of %d processes), %d batches per "
+                     "epoch, masking=%s, shuffle=%s, num_epochs=%s", data_dir, split, num_examples, global_batch_size,
+                     local_batch_size, process_count, num_examples // global_batch_size, manifest["masking"], shuffle,
                      num_epochs)
     return iter_ds
 
@@ -217,11 +231,14 @@ def create_iterator(data_dir: str, split: str = "train", global_batch_size: int 
                     shuffle: bool = True, num_epochs: int | None = None, process_index: int | None = None,
                     process_count: int | None = None, *, num_threads: int = 2, prefetch_buffer_size: int = 4,
                     worker_count: int = 0):
-    """A Grain DatasetIterator of host-local numpy batches ([global_batch_size // process_count, ...] per key).
+    """A Grain DatasetIterator of host-local numpy batches ([global_batch_size // process_count, ...] per key): this
+    host's rows of each global batch (see the module docstring).
 
     process_index / process_count default to jax.process_index() / jax.process_count(). Eval: shuffle=False,
     num_epochs=1 gives every host batches_per_epoch(...) deterministic batches, then StopIteration.
-    The iterator has get_state() / set_state() and works with grain.checkpoint.CheckpointSave / CheckpointRestore.
+    The iterator has get_state() / set_state() and works with grain.checkpoint.CheckpointSave / CheckpointRestore;
+    without Grain worker processes (worker_count=0) its state is the next global batch's index, the same on every
+    host, so a state saved with one process count restores with another.
     """
     return iter(create_dataset(data_dir, split, global_batch_size, seed, shuffle, num_epochs, process_index,
                                process_count, num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size,

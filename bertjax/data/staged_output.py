@@ -3,6 +3,10 @@
 A run writes into a staging directory, a hidden sibling of the output directory, and renames it to the output
 directory only once the dataset is complete, so a failed run leaves nothing that looks like a dataset. An old
 dataset at the output directory is removed only after the new one has taken its place.
+
+A Cloud Storage output (gs://) is staged in a local temporary directory (ArrayRecord writers write local files)
+and uploaded once complete, dataset_info.json last: a reader sees a dataset only when all of it is there. An old
+dataset there (--overwrite) stops being one first (its dataset_info.json goes), then is deleted.
 """
 from __future__ import annotations
 
@@ -10,15 +14,20 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
+from etils import epath
+
+from bertjax import paths
 from bertjax.data import catalog
 from bertjax.errors import BertjaxError
 
+DATASET_MARKER = "dataset_info.json"  # TFDS reads a directory as a dataset when this file is there
 
-def existing_dataset(output: Path, settings: Mapping[str, Any], overwrite: bool) -> dict[str, Any] | None:
+
+def existing_dataset(output: epath.Path, settings: Mapping[str, Any], overwrite: bool) -> dict[str, Any] | None:
     """The manifest of a dataset already at `output` made with the same settings (reuse it), else None.
 
     `settings` is everything that determines the dataset's content, as its manifest stores it under "settings". A
@@ -45,8 +54,14 @@ def existing_dataset(output: Path, settings: Mapping[str, Any], overwrite: bool)
 
 
 @contextlib.contextmanager
-def staging_dir(output: Path) -> Iterator[Path]:
-    """A new, empty staging directory beside `output`, removed on leaving (unless `replace_dir` moved it)."""
+def staging_dir(output: epath.Path) -> Iterator[epath.Path]:
+    """A new, empty staging directory beside `output` (a local temporary one for a remote output), removed on
+    leaving (unless `replace_dir` moved it)."""
+    if paths.is_remote(output):
+        paths.check_writable(output, "--output_dir")
+        with tempfile.TemporaryDirectory(prefix="bertjax-dataset-") as local:
+            yield epath.Path(local)
+        return
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.parent / f".{output.name}.incomplete-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -57,8 +72,16 @@ def staging_dir(output: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def replace_dir(staging: Path, output: Path) -> None:
-    """Move the finished staging directory to `output` (an old dataset there is removed only after the move)."""
+def replace_dir(staging: epath.Path, output: epath.Path) -> None:
+    """Move the finished staging directory to `output` (an old dataset there is removed only after the move; for
+    a remote output, see the module docstring)."""
+    if paths.is_remote(output):
+        if (output / DATASET_MARKER).exists():
+            (output / DATASET_MARKER).unlink()
+        for old_file in paths.files_under(output):
+            old_file.unlink()
+        paths.upload_tree(staging, output, last=[DATASET_MARKER])
+        return
     old = None
     if output.exists():
         old = output.parent / f".{output.name}.old-{os.getpid()}"

@@ -11,16 +11,16 @@ longer than 4 * shard_bytes is cut at a line end, so that no shard grows without
 """
 from __future__ import annotations
 
-import glob
 import io
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
+from etils import epath
 
+from bertjax import paths
 from bertjax.errors import BertjaxError
 
 MAX_LINE_BYTES = 1 << 20  # longer lines are cut into several sentences of at most this many bytes
@@ -29,21 +29,50 @@ _BLANK_LINE = re.compile(rb"\n[ \t\r\x0b\x0c\x1c-\x1f]*\n")  # ASCII-blank lines
 _FIRST_READ = 1 << 16  # bytes read past the shard size when looking for a blank line (doubled until found)
 
 
-def expand_input_files(patterns: str | Sequence[str]) -> list[Path]:
-    """Files named by comma-separated globs (a string) or a list of globs, in order, without duplicates."""
+def expand_input_files(patterns: str | Sequence[str]) -> list[epath.Path]:
+    """Files named by comma-separated globs (a string) or a list of globs, local or gs://, in order, without
+    duplicates."""
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [p for p in os.fspath(patterns).split(",")]
-    patterns = [os.path.expanduser(p.strip()) for p in patterns if p and p.strip()]
+    patterns = [p.strip() for p in patterns if p and p.strip()]
     if not patterns:
         raise BertjaxError("no input file given; pass --input_file with a file, a glob or a comma-separated list")
-    files: list[Path] = []
+    files: list[epath.Path] = []
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern, recursive=True))
-        matches = [m for m in matches if os.path.isfile(m)]
+        matches = paths.glob(pattern)
         if not matches:
             raise BertjaxError(f"input {pattern!r} matches no file; check the path or glob (quote globs in the shell)")
-        files.extend(Path(m) for m in matches if Path(m) not in files)
+        files.extend(m for m in matches if m not in files)
     return files
+
+
+TEXT_SAMPLE_BYTES = 1 << 20  # how much of each input file `check_is_text` looks at
+_NOT_TEXT = re.compile("[\ufffd\x00-\x08\x0e-\x1f\x7f]")  # invalid UTF-8 (replaced) and control characters
+
+
+def non_text_fraction(path: str | os.PathLike) -> float:
+    """Fraction of the characters in the first TEXT_SAMPLE_BYTES of a file that are invalid UTF-8 or control
+    characters (tab, newlines, form feed and the like excluded): near 0 for text, large for binary files."""
+    with paths.path(path).open("rb") as f:
+        sample = f.read(TEXT_SAMPLE_BYTES)
+    decoded = sample[:char_boundary(sample)].decode("utf-8", errors="replace") if sample else ""
+    return len(_NOT_TEXT.findall(decoded)) / max(len(decoded), 1)
+
+
+def check_is_text(files: Sequence[str | os.PathLike], max_non_text_fraction: float) -> None:
+    """BertjaxError naming the first input file whose sample is more than `max_non_text_fraction` non-text."""
+    for path in files:
+        fraction = non_text_fraction(path)
+        if fraction > max_non_text_fraction:
+            raise BertjaxError(f"input {os.fspath(path)} does not look like text: {fraction:.1%} of its first "
+                               f"{TEXT_SAMPLE_BYTES >> 20} MB is invalid UTF-8 or control characters (at most "
+                               f"{max_non_text_fraction:.1%} allowed); pass UTF-8 text files, or raise "
+                               "--max_non_text_fraction")
+
+
+def file_size(path: str | os.PathLike) -> int:
+    """Size in bytes of a local or remote file."""
+    return paths.path(path).stat().length
 
 
 @dataclass
@@ -62,7 +91,7 @@ def iter_lines(source: str | os.PathLike | BinaryIO, stats: TextStats) -> Iterat
     Invalid UTF-8 is replaced (and counted), never fatal; a line longer than MAX_LINE_BYTES is cut (at a UTF-8
     character boundary) into several lines.
     """
-    with (open(source, "rb") if isinstance(source, (str, os.PathLike)) else source) as f:
+    with (paths.path(source).open("rb") if isinstance(source, (str, os.PathLike)) else source) as f:
         carry = b""
         while True:
             chunk = carry + f.readline(MAX_LINE_BYTES + 1 - len(carry))
@@ -114,19 +143,19 @@ class TextShard:
         return sum(end - start for _, start, end in self.spans)
 
 
-def plan_text_shards(files: Sequence[Path], shard_bytes: int) -> Iterator[TextShard]:
+def plan_text_shards(files: Sequence[str | os.PathLike], shard_bytes: int) -> Iterator[TextShard]:
     """Cut the corpus into shards of about `shard_bytes` each (see module doc), reading only raw bytes."""
     shard = TextShard(0)
     for path in files:
-        file_size = os.path.getsize(path)
-        with open(path, "rb") as f:
+        size_of_file = file_size(path)
+        with paths.path(path).open("rb") as f:
             start = 0
-            while start < file_size:
+            while start < size_of_file:
                 size = shard.num_bytes
-                end = _find_cut(f, start, file_size, max(shard_bytes - size, 0),
+                end = _find_cut(f, start, size_of_file, max(shard_bytes - size, 0),
                                 max(MAX_DOCUMENT_SHARDS * shard_bytes - size, 1))
-                shard.spans.append((str(path), start, end))
-                if end < file_size or shard.num_bytes >= shard_bytes:
+                shard.spans.append((os.fspath(path), start, end))
+                if end < size_of_file or shard.num_bytes >= shard_bytes:
                     yield shard
                     shard = TextShard(shard.index + 1)
                 start = end
@@ -175,11 +204,11 @@ def read_shard_text(shard: TextShard) -> tuple[list[str], TextStats]:
     stats = TextStats()
     lines: list[str] = []
     for path, start, end in shard.spans:
-        with open(path, "rb") as f:
+        with paths.path(path).open("rb") as f:
             f.seek(start)
             raw = f.read(end - start)
         stats.bytes += len(raw)
-        if not raw.endswith(b"\n") and end < os.path.getsize(path):
+        if not raw.endswith(b"\n") and end < file_size(path):
             stats.split_long_lines += 1  # the span ends inside a long line
         text = _decode_lines(raw)
         if text is None:

@@ -1,4 +1,4 @@
-"""BERT FullTokenizer semantics on the Rust `tokenizers` library; casing stored beside the vocab.
+"""BERT FullTokenizer semantics, exactly, fast on batches; casing stored beside the vocab.
 
 Behaviour (as google-research/bert's `tokenization.py: FullTokenizer`, i.e. `BasicTokenizer` then
 `WordpieceTokenizer`):
@@ -10,15 +10,20 @@ Behaviour (as google-research/bert's `tokenization.py: FullTokenizer`, i.e. `Bas
 * greedy longest-match-first WordPiece with ``##`` continuation pieces; a word longer than 200 characters, or
   one that cannot be covered by the vocabulary, becomes [UNK].
 
-One difference from the original, inherited from `tokenizers`: private-use, unassigned and surrogate code points
-(categories Co/Cn/Cs) are dropped like control characters; the original keeps them (usually giving [UNK]).
+Characters are classed with Python's `unicodedata`, as the original does, so ids equal the original's on any text
+(tests/test_tokenizer_unicode.py). `tokenizers`' BertNormalizer + BertPreTokenizer, which bertjax used before and
+uses still to train vocabs (`bertjax.data.vocab`), differ on rare text: they drop private-use characters (the
+original keeps them, usually as [UNK]), lower-case a final capital sigma to σ (Python: ς), and class a few hundred
+code points by older or other Unicode tables.
 
 Korean: accent stripping uses NFD, which decomposes Hangul syllables into conjoining jamo (the original does the
 same when lower-casing). A cased vocabulary (do_lower_case=False) strips no accents by default, and
 ``strip_accents=False`` keeps syllables intact even when lower-casing, so a syllable-level vocab stays usable.
 
-Speed: `BertTokenizer.encode_batch` (what create_pretraining_data uses) gives the backend's ids, but splits
-pure-ASCII texts itself and runs WordPiece once per distinct word; other texts go through the backend.
+Speed: `BertTokenizer.encode_batch` (what create_pretraining_data uses; `encode` and `tokenize` are a batch of one)
+does BERT's basic tokenization on all texts of a batch at once, with string methods and regular expressions over
+precomputed character classes, and runs WordPiece (`tokenizers`' model) once per distinct word, whose pieces it
+keeps for later batches (up to CACHE_WORDS words).
 
 The settings live in ``tokenizer_config.json`` next to ``vocab.txt``; `BertTokenizer.from_vocab` reads them back
 and refuses an explicit conflicting ``do_lower_case`` or ``strip_accents``. Without that file an explicit setting
@@ -27,17 +32,21 @@ is used, else the casing is guessed from the vocab (next to no upper-case entrie
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
+import io
 import itertools
 import json
 import os
-from pathlib import Path
-from typing import Iterable, Sequence
+import re
+import unicodedata
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
-from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers
+from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 
+from bertjax import paths
 from bertjax.errors import BertjaxError
 
 VOCAB_FILE = "vocab.txt"
@@ -47,18 +56,22 @@ SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, CLS, SEP, MASK)
 REQUIRED_TOKENS: tuple[str, ...] = (UNK, CLS, SEP, MASK)
 CONTINUATION_PREFIX = "##"
 MAX_INPUT_CHARS_PER_WORD = 200
-BATCH_SEPARATOR = "\ue000"  # a private-use character joining texts in encode_batch
-BATCH_JOIN = 64  # texts per backend input in encode_batch
-_ASCII, _UNICODE, _ALONE = 0, 1, 2  # kinds of encode_batch inputs
+CACHE_WORDS = 500_000  # distinct words whose pieces a BertTokenizer keeps (then it starts afresh)
+WORDPIECE_RUN = 1000  # words per backend input in BertTokenizer._wordpieces
+_TEXT_END = "\x00"  # ends each text in encode_batch (cleaning drops NUL, so no text holds it)
+_END_SLOT = 0  # the text end's slot in the piece cache (it has no pieces)
 _ASCII_PUNCTUATION = "".join(c for c in map(chr, range(33, 127)) if not c.isalnum())  # all of it is BERT punctuation
-# BERT's cleaning drops control characters; tab, newline and CR are whitespace (str.split splits on them).
-_ASCII_DROP_CONTROL = str.maketrans(dict.fromkeys([c for c in [*range(32), 127] if c not in b"\t\n\r"]))
-_TEXT_END = "\x00"  # ends each text in _encode_ascii (cleaning has removed every other NUL)
+# BERT's cleaning drops control characters (NUL aside, the text end here); tab, newline and CR are whitespace.
+_ASCII_DROP_CONTROL = str.maketrans(dict.fromkeys([c for c in [*range(1, 32), 127] if c not in b"\t\n\r"]))
+# The original's _is_chinese_char: CJK ideographs (not Hangul, kana or CJK punctuation).
+_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+               (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate cannot go to `tokenizers` (not UTF-8)
 
 
-def resolve_vocab_path(vocab: str | os.PathLike) -> Path:
+def resolve_vocab_path(vocab: str | os.PathLike) -> paths.epath.Path:
     """The vocab.txt file named by `vocab` (the file itself or its directory); BertjaxError if missing."""
-    path = Path(vocab)
+    path = paths.path(vocab)
     if path.is_dir():
         path = path / VOCAB_FILE
     if not path.is_file():
@@ -70,8 +83,8 @@ def resolve_vocab_path(vocab: str | os.PathLike) -> Path:
 def read_vocab(vocab: str | os.PathLike) -> list[str]:
     """Tokens of a vocab.txt (one per line, id = line number), checked for the special tokens BERT needs."""
     path = resolve_vocab_path(vocab)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        tokens = [line.strip() for line in f]  # as the original's load_vocab
+    with io.TextIOWrapper(io.BytesIO(path.read_bytes()), encoding="utf-8", errors="replace") as f:
+        tokens = [line.strip() for line in f]  # as the original's load_vocab (lines as open() splits them)
     while tokens and not tokens[-1]:
         tokens.pop()
     missing = [t for t in REQUIRED_TOKENS if t not in set(tokens)]
@@ -88,13 +101,13 @@ def vocab_sha256(vocab: str | os.PathLike) -> str:
 
 
 def write_tokenizer_config(directory: str | os.PathLike, do_lower_case: bool, strip_accents: bool,
-                           model_max_length: int | None = None) -> Path:
+                           model_max_length: int | None = None) -> paths.epath.Path:
     """Store the casing settings of the vocab in `directory`/tokenizer_config.json.
 
     The file is also a Hugging Face tokenizer config: `transformers.BertTokenizerFast.from_pretrained(directory)`
     reads it with the vocab.txt beside it and tokenizes as bertjax does.
     """
-    path = Path(directory) / CONFIG_FILE
+    path = paths.path(directory) / CONFIG_FILE
     config = {"do_lower_case": bool(do_lower_case), "strip_accents": bool(strip_accents),
               "max_input_chars_per_word": MAX_INPUT_CHARS_PER_WORD, "special_tokens": list(SPECIAL_TOKENS),
               "tokenizer_class": "BertTokenizer", "tokenize_chinese_chars": True,
@@ -109,7 +122,7 @@ def write_tokenizer_config(directory: str | os.PathLike, do_lower_case: bool, st
 def read_tokenizer_config(directory: str | os.PathLike) -> dict | None:
     """The stored casing settings next to a vocab, or None when there is no tokenizer_config.json or it does not
     say (Hugging Face's may leave do_lower_case out; its strip_accents null means: as do_lower_case)."""
-    path = Path(directory) / CONFIG_FILE
+    path = paths.path(directory) / CONFIG_FILE
     if not path.is_file():
         return None
     try:
@@ -131,7 +144,7 @@ def guess_do_lower_case(tokens: Sequence[str]) -> bool:
     return sum(t != t.lower() for t in words) <= 0.01 * len(words)
 
 
-def resolve_casing(vocab_path: Path, do_lower_case: bool | None, strip_accents: bool | None,
+def resolve_casing(vocab_path: paths.epath.Path, do_lower_case: bool | None, strip_accents: bool | None,
                    tokens: Sequence[str]) -> tuple[bool, bool]:
     """(do_lower_case, strip_accents): stored settings win; an explicit conflicting value is an error."""
     stored = read_tokenizer_config(vocab_path.parent)
@@ -151,7 +164,7 @@ class BertTokenizer:
     """Text -> wordpieces / ids with BERT FullTokenizer semantics (see module doc)."""
 
     def __init__(self, tokens: Sequence[str], *, do_lower_case: bool = True, strip_accents: bool | None = None,
-                 vocab_path: Path | None = None):
+                 vocab_path: paths.epath.Path | None = None):
         """Build from a list of vocab tokens (id = index); strip_accents defaults to do_lower_case."""
         self.tokens = list(tokens)
         self.vocab = {token: i for i, token in enumerate(self.tokens)}
@@ -162,8 +175,8 @@ class BertTokenizer:
         if missing:
             raise BertjaxError(f"vocab lacks the special token(s) {', '.join(missing)}; "
                                f"a BERT vocab needs {', '.join(REQUIRED_TOKENS)}")
-        self.backend = build_backend(self.vocab, self.do_lower_case, self.strip_accents)
-        self._joiner: Tokenizer | None = None
+        self.backend = build_wordpiece(self.vocab)  # WordPiece of single words (see _wordpieces)
+        self._cache = _PieceCache()
         self._whole_words: dict[str, int] | None = None  # vocab entries a whole word can be
 
     @classmethod
@@ -215,126 +228,216 @@ class BertTokenizer:
 
     def tokenize(self, text: str) -> list[str]:
         """Wordpieces of `text`."""
-        return self.backend.encode(text, add_special_tokens=False).tokens
+        return self.convert_ids_to_tokens(self.encode(text))
 
     def encode(self, text: str) -> np.ndarray:
-        """int32 ids of `text` (no special tokens added)."""
-        return np.asarray(self.backend.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+        """int32 ids of `text` (no special tokens added); as `encode_batch` on [text]."""
+        return self._pieces(self._words(_join([text])))[0]
 
     def encode_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Ids of many texts at once: (flat int32 ids, int64 lengths); text i is ids[off[i]:off[i]+len[i]].
 
-        Same ids as `encode` on each text. Pure-ASCII texts take `_encode_ascii` (BERT's cleaning and splitting
-        are simple on ASCII; WordPiece runs once per distinct word); the others go to the backend in runs of up
-        to BATCH_JOIN texts joined with a separator that it splits on before normalising (so no text sees its
-        neighbours). A text holding the separator is encoded alone.
+        The pure-ASCII texts and the others are each joined with an end marker and split into words by `_words`
+        in a few passes over the whole string; WordPiece runs once per distinct word (`_word_slots`), and numpy
+        lays the pieces out per word, then per text in the given order.
         """
-        groups: tuple[list[int], list[int], list[int]] = ([], [], [])
-        for i, text in enumerate(texts):
-            groups[_ASCII if text.isascii() else _ALONE if BATCH_SEPARATOR in text else _UNICODE].append(i)
-        parts = [(groups[_ASCII], *self._encode_ascii([texts[i] for i in groups[_ASCII]]))]
-        joined = [texts[i] for i in groups[_UNICODE]]
-        runs = [BATCH_SEPARATOR.join(joined[s:s + BATCH_JOIN]) for s in range(0, len(joined), BATCH_JOIN)]
-        parts.append((groups[_UNICODE], *_split_joined(_encode_ids(self._joiner_backend(), runs) if runs else [],
-                                                        self.vocab_size)))
-        ids = _encode_ids(self.backend, [texts[i] for i in groups[_ALONE]])
-        parts.append((groups[_ALONE], _concat_ids(ids), np.array([len(x) for x in ids], np.int64)))
-        return _merge_parts(parts, len(texts))
+        is_ascii = np.fromiter(map(str.isascii, texts), bool, len(texts))
+        num_ascii = int(is_ascii.sum())
+        order = np.concatenate([np.flatnonzero(is_ascii), np.flatnonzero(~is_ascii)]).tolist()
+        words: list[str] = []
+        for group in (order[:num_ascii], order[num_ascii:]):
+            if group:
+                words += self._words(_join([texts[i] for i in group]))
+        flat, text_ends = self._pieces(words)
+        lengths = np.zeros(len(texts), np.int64)
+        lengths[order] = np.diff(text_ends, prepend=0)
+        if num_ascii in (0, len(texts)):
+            return flat, lengths
+        starts = np.zeros(len(texts), np.int64)
+        starts[order] = text_ends - lengths[order]
+        return _gather_spans(flat, starts, lengths), lengths
 
-    def _encode_ascii(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """`encode_batch` of pure-ASCII texts without the backend's per-character passes.
+    def _pieces(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of `_words`' output: (flat int32 ids, int64 end of each text in them)."""
+        slots = self._word_slots(words)
+        cache = self._cache
+        counts = cache.counts[slots]
+        return _gather_spans(cache.ids, cache.starts[slots], counts), np.cumsum(counts)[slots == _END_SLOT]
 
-        On ASCII, BERT's cleaning drops control characters (tab, newline and CR are whitespace), every printable
-        non-alphanumeric character is punctuation and so a word of its own, and accent and CJK handling do nothing.
-        So the texts are joined with an end marker, punctuation is spaced out and the result split on whitespace;
-        only the distinct words go through the backend's WordPiece, and numpy lays their pieces out per word.
+    def _words(self, joined: str) -> list[str]:
+        """BERT's BasicTokenizer on texts joined by (and ending with) _TEXT_END: their words, punctuation characters
+        and text ends, in order.
+
+        The original's steps in its order, each on the whole string: cleaning, spaces around CJK ideographs,
+        lower-casing, NFD and dropping category Mn, then splitting on whitespace and punctuation. The original
+        lower-cases and strips accents per whitespace-separated word; on the whole string the result is the same,
+        since these steps map whitespace to whitespace and nothing else to whitespace, and neither final-sigma
+        lower-casing nor canonical reordering looks across whitespace or the text end (tests/test_tokenizer_unicode.py
+        checks this on every code point).
         """
-        if not texts:
-            return np.zeros(0, np.int32), np.zeros(0, np.int64)
-        joined = "\n".join(texts)
-        if joined.count("\n") != len(texts) - 1:  # a text holds a newline (whitespace, as tab and CR)
-            joined = "\n".join(text.replace("\n", " ") for text in texts)
-        joined = joined.translate(_ASCII_DROP_CONTROL)
+        if joined.isascii():  # no CJK, accents or non-ASCII punctuation: cleaning and casing are simple
+            joined = joined.translate(_ASCII_DROP_CONTROL)
+            if self.do_lower_case:
+                joined = joined.lower()
+            for char in _ASCII_PUNCTUATION + _TEXT_END:  # on ASCII, faster than _word_pattern's findall
+                if char in joined:
+                    joined = joined.replace(char, f" {char} ")
+            return joined.split()
+        classes = _unicode_classes()
+        astral = classes.astral.search(joined) is not None  # the slow parts of the classes are needed
+        joined = _sub(classes.drop, "", joined, astral)
+        if classes.cjk.search(joined):
+            joined = classes.cjk.sub(r" \g<0> ", joined)
         if self.do_lower_case:
             joined = joined.lower()
-        for char in _ASCII_PUNCTUATION:
-            if char in joined:
-                joined = joined.replace(char, f" {char} ")
-        words = joined.replace("\n", f" {_TEXT_END} ").split()
-        words.append(_TEXT_END)
-        # Where each word first occurs (one dict pass), then dense word ids in that order; the end marker gets id D.
-        seen = {_TEXT_END: -1}
-        first = np.fromiter(map(seen.setdefault, words, itertools.count()), np.int64, len(words))
-        firsts = np.flatnonzero(first == np.arange(len(words)))
-        dense = np.full(len(words) + 1, len(firsts), np.int64)  # first == -1 (the end marker) reads the last slot
-        dense[firsts] = np.arange(len(firsts))
-        word = dense[first]
-        pieces, counts = self._wordpieces([words[i] for i in firsts.tolist()])
-        counts = np.append(counts, 0)
-        flat = _gather_spans(pieces, (np.cumsum(counts) - counts)[word], counts[word])
-        text_ends = np.cumsum(counts[word])[word == len(firsts)]
-        return flat, np.diff(text_ends, prepend=0)
+        if self.strip_accents:
+            joined = unicodedata.normalize("NFD", joined)  # a copy only if it changes
+        if (self.do_lower_case or self.strip_accents) and not astral:  # NFD takes a few ideographs beyond the BMP
+            astral = classes.astral.search(joined) is not None
+        if self.strip_accents:
+            joined = _sub(classes.marks, "", joined, astral)
+        if astral:  # punctuation beyond the BMP becomes a word of its own by the spaces around it
+            joined = _sub(classes.punctuation, r" \g<0> ", joined, astral, bmp=False)
+        return classes.words.findall(joined)
+
+    def _word_slots(self, words: list[str]) -> np.ndarray:
+        """int64 slot of each word in the piece cache; words not yet there get the next slots, in order of first
+        occurrence, and their WordPiece ids."""
+        cache = self._cache
+        if len(cache.slot) > CACHE_WORDS:
+            cache = self._cache = _PieceCache()
+        base = len(cache.slot)
+        slots = np.fromiter(map(cache.slot.__getitem__, words), np.int64, len(words))  # one dict pass
+        new = np.flatnonzero(slots >= base)
+        if len(new):
+            new_slots = slots[new]  # base, base + 1, ... each first where it is larger than all before it
+            firsts = new[new_slots > np.maximum.accumulate(np.concatenate([[base - 1], new_slots[:-1]]))]
+            cache.add(*self._wordpieces([words[i] for i in firsts.tolist()]))
+        return slots
 
     def _wordpieces(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """WordPiece ids of single words (alphanumeric runs or one punctuation character): (flat int32 ids, int64
+        """WordPiece ids of distinct single words (no whitespace, punctuation only alone): (flat int32 ids, int64
         piece count per word). A word that is a vocab entry is that entry (as greedy longest-match gives); the
-        others go to the backend in one call."""
+        others go to the WordPiece backend in runs of WORDPIECE_RUN words."""
         if self._whole_words is None:
             self._whole_words = {t: i for t, i in self.vocab.items() if len(t) <= MAX_INPUT_CHARS_PER_WORD}
         direct = np.fromiter(map(self._whole_words.get, words, itertools.repeat(-1)), np.int64, len(words))
-        hits = np.flatnonzero(direct >= 0)
-        misses = np.flatnonzero(direct < 0)
-        miss_ids: list[int] = []
-        miss_counts = np.zeros(len(misses), np.int64)
-        if len(misses):
-            encoding = self.backend.encode(" ".join([words[i] for i in misses]), add_special_tokens=False)
-            miss_ids = encoding.ids
-            miss_counts = np.bincount(np.asarray(encoding.word_ids, np.int64), minlength=len(misses))
-        return _merge_parts([(hits, direct[hits].astype(np.int32), np.ones(len(hits), np.int64)),
-                             (misses, np.asarray(miss_ids, np.int32), miss_counts)], len(words))
-
-    def _joiner_backend(self) -> Tokenizer:
-        """The backend that splits on BATCH_SEPARATOR (for encode_batch), built on first use."""
-        if self._joiner is None:
-            joiner = build_backend(self.vocab, self.do_lower_case, self.strip_accents)
-            joiner.add_special_tokens([AddedToken(BATCH_SEPARATOR, normalized=False, special=True)])
-            if joiner.token_to_id(BATCH_SEPARATOR) != len(self.tokens):  # it would share an id with a vocab entry
-                raise BertjaxError(
-                    f"vocab {self._vocab_name()} has {self._joiner_conflict()}, which encode_batch cannot handle; "
-                    "replace such lines (for a repeated entry its first copy, whose id is never produced) with an "
-                    "unused placeholder such as [unused0], so that no other id changes")
-            self._joiner = joiner
-        return self._joiner
-
-    def _vocab_name(self) -> str:
-        return repr(str(self.vocab_path)) if self.vocab_path is not None else "(given as a list)"
-
-    def _joiner_conflict(self) -> str:
-        """Why the batch separator does not get the first id after the vocab."""
-        reasons = []
-        if BATCH_SEPARATOR in self.vocab:
-            reasons.append(f"the entry U+{ord(BATCH_SEPARATOR):04X} (the batch separator)")
-        repeated = [token for token, count in collections.Counter(self.tokens).items() if count > 1]
-        if repeated:
-            reasons.append(f"repeated entries {repeated[:5]}")
-        return " and ".join(reasons) or "entries the backend numbers otherwise"
+        misses = [words[i] for i in np.flatnonzero(direct < 0).tolist()]
+        if misses and _SURROGATE.search("".join(misses)):  # no vocab entry holds one, so no piece covers the word
+            direct[[i for i, word in enumerate(words) if direct[i] < 0 and _SURROGATE.search(word)]] = self.unk_id
+            misses = [words[i] for i in np.flatnonzero(direct < 0).tolist()]
+        counts = np.ones(len(words), np.int64)
+        if not misses:
+            return direct.astype(np.int32), counts
+        # Each miss is followed by the word [SEP], whose id ends it: no miss holds [SEP]'s id, as its brackets are
+        # punctuation, which is never part of a longer word.
+        runs = [f" {SEP} ".join(misses[start:start + WORDPIECE_RUN]) + f" {SEP}"
+                for start in range(0, len(misses), WORDPIECE_RUN)]
+        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
+        encodings = encode(runs, add_special_tokens=False)
+        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), np.int32)
+        is_end = ids == self.sep_id
+        counts[direct < 0] = np.diff(np.flatnonzero(is_end), prepend=-1) - 1
+        flat = np.repeat(direct, counts).astype(np.int32)  # a miss's pieces take its places, in order
+        flat[np.repeat(direct < 0, counts)] = ids[~is_end]
+        return flat, counts
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
         """Vocab tokens of `ids`."""
         return [self.tokens[int(i)] for i in ids]
 
 
-def _encode_ids(backend: Tokenizer, texts: list[str]) -> list[list[int]]:
-    """Ids of each text (no special tokens), one backend call."""
-    if not texts:
-        return []
-    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    return [encoding.ids for encoding in encode(texts, add_special_tokens=False)]
+class _PieceCache:
+    """WordPiece ids of the distinct words seen so far: word -> slot; slot -> its ids[starts:starts+counts]."""
+
+    def __init__(self):
+        slots = itertools.count()
+        # A new word gets the next slot; the text end comes first (_END_SLOT) and has no pieces.
+        self.slot: dict[str, int] = collections.defaultdict(slots.__next__, {_TEXT_END: next(slots)})
+        self.starts = np.zeros(1, np.int64)
+        self.counts = np.zeros(1, np.int64)
+        self.ids = np.zeros(0, np.int32)
+
+    def add(self, ids: np.ndarray, counts: np.ndarray) -> None:
+        """Append the pieces of the next len(counts) slots."""
+        self.starts = np.concatenate([self.starts, len(self.ids) + np.cumsum(counts) - counts])
+        self.counts = np.concatenate([self.counts, counts])
+        self.ids = np.concatenate([self.ids, ids])
 
 
-def _concat_ids(ids: list[list[int]]) -> np.ndarray:
-    """The id lists one after another, as one int32 array."""
-    return np.fromiter(itertools.chain.from_iterable(ids), np.int32, sum(len(x) for x in ids))
+def _class_body(mask: np.ndarray, code_points: np.ndarray) -> str:
+    """A regex character-class body (no brackets) of the code points where `mask` holds."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], mask, [False]]).astype(np.int8)))
+    starts, ends = code_points[edges[0::2]], code_points[edges[1::2] - 1]
+    return "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}"
+                   for a, b in zip(starts.tolist(), ends.tolist()))
+
+
+def _word_pattern(punctuation: str) -> re.Pattern:
+    """A text end, one punctuation character, or a run of characters that are neither and not whitespace (re's
+    \\s is str.split's whitespace, which the original splits on)."""
+    return re.compile(f"{_TEXT_END}|[{punctuation}]|[^\\s{_TEXT_END}{punctuation}]+")
+
+
+class _CharClass(NamedTuple):
+    """A character class as two regular expressions: `re` tests a class of BMP characters with a bitmap but one
+    holding characters beyond the BMP range by range, so those are kept apart and used only on text that has any."""
+    bmp: re.Pattern
+    astral: re.Pattern
+
+
+class _UnicodeClasses(NamedTuple):
+    drop: _CharClass  # cleaning: categories Cc and Cf except tab, newline and CR, and U+FFFD (NUL is the text end)
+    cjk: re.Pattern  # one CJK ideograph
+    marks: _CharClass  # category Mn, dropped when stripping accents
+    punctuation: _CharClass  # ASCII symbols and categories P*
+    words: re.Pattern  # see _word_pattern, with BMP punctuation
+    astral: re.Pattern  # any character beyond the BMP
+
+
+def _sub(char_class: _CharClass, replacement: str, text: str, astral: bool, bmp: bool = True) -> str:
+    """`text` with each character of the class replaced; the part beyond the BMP only if `astral`."""
+    for pattern in [char_class.bmp] * bmp + [char_class.astral] * astral:
+        if pattern.search(text):
+            text = pattern.sub(replacement, text)
+    return text
+
+
+@functools.cache
+def _unicode_classes() -> _UnicodeClasses:
+    """BERT's character classes as regular expressions, from `unicodedata` (as the original reads it), on first use.
+
+    Planes 4-13 hold no assigned code point and planes 15-16 are private use (Co) in every Unicode version so far,
+    so only planes 0-3 and 14 are read.
+    """
+    code_points = np.concatenate([np.arange(0x40000), np.arange(0xE0000, 0xF0000)])
+    categories = "".join(map(unicodedata.category, map(chr, code_points.tolist())))
+    major, minor = np.frombuffer(categories.encode("ascii"), np.uint8).reshape(-1, 2).T
+    in_bmp = code_points < 0x10000
+
+    def char_class(mask: np.ndarray) -> _CharClass:
+        return _CharClass(*(re.compile(f"[{_class_body(mask & part, code_points)}]") for part in (in_bmp, ~in_bmp)))
+
+    drop = (major == ord("C")) & ((minor == ord("c")) | (minor == ord("f")))
+    drop &= ~np.isin(code_points, [0, ord("\t"), ord("\n"), ord("\r")])
+    drop |= code_points == 0xFFFD
+    cjk = np.zeros(len(code_points), bool)
+    for first, last in _CJK_RANGES:
+        cjk |= (code_points >= first) & (code_points <= last)
+    punctuation = (major == ord("P")) | np.isin(code_points, [ord(c) for c in _ASCII_PUNCTUATION])
+    return _UnicodeClasses(drop=char_class(drop), cjk=re.compile(f"[{_class_body(cjk, code_points)}]"),
+                           marks=char_class((major == ord("M")) & (minor == ord("n"))),
+                           punctuation=char_class(punctuation),
+                           words=_word_pattern(_class_body(punctuation & in_bmp, code_points)),
+                           astral=re.compile("[\U00010000-\U0010ffff]"))
+
+
+def _join(texts: list[str]) -> str:
+    """The texts, each followed by _TEXT_END (a NUL in a text is dropped, as cleaning would)."""
+    joined = _TEXT_END.join(texts) + _TEXT_END
+    if joined.count(_TEXT_END) != len(texts):
+        joined = _TEXT_END.join(text.replace(_TEXT_END, "") for text in texts) + _TEXT_END
+    return joined
 
 
 def _gather_spans(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -344,47 +447,16 @@ def _gather_spans(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -
     return values[np.repeat(starts - out_starts, lengths) + np.arange(total)]
 
 
-def _split_joined(ids: list[list[int]], separator_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ids of inputs that joined texts with the batch separator -> (flat ids, length of each text)."""
-    flat = _concat_ids(ids)
-    input_ends = np.cumsum([len(x) for x in ids], dtype=np.int64)
-    separators = np.flatnonzero(flat == separator_id)
-    # A text ends at each separator (the next starts after it) and at the end of each input.
-    cut = np.concatenate([input_ends, separators])
-    skip = np.concatenate([np.zeros(len(input_ends), np.int64), np.ones(len(separators), np.int64)])
-    order = np.lexsort((skip, cut))
-    cut, skip = cut[order], skip[order]
-    lengths = cut - np.concatenate([[0], (cut + skip)[:-1]])
-    keep = np.ones(len(flat), bool)
-    keep[separators] = False
-    return flat[keep], lengths.astype(np.int64)
-
-
-def _merge_parts(parts: list[tuple[Sequence[int], np.ndarray, np.ndarray]], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(item indices, flat ids, lengths) of groups of items -> (flat ids, lengths) of all n items in order."""
-    lengths = np.zeros(n, np.int64)
-    for rows, _, part_lengths in parts:
-        lengths[rows] = part_lengths
-    if len(parts[0][0]) == n:
-        return parts[0][1], lengths
-    starts = np.cumsum(lengths) - lengths
-    flat = np.empty(int(lengths.sum()), np.int32)
-    for rows, part_flat, part_lengths in parts:
-        if len(rows):
-            flat[_gather_spans(np.arange(len(flat)), starts[rows], part_lengths)] = part_flat
-    return flat, lengths
-
-
 def build_normalizer(do_lower_case: bool, strip_accents: bool) -> normalizers.Normalizer:
-    """BERT cleaning + CJK spacing + optional lower-casing / accent stripping."""
+    """BERT cleaning + CJK spacing + optional lower-casing / accent stripping, in `tokenizers` (for vocab training;
+    BertTokenizer does its own, see `BertTokenizer._words`)."""
     return normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents,
                                       lowercase=do_lower_case)
 
 
-def build_backend(vocab: dict[str, int], do_lower_case: bool, strip_accents: bool) -> Tokenizer:
-    """The `tokenizers` pipeline: BertNormalizer + BertPreTokenizer + WordPiece (200 chars per word)."""
+def build_wordpiece(vocab: dict[str, int]) -> Tokenizer:
+    """`tokenizers`' WordPiece (200 characters per word) on whitespace-separated words, with no normalisation."""
     backend = Tokenizer(WordPiece(vocab, unk_token=UNK, continuing_subword_prefix=CONTINUATION_PREFIX,
                                   max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
-    backend.normalizer = build_normalizer(do_lower_case, strip_accents)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return backend

@@ -11,12 +11,13 @@ import argparse
 import os
 import shutil
 import tempfile
-from pathlib import Path
 from typing import Iterator, Sequence
 
+from etils.epath import Path
 from tokenizers import Tokenizer, pre_tokenizers, trainers
 from tokenizers.models import WordPiece
 
+from bertjax import paths
 from bertjax.data import text, tokenizer
 from bertjax.errors import BertjaxError, exit_on_bad_input
 
@@ -62,18 +63,27 @@ def train_vocab(input_files: str | Sequence[str], vocab_size: int, output_dir: s
     if len(vocab) <= len(tokenizer.SPECIAL_TOKENS):
         raise BertjaxError(f"input {input_files!r} holds no text to learn a vocab from; pass non-empty text files")
 
-    output = Path(output_dir)
+    output = paths.path(output_dir)
+    if paths.is_remote(output):  # objects appear whole: written locally, uploaded with vocab.txt last
+        with tempfile.TemporaryDirectory(prefix="bertjax-vocab-") as local:
+            _write_vocab_files(Path(local), vocab, do_lower_case, strip)
+            paths.upload_tree(local, output, last=[tokenizer.VOCAB_FILE])
+        return output / tokenizer.VOCAB_FILE
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
-        (staging / tokenizer.VOCAB_FILE).write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
-        tokenizer.write_tokenizer_config(staging, do_lower_case, strip)
+        _write_vocab_files(staging, vocab, do_lower_case, strip)
         output.mkdir(exist_ok=True)
         for name in (tokenizer.VOCAB_FILE, tokenizer.CONFIG_FILE):
             os.replace(staging / name, output / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return output / tokenizer.VOCAB_FILE
+
+
+def _write_vocab_files(directory: Path, vocab: list[tuple[str, int]], do_lower_case: bool, strip: bool) -> None:
+    (directory / tokenizer.VOCAB_FILE).write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
+    tokenizer.write_tokenizer_config(directory, do_lower_case, strip)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -10,11 +10,12 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from etils.epath import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from bertjax import paths
 from bertjax.errors import BertjaxError
 from bertjax.tasks import metrics
 from bertjax.tasks._common import bad_input, check_max_seq_length, pack_row, stack_rows
@@ -86,7 +87,7 @@ def read_glue(task: str | GlueTask, data_dir: str | os.PathLike, split: str = "t
     files.update({Path(f).stem: f for f in task.dev_files + task.test_files})
     if split not in files:
         raise BertjaxError(f"unknown split {split!r} of GLUE task {task.name}; choose one of {', '.join(files)}")
-    path = Path(data_dir) / files[split]
+    path = paths.path(data_dir) / files[split]
     if split.startswith("test"):
         guid = "id" if task.name == "qqp" else "index"
         return read_examples(path, task.test_text_columns or task.text_columns, None, guid_column=guid)
@@ -105,7 +106,7 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str] | dict]]:
     suffix = path.suffix.lower()
     if not path.is_file():
         raise BertjaxError(f"{str(path)!r} does not exist; check the data directory and file name")
-    with open(path, encoding="utf-8", newline="\n" if suffix == ".tsv" else "") as f:
+    with paths.open_text(path, newline="\n" if suffix == ".tsv" else "") as f:
         if suffix == ".tsv":  # GLUE's format: tab-separated, no quoting (the original reads with quotechar=None)
             for number, line in enumerate(f, 1):
                 if line.strip("\r\n"):  # blank lines (a trailing one, say) are skipped
@@ -164,7 +165,7 @@ def read_examples(path: str | os.PathLike, text_columns: Sequence[Column], label
     """Examples of a .tsv, .csv or .jsonl file (by extension): one or two text columns and an optional label column,
     by header name (or 0-based index when has_header=False). Labels must be in `label_list` when given, a number when
     `regression`. Errors name file:line: a missing column, a wrong field count, an empty text, a bad label."""
-    path = Path(path)
+    path = paths.path(path)
     if not 1 <= len(text_columns) <= 2:
         raise BertjaxError(f"{len(text_columns)} text columns given for {str(path)!r}; give one or two")
     wanted = [*text_columns, *([label_column] if label_column is not None else []),

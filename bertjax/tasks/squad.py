@@ -16,12 +16,12 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from tokenizers import pre_tokenizers
 
+from bertjax import paths
 from bertjax.data.tokenizer import build_normalizer
 from bertjax.errors import BertjaxError
 from bertjax.tasks._common import bad_input, pack_row, stack_rows
@@ -87,7 +87,7 @@ def read_squad_examples(path: str | os.PathLike, is_training: bool, version_2: b
                         skip_mismatched: bool = False) -> list[SquadExample]:
     """Examples of a SQuAD JSON file. Training: exactly one answer per answerable question, checked against the
     context (see module doc); v2 `is_impossible` questions get no answer."""
-    path = Path(path)
+    path = paths.path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))["data"]
     except FileNotFoundError:

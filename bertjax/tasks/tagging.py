@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from bertjax import paths
 from bertjax.errors import BertjaxError
 from bertjax.tasks._common import IGNORE_LABEL, bad_input, check_max_seq_length, pack_row, stack_rows
 
@@ -62,7 +62,7 @@ def to_iob2(tags: Sequence[str]) -> list[str]:
 def read_conll(path: str | os.PathLike) -> list[Sentence]:
     """Sentences of a CoNLL file: one `word ... tag` line per word (whitespace-separated, the tag is the last
     column, the same number of columns on every line), a blank line between sentences, -DOCSTART- lines ignored."""
-    path = Path(path)
+    path = paths.path(path)
     if not path.is_file():
         raise BertjaxError(f"{str(path)!r} does not exist; check the path of the CoNLL file")
     sentences: list[Sentence] = []
@@ -76,7 +76,7 @@ def read_conll(path: str | os.PathLike) -> list[Sentence]:
             words.clear()
             tags.clear()
 
-    with open(path, encoding="utf-8") as f:
+    with paths.open_text(path) as f:
         for number, line in enumerate(f, 1):
             fields = line.split()
             if not fields:
@@ -161,8 +161,9 @@ def write_predictions(path: str | os.PathLike, sentences: Sequence[Sentence],
     if len(sentences) != len(predicted_tags):
         raise BertjaxError(f"{len(predicted_tags)} predicted sentences for {len(sentences)} sentences; "
                            "pass decode()'s output for the same sentences")
-    with open(path, "w", encoding="utf-8") as f:
-        for sentence, tags in zip(sentences, predicted_tags):
-            for word, gold, pred in zip(sentence.words, sentence.tags, tags, strict=True):
-                f.write(f"{word} {gold} {pred}\n")
-            f.write("\n")
+    lines = []
+    for sentence, tags in zip(sentences, predicted_tags):
+        lines.extend(f"{word} {gold} {pred}\n" for word, gold, pred in zip(sentence.words, sentence.tags, tags,
+                                                                             strict=True))
+        lines.append("\n")
+    paths.write_text_atomically(path, "".join(lines))
