@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import glob as local_glob
 import io
+import logging
 import os
 import re
 import tempfile
@@ -32,6 +33,9 @@ _WILDCARDS = frozenset("*?[")
 # gcsfs keeps object listings forever by default; other processes (every host of a pod) and tensorstore (Orbax's
 # array writes) change the bucket behind its back, so a cached listing would hide a new checkpoint or dataset.
 fsspec.config.conf.setdefault("gcs", {}).setdefault("cache_timeout", 0)
+# gcsfs logs a traceback when it gives up retrying, and a warning per bucket it cannot classify without
+# credentials; the failure itself reaches the user as one BertjaxError line naming the path.
+logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
 
 
 def is_remote(location: PathLike) -> bool:
