@@ -34,9 +34,26 @@ from bertjax.layers import SCANNED_LAYERS_NAME
 from bertjax.model import VOCAB_PARAM_PATHS, pad_vocab, stack_layers
 
 CHECKPOINTS_DIR = "checkpoints"
+CORRUPT_DIR = "corrupt_checkpoints"  # unreadable steps set aside by --config.checkpoint.fallback (never deleted)
 EXPORT_DIR = "export"
 BEST_DIR = "best"  # fine-tuning: the params of the best dev evaluation, exported like export/
 _FIX = "start a new run with a different --workdir (or delete the checkpoints directory to start over)"
+
+
+class CorruptCheckpointError(BertjaxError):
+    """A checkpoint step whose files cannot be read (truncated, corrupt, missing): `--config.checkpoint.fallback`
+    sets it aside and restores the previous step instead."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+def _corrupt_message(workdir: str, step: int, what: str, error: BaseException) -> str:
+    return (f"--workdir {workdir}: checkpoint step {step} {what} (corrupt or partially written: "
+            f"{type(error).__name__}: {_first_line(error)}); rerun with --config.checkpoint.fallback=True to resume "
+            f"from the previous checkpoint (step {step} is then moved to {paths.path(workdir) / CORRUPT_DIR}), "
+            f"or {_FIX}.")
 
 
 class SigtermFlag:
@@ -79,6 +96,7 @@ class Checkpointer:
             create=True,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._write_failed = False
         self._sigterm = SigtermFlag() if jax.process_count() == 1 else None
         if self._sigterm is None and not jax.config.jax_enable_preemption_service and jax.process_index() == 0:
             logging.warning("jax_enable_preemption_service is off: a SIGTERM will not make the processes save and "
@@ -87,6 +105,26 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         """The newest finished checkpoint's step, or None."""
         return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """The steps of all finished checkpoints, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def set_aside(self, step: int) -> epath.Path:
+        """Move checkpoint `step` (unreadable) to <workdir>/corrupt_checkpoints/<step>[.N], so that it is neither
+        restored nor overwritten by the next save of that step, and is kept for inspection; returns where."""
+        target = paths.path(self.workdir) / CORRUPT_DIR / str(step)
+        suffix = 0
+        while target.exists():
+            suffix += 1
+            target = paths.path(self.workdir) / CORRUPT_DIR / f"{step}.{suffix}"
+        if jax.process_index() == 0:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (self.directory / str(step)).rename(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"bertjax_set_aside_{step}")
+        self._manager.reload()
+        return target
 
     def preemption_requested(self, step: int) -> bool:
         """True when the run should save now and stop (SIGTERM, or a preemption notice on a pod)."""
@@ -101,7 +139,22 @@ class Checkpointer:
             items["data"] = grain.checkpoint.CheckpointSave(data_iter)
         if config is not None:
             items["config"] = ocp.args.JsonSave(config)
-        return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+        return self._writing(lambda: self._manager.save(step, args=ocp.args.Composite(**items), force=force))
+
+    def _writing(self, write):
+        """Run `write` (a save, or waiting for one); a failed write (disk full, file too large, permissions) is one
+        BertjaxError line naming the finished checkpoints, which it leaves intact."""
+        try:
+            return write()
+        except BertjaxError:
+            raise
+        except Exception as e:  # noqa: BLE001  (tensorstore/IO errors of an async save surface here, many types)
+            self._write_failed = True
+            finished = sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
+            intact = f"checkpoints up to step {finished[-1]} are intact" if finished else "no checkpoint finished"
+            raise BertjaxError(
+                f"--workdir {self.workdir}: writing a checkpoint failed ({type(e).__name__}: {_describe(e)}); "
+                f"{intact}: free disk space or fix the workdir's permissions, then rerun to resume.") from e
 
     def saved_config(self, step: int) -> dict | None:
         """The config JSON stored with checkpoint `step` (None if it has none)."""
@@ -110,9 +163,8 @@ class Checkpointer:
         try:
             return self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
         except Exception as e:  # noqa: BLE001
-            raise BertjaxError(
-                f"--workdir {self.workdir}: checkpoint step {step} has an unreadable config "
-                f"({type(e).__name__}: {_first_line(e)}); {_FIX}.") from e
+            raise CorruptCheckpointError(
+                _corrupt_message(self.workdir, step, "has an unreadable config", e), step) from e
 
     def has_data_state(self, step: int) -> bool:
         """Whether checkpoint `step` holds this process's data iterator state (same process count)."""
@@ -145,7 +197,7 @@ class Checkpointer:
         `shared_data_state`); if neither exists it starts afresh.
 
         A checkpoint that does not fit `abstract_state` (another model shape or optimizer) or cannot be read
-        raises BertjaxError naming the workdir.
+        raises BertjaxError naming the workdir (CorruptCheckpointError for unreadable files).
         """
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         shared_state = None
@@ -156,35 +208,58 @@ class Checkpointer:
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # noqa: BLE001  (Orbax/tensorstore/IO errors have many types)
-            if _is_mismatch(e):
+            if _is_mismatch(e) and self._state_metadata_readable(step):
                 raise BertjaxError(
                     f"--workdir {self.workdir} holds a checkpoint (step {step}) from an incompatible run: "
                     f"{_first_line(e)}; {_FIX}.") from e
-            raise BertjaxError(
-                f"--workdir {self.workdir}: checkpoint step {step} is unreadable (corrupt or partially written: "
-                f"{type(e).__name__}: {_first_line(e)}); delete {self.directory}/{step} to fall back to an "
-                f"earlier checkpoint, or {_FIX}.") from e
+            raise CorruptCheckpointError(
+                _corrupt_message(self.workdir, step, "is unreadable", e), step) from e
         if shared_state is not None:
             data_iter.set_state(shared_state)
         return restored["state"]
 
+    def _state_metadata_readable(self, step: int) -> bool:
+        """Whether the state's tree metadata is there and parses (without it Orbax reports a structure mismatch)."""
+        try:
+            json.loads((self.directory / str(step) / "state" / "_METADATA").read_text())
+        except (OSError, ValueError):
+            return False
+        return True
+
     def wait(self) -> None:
         """Block until pending asynchronous saves are on disk."""
-        self._manager.wait_until_finished()
+        self._writing(self._manager.wait_until_finished)
 
     def close(self) -> None:
-        """Finish pending saves and release resources."""
-        self._manager.wait_until_finished()
-        self._manager.close()
-        if self._sigterm is not None:
-            self._sigterm.restore()
+        """Finish pending saves and release resources (after a failed write, whose error was raised: quietly)."""
+        failed_before = self._write_failed
+        try:
+            self._writing(self._manager.wait_until_finished)
+            self._manager.close()
+        except Exception:  # noqa: BLE001
+            if not failed_before:
+                raise
+        finally:
+            if self._sigterm is not None:
+                self._sigterm.restore()
 
 
 def _is_mismatch(error: BaseException) -> bool:
     """Whether a restore error says the checkpoint has other shapes/structure (vs. unreadable files)."""
     if not isinstance(error, (ValueError, KeyError, TypeError)) or isinstance(error, json.JSONDecodeError):
         return False
-    return re.search(r"shape|structure|mismatch|not found|dtype", str(error), re.IGNORECASE) is not None
+    text = str(error)
+    if re.search(r"reading|local file|ocdbt|tensorstore|decod|compress|corrupt|checksum|DATA_LOSS|opening", text,
+                 re.IGNORECASE):
+        return False  # a file that does not read, whatever else the message says
+    return re.search(r"shape|structure|mismatch|not found|dtype", text, re.IGNORECASE) is not None
+
+
+def _describe(error: BaseException) -> str:
+    """The first line of an error, its start and end when long (a tensorstore path, then the OS's reason)."""
+    text = str(error).strip().splitlines()
+    text = text[0] if text else type(error).__name__
+    return text if len(text) <= 300 else f"{text[:120]} ... {text[-180:]}"
 
 
 def _first_line(error: BaseException) -> str:

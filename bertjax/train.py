@@ -168,15 +168,32 @@ def _check_compatible(checkpointer: checkpoint.Checkpointer, step: int, config: 
                     f"config.{section}.{field} was {old!r}, now {new!r}; use a new --workdir, or the old value.")
 
 
-def _restore_or_init(trainer: Trainer, checkpointer: checkpoint.Checkpointer, config, train_iter):
-    step = checkpointer.latest_step()
-    if step is not None:
-        _check_compatible(checkpointer, step, config)
-        _log_process_0("Restoring checkpoint step %d from %s", step, checkpointer.directory)
-        if train_iter is not None and not checkpointer.can_restore_data(step) and jax.process_index() == 0:
-            logging.warning("Checkpoint step %d has no input pipeline state this run can continue: the model and "
-                            "optimizer state are restored, the input pipeline starts its order afresh.", step)
-        return checkpointer.restore(step, trainer.abstract_state_with_shardings(), train_iter)
+def _restore_or_init(trainer: Trainer, checkpointer: checkpoint.Checkpointer, config, data: DataSource):
+    """(state, train iterator): the latest readable checkpoint's, or fresh ones.
+
+    An unreadable latest checkpoint is a BertjaxError, or with `config.checkpoint.fallback` is moved to
+    <workdir>/corrupt_checkpoints/ (kept, and out of the way of the next save of its step) and the previous one is
+    tried, down to a fresh start.
+    """
+    new_iter = (lambda: None) if config.train.eval_only else data.train_iterator
+    train_iter = new_iter()
+    for step in reversed(checkpointer.all_steps()):
+        try:
+            _check_compatible(checkpointer, step, config)
+            _log_process_0("Restoring checkpoint step %d from %s", step, checkpointer.directory)
+            if train_iter is not None and not checkpointer.can_restore_data(step) and jax.process_index() == 0:
+                logging.warning("Checkpoint step %d has no input pipeline state this run can continue: the model "
+                                "and optimizer state are restored, the input pipeline starts its order afresh.", step)
+            return checkpointer.restore(step, trainer.abstract_state_with_shardings(), train_iter), train_iter
+        except checkpoint.CorruptCheckpointError as e:
+            if not config.checkpoint.get("fallback", False):
+                raise
+            moved = checkpointer.set_aside(step)
+            if jax.process_index() == 0:
+                logging.warning("Skipping checkpoint step %d: %s. Moved it to %s; trying the previous checkpoint.",
+                                step, e, moved)
+                print(f"skipped unreadable checkpoint step {step} (moved to {moved}); falling back", flush=True)
+            train_iter = new_iter()  # a failed restore may have moved the iterator
     if config.train.eval_only and not config.train.init_from:
         raise BertjaxError(
             f"--config.train.eval_only=true but --workdir {checkpointer.workdir} has no checkpoint; point --workdir "
@@ -187,7 +204,7 @@ def _restore_or_init(trainer: Trainer, checkpointer: checkpoint.Checkpointer, co
         loaded = checkpoint.load_params(config.train.init_from, abstract_params, type(trainer.model).__name__)
         state = state.replace(params={**state.params, **loaded})
         _log_process_0("Initialised params from %s", config.train.init_from)
-    return state
+    return state, train_iter
 
 
 def _log_process_0(message: str, *args) -> None:
@@ -197,8 +214,7 @@ def _log_process_0(message: str, *args) -> None:
 
 def _run(trainer: Trainer, data: DataSource, checkpointer: checkpoint.Checkpointer,
          config: ml_collections.ConfigDict, workdir: str, spec: run_config.RunSpec, hooks) -> dict:
-    train_iter = None if config.train.eval_only else data.train_iterator()
-    state = _restore_or_init(trainer, checkpointer, config, train_iter)
+    state, train_iter = _restore_or_init(trainer, checkpointer, config, data)
     step = int(jax.device_get(state.step))
     if jax.process_index() == 0:  # only now: an incompatible workdir must keep its config.json
         paths.write_text_atomically(paths.path(workdir) / "config.json", config.to_json_best_effort(indent=2))
@@ -249,6 +265,7 @@ def _train_loop(trainer: Trainer, state, train_iter, checkpointer: checkpoint.Ch
         peak_flops=peak_flops_per_device(config.log.peak_flops_per_device))
     config_dict = config.to_dict()
     totals, interval_steps, saved = None, 0, True
+    guard = _NonfiniteGuard(config.optimizer.get("max_consecutive_nonfinite"))
     writer.log(f"training from step {step} to {num_steps} on {distributed.device_summary()}, mesh "
                f"{dict(trainer.mesh.shape)}, {jax.process_count()} processes")
     while step < num_steps:
@@ -256,6 +273,8 @@ def _train_loop(trainer: Trainer, state, train_iter, checkpointer: checkpoint.Ch
         state, metrics = trainer.jit_train_step(state, trainer.global_batch(host_batch))
         step += 1
         interval_steps += 1
+        guard.check()  # the previous step's count: it is done or nearly so, this step stays queued
+        guard.watch(state, step)
         totals = metrics if totals is None else train_step.add_sums(totals, metrics)
         if step == start_step + 1:
             jax.block_until_ready(metrics)
@@ -276,9 +295,38 @@ def _train_loop(trainer: Trainer, state, train_iter, checkpointer: checkpoint.Ch
             checkpointer.wait()
             writer.log(f"preempted: saved checkpoint at step {step}; exiting. Rerun to resume.")
             return state, True
+    guard.check()
     if not saved:
         checkpointer.save(step, state, train_iter, config_dict, force=True)
     return state, False
+
+
+class _NonfiniteGuard:
+    """Aborts when `limit` steps in a row had a non-finite gradient, checked after every step (not only at log
+    steps) one step late: each step's counter is copied off the (donated) state and read after the next step is
+    dispatched, so the host never waits for the step it just queued."""
+
+    def __init__(self, limit: int | None):
+        self.limit = limit
+        self._pending = None
+
+    def watch(self, state, step: int) -> None:
+        if self.limit:
+            self._pending = (step, jnp.copy(nonfinite_counts(state.opt_state)[0]))
+
+    def check(self) -> None:
+        if self._pending is not None:
+            step, consecutive = self._pending
+            self._pending = None
+            _check_nonfinite(int(jax.device_get(consecutive)), self.limit, step)
+
+
+def _check_nonfinite(consecutive: int, limit: int | None, step: int) -> None:
+    if limit and consecutive >= limit:
+        raise BertjaxError(
+            f"training diverged: {consecutive} consecutive steps with non-finite gradients at step {step} "
+            f"(limit --config.optimizer.max_consecutive_nonfinite={limit}); lower --config.optimizer.learning_rate "
+            "or resume from an earlier checkpoint.")
 
 
 class _BestExport:
@@ -309,12 +357,7 @@ class _BestExport:
 
 def _log_train(writer, trainer, state, totals, interval_steps, step, throughput, config) -> None:
     consecutive, total_skipped = (int(x) for x in jax.device_get(nonfinite_counts(state.opt_state)))
-    limit = config.optimizer.get("max_consecutive_nonfinite")
-    if limit and consecutive >= limit:
-        raise BertjaxError(
-            f"training diverged: {consecutive} consecutive steps with non-finite gradients at step {step} "
-            f"(limit --config.optimizer.max_consecutive_nonfinite={limit}); lower --config.optimizer.learning_rate "
-            "or resume from an earlier checkpoint.")
+    _check_nonfinite(consecutive, config.optimizer.get("max_consecutive_nonfinite"), step)
     totals = jax.device_get(totals)
     grad_norm = float(totals.pop("grad_norm")) / interval_steps
     metrics = {name: float(value) for name, value in trainer.objective.compute_metrics(totals).items()}

@@ -93,6 +93,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint.keep = 3
     # Save asynchronously (training continues while files are written).
     config.checkpoint.async_save = True
+    # Unreadable latest checkpoint: False = one-line error; True = move it to corrupt_checkpoints/, use the previous.
+    config.checkpoint.fallback = False
 
     config.log = ml_collections.ConfigDict()
     config.log.every_steps = 100
