@@ -26,7 +26,7 @@ import numpy as np
 from etils.epath import Path
 
 from bertjax import objectives, paths
-from bertjax.data.tokenizer import BertTokenizer
+from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
 from bertjax.errors import BertjaxError
 from bertjax.tasks import classification, metrics, squad, tagging
 
@@ -230,7 +230,7 @@ def _cached(workdir: str, split: str, config, tokenizer: BertTokenizer, encode: 
     """The encoded arrays of a split, from <workdir>/features/ when the inputs and settings are unchanged."""
     key = hashlib.sha256(json.dumps({
         "task": config.task, "split": split, "data": config.data.to_dict(), "vocab": tokenizer.vocab_path and
-        hashlib.sha256(paths.read_bytes(tokenizer.vocab_path)).hexdigest(), "lower": tokenizer.do_lower_case,
+        vocab_sha256(tokenizer.vocab_path), "lower": tokenizer.do_lower_case,
         "strip": tokenizer.strip_accents,
         "files": sorted((p.name, p.stat().length, p.stat().mtime) for p in paths.path(config.data.dir).iterdir()
                         if p.is_file())}, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -104,11 +104,6 @@ def files_under(directory: PathLike, *, max_depth: int | None = None,
     return sorted(found)
 
 
-def read_bytes(location: PathLike) -> bytes:
-    """The bytes of a file, local or remote."""
-    return path(location).read_bytes()
-
-
 def open_text(location: PathLike, newline: str | None = None) -> io.TextIOWrapper:
     """A UTF-8 text file opened for reading, local or remote, with open()'s `newline` handling."""
     return io.TextIOWrapper(path(location).open("rb"), encoding="utf-8", newline=newline)

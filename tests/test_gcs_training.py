@@ -16,13 +16,9 @@ from bertjax import paths
 from bertjax.convert import sources
 from bertjax.data import catalog, tokenizer
 
+from test_gcs import _upload
 from test_instances import small_vocab, write_corpus
 from test_train_multiprocess import _finish, _report, _start, _stopped_at, _wait_for
-
-
-def _upload(local, remote):
-    paths.path(remote).parent.mkdir(parents=True, exist_ok=True)
-    paths.path(local).copy(paths.path(remote))
 
 
 def _steps(workdir: str) -> list[int]:

@@ -7,7 +7,6 @@ tokenizer_config.json with the manifest's casing). `read_manifest` reads the man
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -18,7 +17,7 @@ import numpy as np
 
 from bertjax import paths
 from bertjax.data.features import check_lengths, count_records, example_shapes, feature_dtype
-from bertjax.data.tokenizer import VOCAB_FILE, write_tokenizer_config
+from bertjax.data.tokenizer import VOCAB_FILE, vocab_sha256, write_tokenizer_config
 from bertjax.errors import BertjaxError
 
 DATASET_NAME = "bert_pretraining"
@@ -105,7 +104,7 @@ def _check_vocab_file(vocab_file: str | os.PathLike | None, manifest: Mapping[st
         return
     if not paths.path(vocab_file).is_file():
         raise BertjaxError(f"vocab_file {vocab_file} does not exist; pass the vocab.txt the examples were made with")
-    digest = hashlib.sha256(paths.read_bytes(vocab_file)).hexdigest()
+    digest = vocab_sha256(vocab_file)
     if digest != manifest["vocab_sha256"]:
         raise BertjaxError(f"vocab_file {vocab_file} has sha256 {digest} but the manifest says "
                            f"{manifest['vocab_sha256']}; pass the vocab the examples were made with")
@@ -114,7 +113,7 @@ def _check_vocab_file(vocab_file: str | os.PathLike | None, manifest: Mapping[st
 def copy_vocab(vocab_file: str | os.PathLike, dataset_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
     """Copy vocab.txt into a dataset directory and write tokenizer_config.json beside it with the manifest's casing
     (do_lower_case, strip_accents), so the dataset always carries the casing its examples were made with."""
-    (paths.path(dataset_dir) / VOCAB_FILE).write_bytes(paths.read_bytes(vocab_file))
+    (paths.path(dataset_dir) / VOCAB_FILE).write_bytes(paths.path(vocab_file).read_bytes())
     write_tokenizer_config(dataset_dir, bool(manifest["do_lower_case"]), bool(manifest["strip_accents"]))
 
 
