@@ -7,7 +7,7 @@ with the main module), and they should not pay for JAX.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bertjax.errors import exit_on_bad_input, parse_flags
+from bertjax.errors import BertjaxError, exit_on_bad_input, parse_flags
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
@@ -31,7 +31,7 @@ def main(argv) -> None:
     from bertjax import distributed, train  # noqa: PLC0415  (imports JAX)
 
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise BertjaxError(f"unexpected arguments {argv[1:]}; flags take the form --name=value (see --help)")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # progress goes to stdout; Orbax's INFO lines only with -v 0
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,

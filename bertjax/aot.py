@@ -274,7 +274,7 @@ def define_flags() -> None:
 def main(argv) -> None:
     """Entry point."""
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        raise BertjaxError(f"unexpected arguments {argv[1:]}; flags take the form --name=value (see --help)")
     jax.config.update("jax_platforms", "cpu")  # compile-only TPU devices need no TPU backend
     compile_only_environment(FLAGS.topology)
     sys.exit(run(FLAGS.config, FLAGS.topology, FLAGS.find_batch))

@@ -12,11 +12,14 @@ count loads onto another, and the data iterator state is process-count independe
 checkpoint written by N processes continues on M on exactly the next global batch.
 """
 import dataclasses
+import errno
 import json
+import os
 import re
 import signal
 import tempfile
 import threading
+import uuid
 from typing import Any
 
 import grain
@@ -96,6 +99,7 @@ class Checkpointer:
             create=True,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._every_steps = every_steps
         self._write_failed = False
         self._sigterm = SigtermFlag() if jax.process_count() == 1 else None
         if self._sigterm is None and not jax.config.jax_enable_preemption_service and jax.process_index() == 0:
@@ -139,7 +143,21 @@ class Checkpointer:
             items["data"] = grain.checkpoint.CheckpointSave(data_iter)
         if config is not None:
             items["config"] = ocp.args.JsonSave(config)
+        sigterm = self._sigterm is not None and self._sigterm.received
+        if force or sigterm or (self._every_steps and step % self._every_steps == 0):  # a save is due
+            self._writing(self._check_writable)
         return self._writing(lambda: self._manager.save(step, args=ocp.args.Composite(**items), force=force))
+
+    def _check_writable(self) -> None:
+        """Orbax (0.12) hangs instead of failing when it cannot create a step's temporary directory (a workdir that
+        became read-only), so a save is preceded by this: a local checkpoints directory that this process may not
+        write to (access(2)) fails here, with the OS's reason from a probe file (removed, if it was written)."""
+        local = not paths.is_remote(self.directory) and os.path.isdir(self.directory)  # (made by process 0)
+        if not local or os.access(self.directory, os.W_OK | os.X_OK):
+            return
+        probe = self.directory / f".bertjax-write-check-{uuid.uuid4().hex}"
+        probe.write_text("ok")
+        probe.unlink()
 
     def _writing(self, write):
         """Run `write` (a save, or waiting for one); a failed write (disk full, file too large, permissions) is one
@@ -152,8 +170,10 @@ class Checkpointer:
             self._write_failed = True
             finished = sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
             intact = f"checkpoints up to step {finished[-1]} are intact" if finished else "no checkpoint finished"
+            refused = isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+            where = f"{self.directory} is not writable: " if refused else ""
             raise BertjaxError(
-                f"--workdir {self.workdir}: writing a checkpoint failed ({type(e).__name__}: {_describe(e)}); "
+                f"--workdir {self.workdir}: writing a checkpoint failed ({where}{type(e).__name__}: {_describe(e)}); "
                 f"{intact}: free disk space or fix the workdir's permissions, then rerun to resume.") from e
 
     def saved_config(self, step: int) -> dict | None:
@@ -255,11 +275,20 @@ def _is_mismatch(error: BaseException) -> bool:
     return re.search(r"shape|structure|mismatch|not found|dtype", text, re.IGNORECASE) is not None
 
 
+# The OS's reason inside a long tensorstore message ("File too large [os_error_code='27']", maybe JSON-escaped), or
+# a Python OSError's ("[Errno 13] Permission denied").
+_OS_REASON = re.compile(r"[A-Z][A-Za-z ]*[a-z] \[os_error_code=\\*'?\d+\\*'?\]|\[Errno \d+\] [^'\"\]\n]+")
+
+
 def _describe(error: BaseException) -> str:
-    """The first line of an error, its start and end when long (a tensorstore path, then the OS's reason)."""
+    """The first line of an error; when long, its start and the OS's reason (else its end): tensorstore's messages
+    are a path, then the reason, sometimes followed by a long JSON spec."""
     text = str(error).strip().splitlines()
     text = text[0] if text else type(error).__name__
-    return text if len(text) <= 300 else f"{text[:120]} ... {text[-180:]}"
+    if len(text) <= 300:
+        return text
+    reason = _OS_REASON.search(text)
+    return f"{text[:120]} ... {reason.group(0) if reason else text[-180:]}"
 
 
 def _first_line(error: BaseException) -> str:

@@ -98,6 +98,48 @@ def apply_layer_norm(module: nn.LayerNorm, x: jax.Array, out_dtype: Dtype) -> ja
     return module(x.astype(module.dtype)).astype(out_dtype)
 
 
+# The widths of random integers a dropout mask may be drawn from (`config.model.dropout_bits`); 32 = flax's own.
+DROPOUT_BITS = (8, 16, 32)
+
+
+class Dropout(nn.Dropout):
+    """`nn.Dropout`, optionally drawing its keep mask from `bits`-wide random integers (`config.model.dropout_bits`).
+
+    bits=32 (the default) is `nn.Dropout` itself: same module name (`Dropout_<i>`), same random stream, bit-identical.
+    bits=16 or 8 cuts each 32-bit `jax.random.bits` word into 2 or 4 integers of that width (threefry runs once per
+    2 or 4 elements instead of once per element, and no uniform floats) and keeps an element where the integer is below
+    t = round((1 - rate) * 2^bits), scaling kept values by 2^bits / t. The keep probability is t / 2^bits: rate 0.1
+    keeps 0.899994 (16 bits) or 0.8984 (8 bits) instead of 0.9; the scale makes the expectation exact either way.
+    A different random stream from 32 bits, so a run's masks change with the setting.
+    """
+
+    bits: int = 32
+
+    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+        if self.bits == 32:
+            return super().__call__(inputs, deterministic, rng)
+        if self.bits not in DROPOUT_BITS:
+            raise BertjaxError(f"dropout bits={self.bits!r} must be one of {DROPOUT_BITS}")
+        deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+        if self.rate == 0.0 or deterministic:
+            return inputs
+        if self.rate == 1.0:
+            return jnp.zeros_like(inputs)
+        rng = self.make_rng(self.rng_collection) if rng is None else rng
+        scale = 2 ** self.bits
+        threshold = min(max(round((1.0 - self.rate) * scale), 1), scale)
+        # One 32-bit threefry word gives 32 / bits elements their integers (jax.random.bits with a uint16 or uint8
+        # dtype would still make one word per element): along the last axis (length n), word m's i-th slice goes to
+        # element i * ceil(n / (32 / bits)) + m.
+        per_word = 32 // self.bits
+        last = inputs.shape[-1] if inputs.ndim else 1
+        words = jax.random.bits(rng, (*inputs.shape[:-1], -(-last // per_word)), jnp.uint32)
+        slices = [(words >> (self.bits * i)) & (scale - 1) for i in range(per_word)]
+        random_bits = jnp.concatenate(slices, axis=-1)[..., :last].reshape(inputs.shape)
+        keep = random_bits < threshold
+        return jax.lax.select(keep, inputs * jnp.asarray(scale / threshold, inputs.dtype), jnp.zeros_like(inputs))
+
+
 class BertEmbeddings(nn.Module):
     """word + token type + position embeddings, then LayerNorm, then dropout (original order, no sqrt(H) scaling).
 
@@ -109,9 +151,11 @@ class BertEmbeddings(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     vocab_pad_multiple: int = 1
+    dropout_bits: int = 32  # `Dropout`
 
     @nn.compact
-    def __call__(self, input_ids_BxT, segment_ids_BxT, deterministic: bool = True) -> jax.Array:
+    def __call__(self, input_ids_BxT, segment_ids_BxT, deterministic: bool = True,
+                 position_ids_BxT: jax.Array | None = None) -> jax.Array:
         cfg = self.config
         seq_len = input_ids_BxT.shape[-1]
         if seq_len > cfg.max_position_embeddings:
@@ -128,15 +172,36 @@ class BertEmbeddings(nn.Module):
         rows = padded_vocab_size(cfg.vocab_size, self.vocab_pad_multiple)
         words_BxTxH = embed(rows, "word_embeddings", zero_padded_init(init, cfg.vocab_size))(input_ids_BxT)
         types_BxTxH = embed(cfg.type_vocab_size, "token_type_embeddings")(segment_ids_BxT)
-        positions_TxH = embed(cfg.max_position_embeddings, "position_embeddings")(jnp.arange(seq_len))
-        x_BxTxH = words_BxTxH + types_BxTxH + positions_TxH[None]
+        position_table = embed(cfg.max_position_embeddings, "position_embeddings")
+        if position_ids_BxT is None:
+            positions_BxTxH = position_table(jnp.arange(seq_len))[None]
+        else:  # packed rows: positions restart at each pair's [CLS]
+            positions_BxTxH = position_table(position_ids_BxT)
+        x_BxTxH = words_BxTxH + types_BxTxH + positions_BxTxH
         x_BxTxH = apply_layer_norm(layer_norm(cfg, self.dtype, self.param_dtype), x_BxTxH, self.dtype)
-        return nn.Dropout(cfg.hidden_dropout_prob)(x_BxTxH, deterministic=deterministic)
+        return Dropout(cfg.hidden_dropout_prob, bits=self.dropout_bits)(x_BxTxH, deterministic=deterministic)
 
 
 def attention_bias_from_mask(input_mask_BxT: jax.Array) -> jax.Array:
     """The additive attention bias [B, 1, 1, T]: 0 on real keys, -10000 on padded keys (queries are not masked)."""
     return (1.0 - input_mask_BxT.astype(jnp.float32))[:, None, None, :] * MASK_BIAS
+
+
+def attention_bias_from_pair_ids(pair_ids_BxT: jax.Array) -> jax.Array:
+    """The block-diagonal bias [B, 1, T, T] of packed rows (`bertjax.data.packing`): 0 where query and key belong to
+    the same pair, -10000 elsewhere and on padding keys (pair id 0), so each pair sees exactly what it would see
+    alone in a row of its own (a padded query row attends to nothing: uniform, and never read)."""
+    same_pair_BxTxT = (pair_ids_BxT[:, :, None] == pair_ids_BxT[:, None, :]) & (pair_ids_BxT[:, None, :] > 0)
+    return jnp.where(same_pair_BxTxT, 0.0, MASK_BIAS)[:, None].astype(jnp.float32)
+
+
+def position_ids_from_pair_ids(pair_ids_BxT: jax.Array) -> jax.Array:
+    """Position ids [B, T] of packed rows: each pair counts from 0 at its [CLS], as it would alone in a row."""
+    index_BxT = jnp.broadcast_to(jnp.arange(pair_ids_BxT.shape[-1]), pair_ids_BxT.shape)
+    starts_pair_BxT = jnp.concatenate(
+        [jnp.ones_like(pair_ids_BxT[:, :1], bool), pair_ids_BxT[:, 1:] != pair_ids_BxT[:, :-1]], axis=1)
+    start_BxT = jax.lax.cummax(jnp.where(starts_pair_BxT, index_BxT, 0), axis=1)
+    return index_BxT - start_BxT
 
 
 class BertSelfAttention(nn.Module):
@@ -151,6 +216,7 @@ class BertSelfAttention(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     sow_attention: bool = False
+    dropout_bits: int = 32  # `Dropout`
 
     @nn.compact
     def __call__(self, x_BxTxH, attention_bias_Bx1x1xT, deterministic: bool = True) -> jax.Array:
@@ -170,7 +236,8 @@ class BertSelfAttention(nn.Module):
         probs_BxNxTxT = jax.nn.softmax(scores_BxNxTxT, axis=-1)
         if self.sow_attention:
             self.sow("intermediates", "attention_probs", probs_BxNxTxT)
-        probs_BxNxTxT = nn.Dropout(cfg.attention_probs_dropout_prob)(probs_BxNxTxT, deterministic=deterministic)
+        probs_BxNxTxT = Dropout(cfg.attention_probs_dropout_prob, bits=self.dropout_bits)(
+            probs_BxNxTxT, deterministic=deterministic)
         context_BxTxNxD = jnp.einsum("bnqk,bknd->bqnd", probs_BxNxTxT.astype(self.dtype), v_BxTxNxD)
         return context_BxTxNxD.reshape(batch, seq_len, cfg.hidden_size)
 
@@ -181,12 +248,13 @@ class DenseResidualLayerNorm(nn.Module):
     config: Any
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    dropout_bits: int = 32  # `Dropout`
 
     @nn.compact
     def __call__(self, x, residual_BxTxH, deterministic: bool = True) -> jax.Array:
         cfg = self.config
         y_BxTxH = dense(cfg.hidden_size, cfg, self.dtype, self.param_dtype, "dense")(x)
-        y_BxTxH = nn.Dropout(cfg.hidden_dropout_prob)(y_BxTxH, deterministic=deterministic)
+        y_BxTxH = Dropout(cfg.hidden_dropout_prob, bits=self.dropout_bits)(y_BxTxH, deterministic=deterministic)
         return apply_layer_norm(layer_norm(cfg, self.dtype, self.param_dtype), y_BxTxH + residual_BxTxH, self.dtype)
 
 
@@ -197,10 +265,11 @@ class BertAttention(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     sow_attention: bool = False
+    dropout_bits: int = 32  # `Dropout`
 
     @nn.compact
     def __call__(self, x_BxTxH, attention_bias_Bx1x1xT, deterministic: bool = True) -> jax.Array:
-        kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype, dropout_bits=self.dropout_bits)
         context_BxTxH = BertSelfAttention(**kw, sow_attention=self.sow_attention, name="self")(
             x_BxTxH, attention_bias_Bx1x1xT, deterministic
         )
@@ -234,15 +303,16 @@ class BertLayer(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     sow_attention: bool = False
+    dropout_bits: int = 32  # `Dropout`
 
     @nn.compact
     def __call__(self, x_BxTxH, attention_bias_Bx1x1xT, deterministic: bool = True):
         kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
-        a_BxTxH = BertAttention(**kw, sow_attention=self.sow_attention, name="attention")(
-            x_BxTxH, attention_bias_Bx1x1xT, deterministic
-        )
+        a_BxTxH = BertAttention(**kw, sow_attention=self.sow_attention, dropout_bits=self.dropout_bits,
+                                name="attention")(x_BxTxH, attention_bias_Bx1x1xT, deterministic)
         inter_BxTxI = BertIntermediate(**kw, name="intermediate")(a_BxTxH)
-        y_BxTxH = DenseResidualLayerNorm(**kw, name="output")(inter_BxTxI, a_BxTxH, deterministic)
+        y_BxTxH = DenseResidualLayerNorm(**kw, dropout_bits=self.dropout_bits, name="output")(
+            inter_BxTxI, a_BxTxH, deterministic)
         return y_BxTxH, y_BxTxH
 
 
@@ -274,6 +344,7 @@ class BertEncoder(nn.Module):
     scan_layers: bool = False
     remat: bool | str = False
     sow_attention: bool = False
+    dropout_bits: int = 32  # `Dropout`
 
     @nn.compact
     def __call__(self, x_BxTxH, attention_bias_Bx1x1xT, deterministic: bool = True):
@@ -282,7 +353,8 @@ class BertEncoder(nn.Module):
         if self.remat:
             policy = REMAT_POLICIES[self.remat if isinstance(self.remat, str) else "nothing_saveable"]
             layer_cls = nn.remat(layer_cls, static_argnums=(3,), prevent_cse=not self.scan_layers, policy=policy)
-        kw = dict(config=cfg, dtype=self.dtype, param_dtype=self.param_dtype, sow_attention=self.sow_attention)
+        kw = dict(config=cfg, dtype=self.dtype, param_dtype=self.param_dtype, sow_attention=self.sow_attention,
+                  dropout_bits=self.dropout_bits)
         if self.scan_layers:
             stack = nn.scan(
                 layer_cls,
@@ -301,14 +373,18 @@ class BertEncoder(nn.Module):
 
 
 class BertPooler(nn.Module):
-    """pooled_output = tanh(Dense_H(sequence_output[:, 0])), the [CLS] summary used by NSP."""
+    """pooled_output = tanh(Dense_H(sequence_output[:, 0])), the [CLS] summary used by NSP: [B, H]; or, for packed
+    rows, tanh(Dense_H(.)) of every pair's [CLS] at `cls_positions_BxK`: [B, K, H]."""
 
     config: Any
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, sequence_output_BxTxH) -> jax.Array:
+    def __call__(self, sequence_output_BxTxH, cls_positions_BxK: jax.Array | None = None) -> jax.Array:
         cfg = self.config
-        first_BxH = sequence_output_BxTxH[:, 0]
-        return jnp.tanh(dense(cfg.hidden_size, cfg, self.dtype, self.param_dtype, "dense")(first_BxH))
+        if cls_positions_BxK is None:
+            first = sequence_output_BxTxH[:, 0]
+        else:
+            first = jnp.take_along_axis(sequence_output_BxTxH, cls_positions_BxK[..., None].astype(jnp.int32), axis=1)
+        return jnp.tanh(dense(cfg.hidden_size, cfg, self.dtype, self.param_dtype, "dense")(first))

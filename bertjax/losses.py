@@ -30,9 +30,62 @@ def _nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return -jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
+@jax.custom_vjp
+def _fused_nll_and_correct(logits_NxV: jax.Array, labels_N: jax.Array) -> tuple[jax.Array, jax.Array]:
+    nll_N, correct_N, _ = _fused_forward(logits_NxV, labels_N)
+    return nll_N, correct_N
+
+
+def _fused_forward(logits_NxV, labels_N):
+    wide = logits_NxV.astype(jnp.promote_types(logits_NxV.dtype, jnp.float32))
+    max_N = jnp.max(wide, axis=-1)
+    log_sum_N = jnp.log(jnp.sum(jnp.exp(wide - max_N[:, None]), axis=-1))
+    label_logit_N = jnp.take_along_axis(wide, labels_N[:, None], axis=-1)[:, 0]
+    # log_softmax's own order of operations (shift by the max first), so the value equals jax.nn.log_softmax's.
+    nll_N = log_sum_N - (label_logit_N - max_N)
+    correct_N = (label_logit_N >= max_N).astype(wide.dtype)
+    return nll_N, correct_N, max_N + log_sum_N
+
+
+def _fused_fwd(logits_NxV, labels_N):
+    nll_N, correct_N, logsumexp_N = _fused_forward(logits_NxV, labels_N)
+    return (nll_N, correct_N), (logits_NxV, labels_N, logsumexp_N)
+
+
+def _fused_bwd(residuals, cotangents):
+    logits_NxV, labels_N, logsumexp_N = residuals
+    g_nll_N, _ = cotangents  # `correct` is a step function: no gradient
+    wide = logits_NxV.astype(logsumexp_N.dtype)
+    one_hot_NxV = jax.lax.broadcasted_iota(jnp.int32, wide.shape, 1) == labels_N[:, None]
+    grad_NxV = g_nll_N[:, None] * (jnp.exp(wide - logsumexp_N[:, None]) - one_hot_NxV.astype(wide.dtype))
+    return grad_NxV.astype(logits_NxV.dtype), None
+
+
+_fused_nll_and_correct.defvjp(_fused_fwd, _fused_bwd)
+
+
+def softmax_cross_entropy(logits_BxPxV: jax.Array, labels_BxP: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Fused softmax cross-entropy over the last axis: `(nll, correct)`, both [B, P] in float32 (float64 stays).
+
+    nll = logsumexp(logits) - logits[label], equal to -log_softmax(logits)[label]; its gradient (a `custom_vjp`)
+    is g * (softmax - one_hot(label)) with the one-hot an iota compare, instead of autodiff's zero broadcast plus a
+    scatter for the gather. `correct` = 1.0 where logits[label] >= max(logits) (reusing the logsumexp's max, no
+    argmax over the vocab); it equals `argmax(logits) == label` except on an exact tie for the maximum, where
+    argmax picks the first tied index and this counts the label as correct. Columns with a large negative logit
+    (the vocab padding, `model.PADDED_LOGIT`) get softmax 0, are never the max and get exactly zero gradient.
+    """
+    shape = labels_BxP.shape
+    nll_N, correct_N = _fused_nll_and_correct(logits_BxPxV.reshape(-1, logits_BxPxV.shape[-1]),
+                                              labels_BxP.reshape(-1).astype(jnp.int32))
+    return nll_N.reshape(shape), correct_N.reshape(shape)
+
+
 def masked_lm_nll(mlm_logits_BxPxV: jax.Array, masked_lm_ids_BxP: jax.Array) -> jax.Array:
-    """Per-prediction negative log-likelihood [B, P] (padded predictions included; weight them out)."""
-    return _nll(mlm_logits_BxPxV, masked_lm_ids_BxP)
+    """Per-prediction negative log-likelihood [B, P] (padded predictions included; weight them out).
+
+    The logits may be the vocab-padded [B, P, W] ones with the padded columns at `model.PADDED_LOGIT`.
+    """
+    return softmax_cross_entropy(mlm_logits_BxPxV, masked_lm_ids_BxP)[0]
 
 
 def next_sentence_nll(nsp_logits_Bx2: jax.Array, next_sentence_labels_B: jax.Array) -> jax.Array:
@@ -64,15 +117,17 @@ def metric_sums(mlm_logits_BxPxV: jax.Array, nsp_logits_Bx2: jax.Array,
     weights_BxP = batch["masked_lm_weights"].astype(jnp.float32)
     mlm_ids_BxP = batch["masked_lm_ids"].astype(jnp.int32)
     nsp_labels_B = batch["next_sentence_labels"].astype(jnp.int32).reshape(nsp_logits_Bx2.shape[:-1])
-    mlm_correct_BxP = (jnp.argmax(mlm_logits_BxPxV, axis=-1) == mlm_ids_BxP).astype(jnp.float32)
+    # Packed rows ([B, K] pairs, `bertjax.data.packing`) weigh out their empty pair slots; unpacked rows all count.
+    nsp_weights_B = batch.get("next_sentence_weights", jnp.ones(nsp_labels_B.shape)).astype(jnp.float32)
+    mlm_nll_BxP, mlm_correct_BxP = softmax_cross_entropy(mlm_logits_BxPxV, mlm_ids_BxP)
     nsp_correct_B = (jnp.argmax(nsp_logits_Bx2, axis=-1) == nsp_labels_B).astype(jnp.float32)
     return {
-        "masked_lm_loss_sum": jnp.sum(weights_BxP * masked_lm_nll(mlm_logits_BxPxV, mlm_ids_BxP)),
-        "masked_lm_correct_sum": jnp.sum(weights_BxP * mlm_correct_BxP),
+        "masked_lm_loss_sum": jnp.sum(weights_BxP * mlm_nll_BxP),
+        "masked_lm_correct_sum": jnp.sum(weights_BxP * mlm_correct_BxP.astype(jnp.float32)),
         "masked_lm_weight_sum": jnp.sum(weights_BxP),
-        "next_sentence_loss_sum": jnp.sum(next_sentence_nll(nsp_logits_Bx2, nsp_labels_B)),
-        "next_sentence_correct_sum": jnp.sum(nsp_correct_B),
-        "next_sentence_count": jnp.float32(nsp_labels_B.size),
+        "next_sentence_loss_sum": jnp.sum(nsp_weights_B * next_sentence_nll(nsp_logits_Bx2, nsp_labels_B)),
+        "next_sentence_correct_sum": jnp.sum(nsp_weights_B * nsp_correct_B),
+        "next_sentence_count": jnp.sum(nsp_weights_B),
     }
 
 

@@ -26,6 +26,8 @@ from bertjax.layers import (
     BertEncoder,
     BertPooler,
     attention_bias_from_mask,
+    attention_bias_from_pair_ids,
+    position_ids_from_pair_ids,
     dense,
     get_activation,
     kernel_init,
@@ -146,7 +148,9 @@ class BertModel(nn.Module):
     """Embeddings -> post-LN encoder -> pooler on [CLS].
 
     Returns a dict with `sequence_output` [B, T, H], `pooled_output` [B, H] and, when `output_hidden_states`,
-    `hidden_states` [L + 1, B, T, H] (the embedding output, then every layer's output). With
+    `hidden_states` [L + 1, B, T, H] (the embedding output, then every layer's output). Packed rows
+    (`bertjax.data.packing`) pass `pair_ids` [B, T] (block-diagonal attention, positions restarting per pair) and
+    `cls_positions` [B, K] (`pooled_output` is then [B, K, H], one per pair). With
     `add_pooling_layer=False` (Hugging Face's name) there is no pooler: no `pooler` params, no `pooled_output`.
     `vocab_pad_multiple` pads the word-embedding table to W rows (`BertEmbeddings`; BertForPreTraining sets it).
     """
@@ -159,23 +163,30 @@ class BertModel(nn.Module):
     sow_attention: bool = False
     add_pooling_layer: bool = True
     vocab_pad_multiple: int = 1
+    dropout_bits: int = 32  # random bits per dropout-mask element (`layers.Dropout`; config.model.dropout_bits)
 
     @nn.compact
     def __call__(self, input_ids, input_mask=None, segment_ids=None, deterministic: bool = True,
-                 output_hidden_states: bool = False) -> dict:
+                 output_hidden_states: bool = False, pair_ids=None, cls_positions=None) -> dict:
         if input_mask is None:
             input_mask = jnp.ones_like(input_ids)
         if segment_ids is None:
             segment_ids = jnp.zeros_like(input_ids)
+        if pair_ids is None:
+            position_ids, attention_bias = None, attention_bias_from_mask(input_mask)
+        else:  # packed rows: each pair attends to itself, its positions count from its own [CLS]
+            position_ids, attention_bias = position_ids_from_pair_ids(pair_ids), attention_bias_from_pair_ids(pair_ids)
         kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
-        x_BxTxH = BertEmbeddings(**kw, vocab_pad_multiple=self.vocab_pad_multiple, name="embeddings")(
-            input_ids, segment_ids, deterministic)
+        x_BxTxH = BertEmbeddings(**kw, vocab_pad_multiple=self.vocab_pad_multiple, dropout_bits=self.dropout_bits,
+                                 name="embeddings")(
+            input_ids, segment_ids, deterministic, position_ids)
         sequence_output, layers_LxBxTxH = BertEncoder(
-            **kw, scan_layers=self.scan_layers, remat=self.remat, sow_attention=self.sow_attention, name="encoder"
-        )(x_BxTxH, attention_bias_from_mask(input_mask), deterministic)
+            **kw, scan_layers=self.scan_layers, remat=self.remat, sow_attention=self.sow_attention,
+            dropout_bits=self.dropout_bits, name="encoder"
+        )(x_BxTxH, attention_bias, deterministic)
         outputs = {"sequence_output": sequence_output}
         if self.add_pooling_layer:
-            outputs["pooled_output"] = BertPooler(**kw, name="pooler")(sequence_output)
+            outputs["pooled_output"] = BertPooler(**kw, name="pooler")(sequence_output, cls_positions)
         if output_hidden_states:
             outputs["hidden_states"] = jnp.concatenate([x_BxTxH[None], layers_LxBxTxH])
         return outputs
@@ -201,6 +212,10 @@ class PredictionTransform(nn.Module):
         return apply_layer_norm(layer_norm(cfg, self.dtype, self.param_dtype), hidden_BxPxH, self.dtype)
 
 
+# The MLM logit of a padded vocab column (`MaskedLMHead`): exp(PADDED_LOGIT - max) is 0 in float32 and wider.
+PADDED_LOGIT = -1e30
+
+
 class MaskedLMHead(nn.Module):
     """The transform, then logits against the tied word-embedding matrix plus a separate `output_bias`.
 
@@ -208,12 +223,13 @@ class MaskedLMHead(nn.Module):
     never computed at every position.
 
     Vocab padding (`vocab_pad_multiple` > 1): the embedding table [W, H] and `output_bias` [W] have W >= V rows, so
-    the decoder matmul has the MXU-friendly shape [B, P, H] x [H, W]; its [B, P, W] result is then sliced to the V
-    real logits. Slicing rather than masking the padded logits to -inf: everything after (softmax, loss, argmax,
-    the eval's per-id counts, the logits a user sees) gets exactly the unpadded [B, P, V] and never meets a padded
-    entry, whereas -inf logits would reach users and need care in every consumer. The real logits are the same dot
-    products as unpadded (equal up to the matmul's summation order: within 1e-6 in float32). The slice's gradient is
-    zero on the padded columns, so padded rows of the table and bias get exactly zero gradient.
+    the decoder matmul has the MXU-friendly shape [B, P, H] x [H, W]. Returns the W-wide logits [B, P, W] with the
+    W - V padded columns set to `PADDED_LOGIT` (a `where`, so their gradient is exactly zero and the padded rows of
+    the table and bias get exactly zero gradient): softmax gives them 0 and they are never the max, so the training
+    loss (`losses.softmax_cross_entropy`) reads them directly, without a slice whose gradient would be padded back
+    (a [B*P, W] copy plus a transposed one). `BertForPreTraining` returns the [B, P, V] slice as `mlm_logits` for
+    everything a user sees (eval outputs, exports, parity checks); under jit the unused one costs nothing. The real
+    logits are the same dot products as unpadded (equal up to the matmul's summation order: within 1e-6 in float32).
     """
 
     config: BertConfig
@@ -230,7 +246,10 @@ class MaskedLMHead(nn.Module):
         logits_BxPxW = jnp.einsum("bph,wh->bpw", hidden_BxPxH, word_embeddings_WxH.astype(self.dtype),
                                   preferred_element_type=accum_dtype(self.dtype))
         logits_BxPxW = logits_BxPxW + output_bias_W.astype(logits_BxPxW.dtype)
-        return logits_BxPxW[..., :cfg.vocab_size]
+        if rows > cfg.vocab_size:
+            real_W = np.arange(rows) < cfg.vocab_size
+            logits_BxPxW = jnp.where(real_W, logits_BxPxW, jnp.asarray(PADDED_LOGIT, logits_BxPxW.dtype))
+        return logits_BxPxW
 
 
 class PreTrainingHeads(nn.Module):
@@ -263,12 +282,15 @@ class BertForPreTraining(nn.Module):
 
     `__call__(input_ids, input_mask, segment_ids, masked_lm_positions, deterministic)` returns a dict with
     `mlm_logits` [B, P, V], `nsp_logits` [B, 2] (both float32), `sequence_output`, `pooled_output`
-    (and `hidden_states` when `output_hidden_states`).
+    (and `hidden_states` when `output_hidden_states`). Packed rows also pass `pair_ids` [B, T] and
+    `next_sentence_positions` [B, K] (`BertModel`), and get `nsp_logits` [B, K, 2], one per pair.
 
     `vocab_pad_multiple` (`config.model.vocab_pad_multiple`; 128 in the TPU configs) pads the vocab axis of
     `bert/embeddings/word_embeddings` [W, H] and `cls/predictions/output_bias` [W] to W =
     `padded_vocab_size(V, vocab_pad_multiple)` rows; `mlm_logits` stay [B, P, V] and equal the unpadded model's
-    (`MaskedLMHead`). The padded rows start at zero and stay zero (no gradient; weight decay of zero is zero). Only
+    (`MaskedLMHead`); `mlm_logits_padded` [B, P, W] are the same plus the padded columns at `PADDED_LOGIT`, what
+    the training loss reads (no slice in the backward pass; equal to `mlm_logits` when W = V). The padded rows start
+    at zero and stay zero (no gradient; weight decay of zero is zero). Only
     a run's own state and checkpoints are padded: exports, `convert.sources` and `init_from` see [V] (`unpad_vocab`,
     `pad_vocab`).
     """
@@ -280,19 +302,23 @@ class BertForPreTraining(nn.Module):
     remat: bool | str = False  # False, True or a REMAT_POLICIES name (bertjax.layers)
     sow_attention: bool = False
     vocab_pad_multiple: int = 1
+    dropout_bits: int = 32  # `layers.Dropout`
 
     def setup(self):
         self.bert = BertModel(self.config, self.dtype, self.param_dtype, self.scan_layers, self.remat,
-                              self.sow_attention, vocab_pad_multiple=self.vocab_pad_multiple)
+                              self.sow_attention, vocab_pad_multiple=self.vocab_pad_multiple,
+                              dropout_bits=self.dropout_bits)
         self.cls = PreTrainingHeads(self.config, self.dtype, self.param_dtype, self.vocab_pad_multiple)
 
     def __call__(self, input_ids, input_mask, segment_ids, masked_lm_positions, deterministic: bool = True,
-                 output_hidden_states: bool = False) -> dict:
-        outputs = self.bert(input_ids, input_mask, segment_ids, deterministic, output_hidden_states)
+                 output_hidden_states: bool = False, pair_ids=None, next_sentence_positions=None) -> dict:
+        outputs = self.bert(input_ids, input_mask, segment_ids, deterministic, output_hidden_states, pair_ids,
+                            next_sentence_positions)
         word_embeddings_WxH = self.bert.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
         masked_hidden_BxPxH = gather_positions(outputs["sequence_output"], masked_lm_positions)
         mlm_logits, nsp_logits = self.cls(masked_hidden_BxPxH, outputs["pooled_output"], word_embeddings_WxH)
-        return {**outputs, "mlm_logits": mlm_logits, "nsp_logits": nsp_logits}
+        return {**outputs, "mlm_logits": mlm_logits[..., :self.config.vocab_size], "mlm_logits_padded": mlm_logits,
+                "nsp_logits": nsp_logits}
 
 
 def flops_per_example(config: BertConfig, seq_length: int, num_predictions: int,

@@ -131,16 +131,23 @@ class Pretraining(Objective):
         return (*super().init_inputs(seq_length), jnp.zeros((1, self.max_predictions_per_seq), jnp.int32))
 
     def forward(self, model, params, batch, *, deterministic, dropout_rng=None):
+        """Packed batches (they have pair_ids; `bertjax.data.packing`) also pass the pairs' ids and [CLS] positions."""
         rngs = None if deterministic else {"dropout": dropout_rng}
         return model.apply({"params": params}, batch["input_ids"], batch["input_mask"], batch["segment_ids"],
-                           batch["masked_lm_positions"], deterministic=deterministic, rngs=rngs)
+                           batch["masked_lm_positions"], deterministic=deterministic, rngs=rngs,
+                           pair_ids=batch.get("pair_ids"),
+                           next_sentence_positions=batch.get("next_sentence_positions"))
 
     def denominators(self, batch):
+        """The batch's masked-LM weight and its number of sentence pairs (rows, or real pairs of packed rows)."""
+        pairs = (jnp.sum(batch["next_sentence_weights"].astype(jnp.float32)) if "next_sentence_weights" in batch
+                 else jnp.float32(batch["input_ids"].shape[0]))
         return {"masked_lm_weight_total": jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)),
-                "num_examples": jnp.float32(batch["input_ids"].shape[0])}
+                "num_examples": pairs}
 
     def metric_sums(self, outputs, batch):
-        return losses.metric_sums(outputs["mlm_logits"], outputs["nsp_logits"], batch)
+        # The W-wide logits (padded columns at model.PADDED_LOGIT): no slice, so no padded-back gradient copy.
+        return losses.metric_sums(outputs.get("mlm_logits_padded", outputs["mlm_logits"]), outputs["nsp_logits"], batch)
 
     def loss(self, sums, denominators):
         return losses.loss_from_sums(sums, denominators["masked_lm_weight_total"], denominators["num_examples"])

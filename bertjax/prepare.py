@@ -13,6 +13,9 @@ from bertjax.errors import BertjaxError
 def dataset_dir(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str | None]:
     """(dataset directory, vocab file or None) of `config`: config.data.dir, or the demo's cached build."""
     if config.data.dir is not None:
+        if paths.path(config.data.dir).is_file():
+            raise BertjaxError(f"--config.data.dir={config.data.dir} is a file; point it at the dataset directory "
+                               "(the --output_dir of create_pretraining_data).")
         if not paths.path(config.data.dir).is_dir():
             raise BertjaxError(
                 f"--config.data.dir={config.data.dir} does not exist; create the dataset with "

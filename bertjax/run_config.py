@@ -20,7 +20,7 @@ from bertjax.convert import sources
 from bertjax.data import catalog
 from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
 from bertjax.errors import BertjaxError
-from bertjax.layers import REMAT_POLICIES
+from bertjax.layers import DROPOUT_BITS, REMAT_POLICIES
 from bertjax.model import BertConfig
 from bertjax.train_state import validate_optimizer_config
 
@@ -243,6 +243,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     pad = config.model.get("vocab_pad_multiple", 1)
     if not isinstance(pad, int) or isinstance(pad, bool) or pad < 1:
         raise BertjaxError(f"--config.model.vocab_pad_multiple={pad!r} must be a positive integer (1: no padding).")
+    bits = config.model.get("dropout_bits", 32)
+    if isinstance(bits, bool) or bits not in DROPOUT_BITS:
+        raise BertjaxError(f"--config.model.dropout_bits={bits!r} must be one of {', '.join(map(str, DROPOUT_BITS))} "
+                           "(random bits per dropout-mask element; 32 = flax's nn.Dropout).")
     policy = config.model.get("remat_policy", "nothing_saveable")
     if policy not in REMAT_POLICIES:
         raise BertjaxError(f"--config.model.remat_policy={policy!r} is unknown; use one of {', '.join(REMAT_POLICIES)}.")
@@ -286,6 +290,8 @@ def check_manifest(config: ml_collections.ConfigDict, manifest: dict, data_dir: 
             f"--config.model.vocab_size={config.model.vocab_size} does not match the dataset manifest "
             f"(vocab_size={vocab_size}) of {data_dir}; set it to {vocab_size} or leave it unset.")
     if vocab_file is not None:
+        if paths.path(vocab_file).is_dir():
+            raise BertjaxError(f"--config.data.vocab_file={vocab_file} is a directory; pass the vocab.txt in it.")
         if not paths.path(vocab_file).is_file():
             raise BertjaxError(f"--config.data.vocab_file={vocab_file} does not exist; fix the path.")
         digest = vocab_sha256(vocab_file)

@@ -7,6 +7,8 @@ only on the data; for pretraining, the loss of the whole batch is
 
     masked_lm_loss + next_sentence_loss = sum_i w_i * nll_i / (sum_i w_i + 1e-5) + sum_b nsp_nll_b / B,
 
+(B the number of sentence pairs: the rows, or the real pairs of packed rows),
+
 whose denominators are computed once from the whole batch
 before the scan, and each micro-batch contributes (its MLM nll sum) / (whole-batch denominator) + (its NSP nll
 sum) / B. Hence the summed micro-batch gradients equal the gradient of the whole-batch loss exactly (up to

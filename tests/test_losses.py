@@ -2,11 +2,13 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from bertjax import losses
+from bertjax.model import PADDED_LOGIT
 
 # Two examples, two prediction slots each, a vocabulary of 3.
 MLM_LOGITS = np.array([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
@@ -83,3 +85,56 @@ def test_low_precision_logits_are_reduced_in_float32(dtype):
     assert loss.dtype == jnp.float32
     sums = losses.metric_sums(jnp.asarray(MLM_LOGITS, dtype), jnp.asarray(NSP_LOGITS, dtype), BATCH)
     assert all(v.dtype == jnp.float32 for v in sums.values())
+
+
+def _reference_nll(logits, labels):
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_fused_cross_entropy_value_and_gradient_equal_log_softmax(dtype):
+    """`softmax_cross_entropy` (custom_vjp) against -log_softmax[label] and its autodiff gradient, padded columns too."""
+    with jax.enable_x64(dtype == jnp.float64):
+        _check_fused_cross_entropy(dtype)
+
+
+def _check_fused_cross_entropy(dtype):
+    rng = np.random.default_rng(0)
+    vocab, padded = 37, 48
+    logits = rng.normal(size=(3, 5, padded)) * 4
+    logits[..., vocab:] = PADDED_LOGIT  # the vocab padding as the model returns it
+    logits = jnp.asarray(logits, dtype)
+    labels = jnp.asarray(rng.integers(0, vocab, (3, 5)), jnp.int32)
+    weights = jnp.asarray(rng.uniform(size=(3, 5)), dtype)
+
+    nll, correct = losses.softmax_cross_entropy(logits, labels)
+    assert nll.dtype == dtype and correct.shape == labels.shape
+    reference = _reference_nll(logits[..., :vocab], labels)
+    tol = 1e-6 if dtype == jnp.float32 else 1e-12
+    np.testing.assert_allclose(nll, reference, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(correct, (jnp.argmax(logits[..., :vocab], -1) == labels).astype(correct.dtype))
+
+    grad = jax.grad(lambda x: jnp.sum(weights * losses.softmax_cross_entropy(x, labels)[0]))(logits)
+    grad_reference = jax.grad(lambda x: jnp.sum(weights * _reference_nll(x[..., :vocab], labels)))(logits)
+    assert grad.dtype == dtype
+    np.testing.assert_allclose(grad, grad_reference, rtol=tol, atol=tol)
+    assert np.all(np.asarray(grad[..., vocab:]) == 0.0)  # padded columns: exactly zero gradient
+
+
+def test_fused_cross_entropy_keeps_low_precision_gradients_in_their_dtype():
+    logits = jnp.asarray(MLM_LOGITS, jnp.bfloat16)
+    labels = jnp.asarray(BATCH["masked_lm_ids"])
+    nll, _ = losses.softmax_cross_entropy(logits, labels)
+    assert nll.dtype == jnp.float32
+    grad = jax.grad(lambda x: jnp.sum(losses.softmax_cross_entropy(x, labels)[0]))(logits)
+    assert grad.dtype == jnp.bfloat16
+    expected = jax.grad(lambda x: jnp.sum(_reference_nll(x.astype(jnp.float32), labels)))(logits)
+    np.testing.assert_allclose(np.asarray(grad, np.float32), np.asarray(expected, np.float32), atol=1e-2)
+
+
+def test_accuracy_counts_an_exact_tie_for_the_max_as_correct():
+    """`label_logit >= max` differs from argmax only on exact ties: argmax picks the first tied index."""
+    logits = jnp.asarray([[[1.0, 3.0, 3.0]]], jnp.float32)
+    _, correct = losses.softmax_cross_entropy(logits, jnp.asarray([[2]]))
+    assert float(correct[0, 0]) == 1.0 and int(jnp.argmax(logits, -1)[0, 0]) == 1

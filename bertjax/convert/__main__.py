@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bertjax import paths
 from bertjax.convert import hf, sources
-from bertjax.errors import BertjaxError, exit_on_bad_input
+from bertjax.errors import VERBOSE_HELP, BertjaxError, exit_on_bad_input
 
 # What each subcommand reads (a bertjax export is a Hugging Face directory, so to-hf takes one too).
 COMMANDS = {"to-hf": (sources.BERTJAX_RUN, sources.HUGGING_FACE), "from-hf": (sources.HUGGING_FACE,),
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per direction."""
     parser = _Parser(prog="python -m bertjax.convert", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{to-hf,from-hf,from-tf}",
                                      parser_class=_Parser)
     helps = {"to-hf": "a bertjax workdir, checkpoint step or export -> a Hugging Face directory",
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="initialise missing heads (pooler, MLM, NSP) as in pretraining")
         command.add_argument("--do_lower_case", type=_bool, default=None,
                              help="the vocab's casing, when the checkpoint does not say (true/false)")
+        command.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     return parser
 
 

@@ -72,19 +72,20 @@ def finalize_dataset(output_dir: str | os.PathLike, split_shards: Mapping[str, S
             "splits": splits, "version": VERSION}
     _write_json(output_dir, "dataset_info.json", info)
     _write_json(output_dir, "features.json",
-                features_json(manifest["max_seq_length"], manifest["max_predictions_per_seq"]))
+                features_json(manifest["max_seq_length"], manifest["max_predictions_per_seq"],
+                              int(manifest.get("max_pairs_per_seq", 0))))
     _write_json(output_dir, "metadata.json", {MANIFEST_METADATA_KEY: manifest})
     if vocab_file is not None:
         copy_vocab(vocab_file, output_dir, manifest)
     return manifest
 
 
-def features_json(max_seq_length: int, max_predictions_per_seq: int) -> dict[str, Any]:
-    """TFDS's features.json for `features.feature_spec(T, P)`, made without importing TFDS (the import costs more
+def features_json(max_seq_length: int, max_predictions_per_seq: int, max_pairs_per_seq: int = 0) -> dict[str, Any]:
+    """TFDS's features.json for `features.feature_spec(T, P, K)`, made without importing TFDS (the import costs more
     than a small corpus's work); tests check it, and the dataset_info.json finalize_dataset writes, against TFDS's."""
     tfds_features = "tensorflow_datasets.core.features."
     entries = {}
-    for name, shape in example_shapes(max_seq_length, max_predictions_per_seq).items():
+    for name, shape in example_shapes(max_seq_length, max_predictions_per_seq, max_pairs_per_seq).items():
         entries[name] = {"pythonClassName": tfds_features + ("tensor_feature.Tensor" if shape else "scalar.Scalar"),
                          "tensor": {"dtype": feature_dtype(name).name, "encoding": "none",
                                     "shape": {"dimensions": [str(d) for d in shape]} if shape else {}}}
@@ -198,6 +199,11 @@ def validate_manifest(manifest: Mapping[str, Any], source: str) -> None:
         raise BertjaxError(f"{source}: whole_word_mask={manifest['whole_word_mask']!r}, "
                            f"expected one of {WHOLE_WORD_MASK_MODES}")
     check_lengths(manifest["max_seq_length"], manifest["max_predictions_per_seq"])
+    pairs = manifest.get("max_pairs_per_seq", 0)  # packed rows (bertjax.data.packing); absent or 0: one pair a row
+    if not isinstance(pairs, int) or isinstance(pairs, bool) or pairs < 0:
+        raise BertjaxError(f"{source}: max_pairs_per_seq={pairs!r} must be a non-negative integer (0: not packed)")
+    if pairs and manifest["masking"] != "static":
+        raise BertjaxError(f"{source}: packed rows (max_pairs_per_seq={pairs}) need masking='static'")
 
 
 def _json_ready(value: Any) -> Any:
@@ -243,7 +249,7 @@ def check_shards(data_dir: str | os.PathLike) -> None:
     """Every shard file that the dataset's dataset_info.json lists is there and not empty; BertjaxError naming the
     first one missing otherwise (a reader would fail later, mid-run)."""
     dataset_dir = resolve_dataset_dir(data_dir)
-    info = json.loads(paths.path(os.path.join(dataset_dir, "dataset_info.json")).read_text())
+    info = _read_json(os.path.join(dataset_dir, "dataset_info.json"), dataset_dir)
     present = {p.name: p.stat().length for p in paths.path(dataset_dir).iterdir()}
     expected = [split.get("filepathTemplate", FILEPATH_TEMPLATE).format(
                     DATASET=info.get("name", DATASET_NAME), SPLIT=split["name"],
@@ -256,13 +262,26 @@ def check_shards(data_dir: str | os.PathLike) -> None:
                            "rebuild the dataset with create_pretraining_data --overwrite")
 
 
+def _read_json(path: str, dataset_dir: str) -> dict[str, Any]:
+    """A JSON object file of a dataset; BertjaxError naming it if it does not parse (truncated, overwritten)."""
+    try:
+        content = json.loads(paths.path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        content = e
+    if not isinstance(content, dict):
+        reason = f" ({content})" if isinstance(content, Exception) else ""
+        raise BertjaxError(f"{path} of the dataset {dataset_dir} is not a readable JSON object{reason}; restore it, or "
+                           "rebuild the dataset with create_pretraining_data --overwrite")
+    return content
+
+
 def read_manifest(data_dir: str | os.PathLike) -> dict[str, Any]:
     """The manifest of a bertjax dataset directory, local or gs:// (see docs/design.md for its keys)."""
     dataset_dir = resolve_dataset_dir(data_dir)
     path = os.path.join(dataset_dir, "metadata.json")
     manifest = None
     if paths.path(path).is_file():
-        manifest = json.loads(paths.path(path).read_text()).get(MANIFEST_METADATA_KEY)
+        manifest = _read_json(path, dataset_dir).get(MANIFEST_METADATA_KEY)
     if manifest is None:
         raise BertjaxError(f"{dataset_dir} is a TFDS dataset but not a bertjax one (no {MANIFEST_METADATA_KEY} in "
                            "metadata.json); create it with create_pretraining_data or the bert_pretraining builder")

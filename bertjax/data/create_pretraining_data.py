@@ -19,7 +19,9 @@ these differences:
   seed whatever the number of workers;
 * --masking=dynamic stores unmasked pairs and the pipeline draws fresh masks every epoch;
 * --whole_word_masking=per_word draws 80/10/10 once per word (google-research/bert#910);
-* --eval_fraction holds out whole documents as an "eval" split.
+* --eval_fraction holds out whole documents as an "eval" split;
+* --pack puts several pairs in one row (up to --max_pairs_per_seq), each with its own [CLS], NSP label and masks
+  (`bertjax.data.packing`): the pairs and masks are those of the unpacked dataset, with less padding.
 
 The output directory is written as a temporary sibling and renamed at the end, so a failed run leaves nothing
 that looks like a dataset. Re-running with the same settings and inputs (paths and sizes) finds the dataset
@@ -38,11 +40,12 @@ from typing import Any, Sequence
 from bertjax import paths
 from bertjax.data import catalog, masking, shard_worker, staged_output, text, worker_pool
 from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
-from bertjax.errors import BertjaxError, exit_on_bad_input
+from bertjax.errors import VERBOSE_HELP, BertjaxError, OneLineArgumentParser, exit_on_bad_input
 
 MAX_AUTO_SHARD_MB = 1.0  # automatic shard size: corpus / 16, between these bounds
 MIN_AUTO_SHARD_MB = 0.25
 DEFAULT_MAX_NON_TEXT_FRACTION = 0.1  # an input file more than this invalid UTF-8 / control characters is refused
+DEFAULT_MAX_PAIRS_PER_SEQ = 8  # --pack: pairs in one row at most
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -51,7 +54,7 @@ DEFAULT_MAX_NON_TEXT_FRACTION = 0.1  # an input file more than this invalid UTF-
 
 def _check_args(max_seq_length: int, max_predictions_per_seq: int, masked_lm_prob: float, short_seq_prob: float,
                 dupe_factor: int, masking_mode: str, whole_word: str, eval_fraction: float, num_workers: int,
-                shard_size_mb: float | None) -> None:
+                shard_size_mb: float | None, max_pairs_per_seq: int = 0) -> None:
     if max_seq_length < 5:
         raise BertjaxError(f"max_seq_length={max_seq_length} is too small; [CLS] A [SEP] B [SEP] needs at least 5")
     masking.check_masking_args(masked_lm_prob=masked_lm_prob, max_predictions_per_seq=max_predictions_per_seq,
@@ -62,6 +65,11 @@ def _check_args(max_seq_length: int, max_predictions_per_seq: int, masked_lm_pro
         raise BertjaxError(f"dupe_factor={dupe_factor} must be >= 1")
     if masking_mode not in catalog.MASKING_MODES:
         raise BertjaxError(f"masking={masking_mode!r} must be one of {', '.join(catalog.MASKING_MODES)}")
+    if max_pairs_per_seq < 0:
+        raise BertjaxError(f"max_pairs_per_seq={max_pairs_per_seq} must be >= 0 (0: no packing)")
+    if max_pairs_per_seq and masking_mode != "static":
+        raise BertjaxError("--pack needs --masking=static (a packed row holds each pair's own masks); drop one of "
+                           "the two flags")
     if not 0.0 <= eval_fraction < 1.0:
         raise BertjaxError(f"eval_fraction={eval_fraction} must be in [0, 1)")
     if num_workers < 1:
@@ -83,7 +91,8 @@ def _resolve_whole_word(do_whole_word_mask: bool, whole_word_masking: str | None
     return whole_word_masking
 
 
-def summarize(stats: dict[str, int], num_examples: dict[str, int], seconds: float) -> dict[str, Any]:
+def summarize(stats: dict[str, int], num_examples: dict[str, int], seconds: float,
+              max_seq_length: int) -> dict[str, Any]:
     """The run summary (printed, and stored in the manifest as `statistics`)."""
     instance_count = max(1, stats["instances"])
     return {
@@ -94,6 +103,7 @@ def summarize(stats: dict[str, int], num_examples: dict[str, int], seconds: floa
         "short_target_fraction": stats["short_target"] / instance_count,
         "masked_fraction": stats["masked_tokens"] / max(1, stats["instance_tokens"]),
         "mean_instance_tokens": stats["instance_tokens"] / instance_count,
+        "padding_fraction": 1.0 - stats["instance_tokens"] / max(1, stats["rows"] * max_seq_length),
         "seconds": round(seconds, 3),
         "instances_per_second": round(stats["instances"] / max(seconds, 1e-9), 1),
     }
@@ -103,8 +113,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     """A few human-readable lines."""
     return (f"documents {summary['documents']:,} ({summary['documents_with_2plus_sentences']:,} with >= 2 sentences), "
             f"sentences {summary['sentences']:,}, tokens {summary['tokens']:,}, [UNK] rate {summary['unk_rate']:.4%}\n"
-            f"instances {summary['instances']:,} {summary['num_examples']}, mean length "
-            f"{summary['mean_instance_tokens']:.1f}, random next {summary['random_next_fraction']:.2%}, "
+            f"instances {summary['instances']:,} in {summary['rows']:,} rows {summary['num_examples']}, padding "
+            f"{summary['padding_fraction']:.1%}, mean length {summary['mean_instance_tokens']:.1f}, random next {summary['random_next_fraction']:.2%}, "
             f"short target {summary['short_target_fraction']:.2%}, masked {summary['masked_fraction']:.2%}\n"
             f"invalid UTF-8 lines {summary['invalid_utf8_lines']:,}, split long lines {summary['split_long_lines']:,}, "
             f"{summary['seconds']:.1f} s, {summary['instances_per_second']:,.0f} instances/s")
@@ -132,13 +142,14 @@ def create_pretraining_data(
     overwrite: bool = False,
     show_progress: bool = True,
     max_non_text_fraction: float = DEFAULT_MAX_NON_TEXT_FRACTION,
+    max_pairs_per_seq: int = 0,
 ) -> dict[str, Any]:
     """Build the dataset at output_dir (see module doc) and return the summary (also stored in the manifest).
 
     do_lower_case / strip_accents default to the settings stored beside the vocab (tokenizer_config.json).
     shard_size_mb defaults to auto_shard_mb(corpus size): it depends on the corpus only, never on num_workers.
     An input file whose first MB is more than max_non_text_fraction invalid UTF-8 or control characters (a binary
-    file given by mistake) is refused.
+    file given by mistake) is refused. max_pairs_per_seq > 0 packs up to that many pairs a row (--pack).
     Raises BertjaxError for bad input; output_dir is then left as it was.
     """
     from tqdm import tqdm  # noqa: PLC0415  (worker processes re-import this module when it runs as the CLI)
@@ -146,7 +157,7 @@ def create_pretraining_data(
     num_workers = num_workers or os.cpu_count() or 1
     whole_word = _resolve_whole_word(do_whole_word_mask, whole_word_masking)
     _check_args(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, dupe_factor, masking,
-                whole_word, eval_fraction, num_workers, shard_size_mb)
+                whole_word, eval_fraction, num_workers, shard_size_mb, max_pairs_per_seq)
     files = text.expand_input_files(input_file)
     text.check_is_text(files, max_non_text_fraction)
     sizes = [text.file_size(f) for f in files]
@@ -164,7 +175,7 @@ def create_pretraining_data(
         masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor, random_seed=random_seed,
         masking=masking, whole_word_mask=whole_word, eval_fraction=eval_fraction,
         shard_bytes=int(shard_size_mb * (1 << 20)),
-        inputs=tuple((os.fspath(f), size) for f, size in zip(files, sizes)))
+        inputs=tuple((os.fspath(f), size) for f, size in zip(files, sizes)), max_pairs_per_seq=max_pairs_per_seq)
     output = paths.path(output_dir)
     existing = staged_output.existing_dataset(output, asdict(settings), overwrite)
     if existing is not None:
@@ -201,14 +212,15 @@ def create_pretraining_data(
                                f"of {input_file!r} (each document is held out with that probability); raise "
                                "--eval_fraction or give more documents")
         num_examples = {s: sum(n for _, n in files) for s, files in split_shards.items()}
-        summary = summarize(stats, num_examples, time.perf_counter() - started)
+        summary = summarize(stats, num_examples, time.perf_counter() - started, max_seq_length)
         manifest = {
             "vocab_size": settings.vocab_size, "vocab_sha256": settings.vocab_sha256,
             "do_lower_case": settings.do_lower_case, "strip_accents": settings.strip_accents,
             "max_seq_length": max_seq_length, "max_predictions_per_seq": max_predictions_per_seq,
             "masking": masking, "masked_lm_prob": masked_lm_prob, "whole_word_mask": whole_word,
             "random_seed": random_seed, "dupe_factor": dupe_factor, "short_seq_prob": short_seq_prob,
-            "eval_fraction": eval_fraction, "random_next_scope": "shard", "settings": asdict(settings),
+            "eval_fraction": eval_fraction, "random_next_scope": "shard", "max_pairs_per_seq": max_pairs_per_seq,
+            "settings": asdict(settings),
             "statistics": summary,
         }
         catalog.finalize_dataset(staging, split_shards, manifest, vocab_file=tok.vocab_path)
@@ -231,7 +243,8 @@ def _flag_bool(value: str) -> bool:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The original flags (absl style `--flag=value` works) plus the bertjax ones."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineArgumentParser(prog="python -m bertjax.data.create_pretraining_data", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input_file", required=True, help="input text: globs and comma-separated lists")
     p.add_argument("--output_dir", required=True, help="dataset directory to create (TFDS ArrayRecord)")
     p.add_argument("--vocab_file", required=True, help="vocab.txt (or its directory) the model will be trained with")
@@ -259,10 +272,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shard_size_mb", type=float, default=None,
                    help="text per shard; the random next document is drawn within a shard "
                         f"(default: corpus/16, between {MIN_AUTO_SHARD_MB} and {MAX_AUTO_SHARD_MB} MB)")
+    p.add_argument("--pack", action="store_true",
+                   help="pack several pairs into each row (block-diagonal attention, one [CLS] and NSP label per pair)")
+    p.add_argument("--max_pairs_per_seq", type=int, default=DEFAULT_MAX_PAIRS_PER_SEQ,
+                   help="with --pack: pairs in one row at most")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset made with other settings")
     p.add_argument("--max_non_text_fraction", type=float, default=DEFAULT_MAX_NON_TEXT_FRACTION,
                    help="refuse an input file whose first MB has more invalid UTF-8 or control characters than this")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     return p.parse_args(argv)
 
 
@@ -270,6 +288,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run from the command line and print the summary."""
     args = parse_args(argv)
+    if args.pack and args.max_pairs_per_seq < 1:
+        raise BertjaxError(f"--max_pairs_per_seq={args.max_pairs_per_seq} must be >= 1 with --pack")
     summary = create_pretraining_data(
         args.input_file, args.output_dir, args.vocab_file, do_lower_case=args.do_lower_case,
         strip_accents=args.strip_accents, do_whole_word_mask=args.do_whole_word_mask,
@@ -278,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         short_seq_prob=args.short_seq_prob, dupe_factor=args.dupe_factor, random_seed=args.random_seed,
         masking=args.masking, eval_fraction=args.eval_fraction, num_workers=args.num_workers,
         shard_size_mb=args.shard_size_mb, overwrite=args.overwrite, show_progress=not args.no_progress,
-        max_non_text_fraction=args.max_non_text_fraction)
+        max_non_text_fraction=args.max_non_text_fraction,
+        max_pairs_per_seq=args.max_pairs_per_seq if args.pack else 0)
     print(format_summary(summary))
 
 

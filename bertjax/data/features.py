@@ -36,7 +36,9 @@ WRITER_OPTIONS = "group_size:1,snappy,max_parallelism:1"
 SEQ_FEATURES = ("input_ids", "input_mask", "segment_ids")
 PRED_FEATURES = ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights")
 FEATURE_NAMES = SEQ_FEATURES + PRED_FEATURES + ("next_sentence_labels",)
-FLOAT_FEATURES = frozenset({"masked_lm_weights"})
+# Packed rows (`bertjax.data.packing`) add these; next_sentence_labels is then [K] instead of a scalar.
+PACKED_FEATURES = ("pair_ids", "next_sentence_positions", "next_sentence_weights")
+FLOAT_FEATURES = frozenset({"masked_lm_weights", "next_sentence_weights"})
 VARINT_TABLE_SIZE = 1 << 17  # serialize_batch encodes ids below this by table look-up
 
 
@@ -44,28 +46,34 @@ VARINT_TABLE_SIZE = 1 << 17  # serialize_batch encodes ids below this by table l
 # Feature spec
 
 
-def feature_spec(max_seq_length: int, max_predictions_per_seq: int):
-    """The TFDS `FeaturesDict` of one example: int32 [T] x3, int32/int32/float32 [P], int32 scalar label."""
+def feature_spec(max_seq_length: int, max_predictions_per_seq: int, max_pairs_per_seq: int = 0):
+    """The TFDS `FeaturesDict` of one example: int32 [T] x3, int32/int32/float32 [P], int32 scalar label; packed
+    (`max_pairs_per_seq` K > 0): also pair_ids int32 [T], and labels, [CLS] positions and weights [K]."""
     import tensorflow_datasets as tfds  # noqa: PLC0415  (shard worker processes import this module, never TFDS)
 
     check_lengths(max_seq_length, max_predictions_per_seq)
-    tensor = tfds.features.Tensor
+    shapes = example_shapes(max_seq_length, max_predictions_per_seq, max_pairs_per_seq)
     return tfds.features.FeaturesDict({
-        "input_ids": tensor(shape=(max_seq_length,), dtype=np.int32),
-        "input_mask": tensor(shape=(max_seq_length,), dtype=np.int32),
-        "segment_ids": tensor(shape=(max_seq_length,), dtype=np.int32),
-        "masked_lm_positions": tensor(shape=(max_predictions_per_seq,), dtype=np.int32),
-        "masked_lm_ids": tensor(shape=(max_predictions_per_seq,), dtype=np.int32),
-        "masked_lm_weights": tensor(shape=(max_predictions_per_seq,), dtype=np.float32),
-        "next_sentence_labels": tfds.features.Scalar(dtype=np.int32),
-    })
+        name: (tfds.features.Tensor(shape=shape, dtype=feature_dtype(name)) if shape
+               else tfds.features.Scalar(dtype=feature_dtype(name)))
+        for name, shape in shapes.items()})
 
 
-def example_shapes(max_seq_length: int, max_predictions_per_seq: int) -> dict[str, tuple[int, ...]]:
-    """Per-example shape of every feature."""
+def feature_names(max_pairs_per_seq: int = 0) -> tuple[str, ...]:
+    """The features of an example: FEATURE_NAMES, plus PACKED_FEATURES for packed rows (K > 0)."""
+    return FEATURE_NAMES + (PACKED_FEATURES if max_pairs_per_seq else ())
+
+
+def example_shapes(max_seq_length: int, max_predictions_per_seq: int,
+                   max_pairs_per_seq: int = 0) -> dict[str, tuple[int, ...]]:
+    """Per-example shape of every feature ([T], [P], and a scalar label; packed: pair_ids [T], the pair features
+    [K])."""
     shapes: dict[str, tuple[int, ...]] = {k: (max_seq_length,) for k in SEQ_FEATURES}
     shapes.update({k: (max_predictions_per_seq,) for k in PRED_FEATURES})
     shapes["next_sentence_labels"] = ()
+    if max_pairs_per_seq:
+        shapes["pair_ids"] = (max_seq_length,)
+        shapes.update({k: (max_pairs_per_seq,) for k in ("next_sentence_labels", *PACKED_FEATURES[1:])})
     return shapes
 
 
@@ -142,7 +150,7 @@ def _varint_table(width: int) -> np.ndarray:
 
 def serialize_example(example: Mapping[str, Any]) -> bytes:
     """One example (dict of array-likes with the batch keys) -> serialized tf.train.Example bytes."""
-    return serialize_batch({name: np.asarray(example[name])[None] for name in FEATURE_NAMES})[0]
+    return serialize_batch({name: np.asarray(example[name])[None] for name in feature_names(_is_packed(example))})[0]
 
 
 def serialize_batch(batch: Mapping[str, np.ndarray]) -> list[bytes]:
@@ -159,7 +167,7 @@ def serialize_batch(batch: Mapping[str, np.ndarray]) -> list[bytes]:
     if n == 0:
         return []
     parts = []
-    for name in FEATURE_NAMES:
+    for name in feature_names(_is_packed(batch)):
         values = np.asarray(batch[name]).reshape(n, -1)
         if name in FLOAT_FEATURES:
             payload = np.ascontiguousarray(values, dtype="<f4").view(np.uint8).reshape(n, -1)
@@ -186,10 +194,11 @@ def serialize_batch(batch: Mapping[str, np.ndarray]) -> list[bytes]:
 
 
 def parse_example(record: bytes) -> dict[str, np.ndarray]:
-    """Serialized tf.train.Example bytes -> dict of numpy arrays (int32 / float32; label is a 0-d int32 array)."""
+    """Serialized tf.train.Example bytes -> dict of numpy arrays (int32 / float32; label is a 0-d int32 array, or
+    [K] in a packed row)."""
     features = _proto().Example.FromString(record).features.feature
     out = {}
-    for name in FEATURE_NAMES:
+    for name in feature_names(_is_packed(features)):
         if name not in features:
             raise BertjaxError(f"record has no feature {name!r} (has {sorted(features)}); "
                                "it was not written by bertjax.data.features")
@@ -198,15 +207,29 @@ def parse_example(record: bytes) -> dict[str, np.ndarray]:
             out[name] = np.array(feature.float_list.value, dtype=np.float32)
         else:
             out[name] = np.array(feature.int64_list.value, dtype=np.int32)
-    out["next_sentence_labels"] = out["next_sentence_labels"].reshape(())
+    if "pair_ids" not in out:
+        out["next_sentence_labels"] = out["next_sentence_labels"].reshape(())
     return out
 
 
+def _is_packed(example_or_batch) -> int:
+    """1 if an example, batch or record's features are those of packed rows (they have pair_ids), else 0."""
+    return int("pair_ids" in example_or_batch)
+
+
+def max_pairs_of(example_or_batch: Mapping[str, Any], batched: bool = False) -> int:
+    """K of a packed example (or batch): the length of its next_sentence_labels; 0 for an unpacked one."""
+    if not _is_packed(example_or_batch):
+        return 0
+    return int(np.shape(example_or_batch["next_sentence_labels"])[-1])
+
+
 def _batch_size(batch: Mapping[str, Any]) -> int:
-    missing = [k for k in FEATURE_NAMES if k not in batch]
+    names = feature_names(_is_packed(batch))
+    missing = [k for k in names if k not in batch]
     if missing:
-        raise BertjaxError(f"batch is missing features {missing}; every example needs {list(FEATURE_NAMES)}")
-    sizes = {k: np.shape(batch[k])[0] if np.ndim(batch[k]) else None for k in FEATURE_NAMES}
+        raise BertjaxError(f"batch is missing features {missing}; every example needs {list(names)}")
+    sizes = {k: np.shape(batch[k])[0] if np.ndim(batch[k]) else None for k in names}
     if len(set(sizes.values())) != 1 or None in sizes.values():
         raise BertjaxError(f"batch features have different leading sizes {sizes}; all must be [B, ...]")
     return int(sizes["input_ids"])
@@ -214,8 +237,10 @@ def _batch_size(batch: Mapping[str, Any]) -> int:
 
 def check_shapes(example_or_batch: Mapping[str, Any], max_seq_length: int, max_predictions_per_seq: int,
                  batched: bool = False) -> None:
-    """Raise BertjaxError if an example (or batch, with `batched=True`) does not match the lengths T and P."""
-    for name, shape in example_shapes(max_seq_length, max_predictions_per_seq).items():
+    """Raise BertjaxError if an example (or batch, with `batched=True`) does not match the lengths T and P (and K of a
+    packed one)."""
+    for name, shape in example_shapes(max_seq_length, max_predictions_per_seq,
+                                      max_pairs_of(example_or_batch)).items():
         got = np.shape(example_or_batch[name])
         if batched:
             got = got[1:]
@@ -239,9 +264,10 @@ class ShardWriter:
     WRITE_BUFFER = 512
 
     def __init__(self, path: str | os.PathLike, max_seq_length: int | None = None,
-                 max_predictions_per_seq: int | None = None):
+                 max_predictions_per_seq: int | None = None, max_pairs_per_seq: int = 0):
         self.path = os.fspath(path)
         self._lengths = (max_seq_length, max_predictions_per_seq) if max_seq_length else None
+        self._max_pairs = max_pairs_per_seq
         self._writer = array_record_module.ArrayRecordWriter(self.path, WRITER_OPTIONS)
         self._pending: list[dict[str, np.ndarray]] = []
         self.num_examples = 0
@@ -251,15 +277,20 @@ class ShardWriter:
             ids = np.shape(example_or_batch["input_ids"])
             preds = np.shape(example_or_batch["masked_lm_ids"])
             self._lengths = (ids[-1], preds[-1])
+            self._max_pairs = max_pairs_of(example_or_batch)
+        if max_pairs_of(example_or_batch) != self._max_pairs:
+            raise BertjaxError(f"{self.path}: an example with max_pairs_per_seq={max_pairs_of(example_or_batch)} "
+                               f"among examples with {self._max_pairs}; write packed and unpacked rows apart")
         check_shapes(example_or_batch, *self._lengths, batched=batched)
 
     def write(self, example: Mapping[str, Any]) -> None:
         """Append one example (dict of array-likes with the batch keys)."""
-        missing = [k for k in FEATURE_NAMES if k not in example]
+        names = feature_names(_is_packed(example))
+        missing = [k for k in names if k not in example]
         if missing:
-            raise BertjaxError(f"example is missing features {missing}; every example needs {list(FEATURE_NAMES)}")
+            raise BertjaxError(f"example is missing features {missing}; every example needs {list(names)}")
         self._check(example, batched=False)
-        self._pending.append({name: np.array(example[name]) for name in FEATURE_NAMES})   # a copy
+        self._pending.append({name: np.array(example[name]) for name in names})   # a copy
         self.num_examples += 1
         if len(self._pending) >= self.WRITE_BUFFER:
             self._flush()
@@ -280,7 +311,7 @@ class ShardWriter:
     def _flush(self) -> None:
         if self._pending:
             pending, self._pending = self._pending, []
-            self._write_records({name: np.stack([np.asarray(e[name]) for e in pending]) for name in FEATURE_NAMES})
+            self._write_records({name: np.stack([np.asarray(e[name]) for e in pending]) for name in pending[0]})
 
     def close(self) -> int:
         """Flush and close the file; returns the number of examples written."""

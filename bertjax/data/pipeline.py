@@ -170,7 +170,7 @@ class BatchReader:
         local_size = global_size if self._local_batch_size is None else self._local_batch_size
         ids = [int(i) for i in record_ids[self._first_row:self._first_row + local_size]]
         examples = [features.parse_example(record) for record in self._source.__getitems__(ids)]
-        batch = {name: np.stack([example[name] for example in examples]) for name in features.FEATURE_NAMES}
+        batch = {name: np.stack([example[name] for example in examples]) for name in examples[0]}
         if self._masker is None:
             return batch
         first = batch_index * global_size + self._first_row       # position in the repeated global sequence

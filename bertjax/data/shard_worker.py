@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from bertjax.data import features, instances, masking, text
+from bertjax.data import features, instances, masking, packing, text
 from bertjax.data.tokenizer import BertTokenizer
 
 MASK_BLOCK_ROWS = 4096  # instances masked / serialised at a time (bounds temporary memory)
 STAT_KEYS = ("documents", "documents_with_2plus_sentences", "sentences", "tokens", "unk_tokens", "instances",
-             "instance_tokens", "random_next", "short_target", "masked_tokens", "lines", "invalid_utf8_lines",
+             "rows", "instance_tokens", "random_next", "short_target", "masked_tokens", "lines", "invalid_utf8_lines",
              "split_long_lines", "bytes")
 
 
@@ -42,6 +42,7 @@ class Settings:
     eval_fraction: float
     shard_bytes: int
     inputs: tuple[tuple[str, int], ...]  # (absolute path, size in bytes) of every input file
+    max_pairs_per_seq: int = 0  # > 0: pairs packed, up to this many a row (bertjax.data.packing)
 
 
 @dataclass
@@ -68,7 +69,7 @@ def init_worker(vocab_path: str, settings: Settings, staging: str, tokenizer: Be
 
 
 def _write_split(docs: instances.Documents, path: str, walk_rng: random.Random, np_rng: np.random.Generator,
-                 stats: dict[str, int]) -> int:
+                 pack_rng: np.random.Generator, stats: dict[str, int]) -> int:
     """Instances of some documents -> one ArrayRecord file; returns the number written."""
     settings: Settings = WORKER_STATE["settings"]
     tok: BertTokenizer = WORKER_STATE["tokenizer"]
@@ -78,7 +79,7 @@ def _write_split(docs: instances.Documents, path: str, walk_rng: random.Random, 
     made = made.take(np_rng.permutation(len(made)))
     mask_args = WORKER_STATE["mask_args"]
     p = settings.max_predictions_per_seq
-    with features.ShardWriter(path, settings.max_seq_length, p) as writer:
+    with features.ShardWriter(path, settings.max_seq_length, p, settings.max_pairs_per_seq) as writer:
         for start in range(0, len(made), MASK_BLOCK_ROWS):
             block = made.take(np.arange(start, min(start + MASK_BLOCK_ROWS, len(made))))
             rows = instances.build_features(docs.tokens, block, settings.max_seq_length, tok.cls_id, tok.sep_id)
@@ -93,11 +94,17 @@ def _write_split(docs: instances.Documents, path: str, walk_rng: random.Random, 
                 rows.update(masked_lm_positions=np.zeros((len(block), p), np.int32),
                             masked_lm_ids=np.zeros((len(block), p), np.int32),
                             masked_lm_weights=np.zeros((len(block), p), np.float32))
+            if settings.max_pairs_per_seq:
+                plan = packing.plan_rows(num_tokens, (rows["masked_lm_weights"] > 0).sum(axis=1),
+                                         settings.max_seq_length, p, settings.max_pairs_per_seq)
+                plan = [plan[r] for r in pack_rng.permutation(len(plan))]   # rows were made longest first
+                rows = packing.pack(rows, num_tokens, plan, settings.max_pairs_per_seq)
             writer.write_batch(rows)
             stats["instance_tokens"] += int(num_tokens.sum())
             stats["random_next"] += int(block.is_random_next.sum())
             stats["short_target"] += int(block.short_target.sum())
-    stats["instances"] += writer.num_examples
+    stats["instances"] += len(made)
+    stats["rows"] += writer.num_examples
     return writer.num_examples
 
 
@@ -114,15 +121,16 @@ def process_shard(shard: text.TextShard) -> ShardResult:
     stats.update(documents=docs.num_documents, sentences=docs.num_sentences, tokens=int(len(docs.tokens)),
                  unk_tokens=int(np.count_nonzero(docs.tokens == tok.unk_id)),
                  documents_with_2plus_sentences=sum(1 for a, b in docs.doc_bounds if b - a >= 2))
-    split_seq, walk_seq, mask_seq = np.random.SeedSequence([settings.random_seed, shard.index]).spawn(3)
+    # The 4th stream orders packed rows only, so packing leaves the pairs and masks as they are unpacked.
+    split_seq, walk_seq, mask_seq, pack_seq = np.random.SeedSequence([settings.random_seed, shard.index]).spawn(4)
     is_eval = np.random.default_rng(split_seq).random(docs.num_documents) < settings.eval_fraction
     walk_rng = random.Random(int(walk_seq.generate_state(1, np.uint64)[0]))
-    np_rng = np.random.default_rng(mask_seq)
+    np_rng, pack_rng = np.random.default_rng(mask_seq), np.random.default_rng(pack_seq)
     for split, selected in (("train", ~is_eval), ("eval", is_eval)):
         if not selected.any():
             continue
         name = f"{split}-{shard.index:06d}.array_record"
         count = _write_split(docs.select(np.flatnonzero(selected).tolist()),
-                             os.path.join(WORKER_STATE["staging"], name), walk_rng, np_rng, stats)
+                             os.path.join(WORKER_STATE["staging"], name), walk_rng, np_rng, pack_rng, stats)
         result.files[split] = (name, count)
     return result

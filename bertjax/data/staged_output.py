@@ -45,7 +45,8 @@ def existing_dataset(output: epath.Path, settings: Mapping[str, Any], overwrite:
     except BertjaxError:
         raise BertjaxError(f"output_dir {output} is not empty and holds no bertjax dataset; choose an empty or "
                            "new --output_dir (nothing there was changed)") from None
-    if manifest.get("settings") == json.loads(json.dumps(settings)) and not overwrite:
+    stored = {"max_pairs_per_seq": 0, **(manifest.get("settings") or {})}  # datasets from before packing existed
+    if stored == json.loads(json.dumps(settings)) and not overwrite:
         return manifest
     if not overwrite:
         raise BertjaxError(f"output_dir {output} already holds a dataset made with other settings or inputs; "

@@ -40,6 +40,9 @@ def expand_input_files(patterns: str | Sequence[str]) -> list[epath.Path]:
     files: list[epath.Path] = []
     for pattern in patterns:
         matches = paths.glob(pattern)
+        if not matches and paths.path(pattern).is_dir():
+            raise BertjaxError(f"input {pattern!r} is a directory; pass the text files in it, e.g. "
+                               f"'{pattern.rstrip('/')}/*.txt'")
         if not matches:
             raise BertjaxError(f"input {pattern!r} matches no file; check the path or glob (quote globs in the shell)")
         files.extend(m for m in matches if m not in files)

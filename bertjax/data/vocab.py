@@ -19,7 +19,7 @@ from tokenizers.models import WordPiece
 
 from bertjax import paths
 from bertjax.data import text, tokenizer
-from bertjax.errors import BertjaxError, exit_on_bad_input
+from bertjax.errors import VERBOSE_HELP, BertjaxError, OneLineArgumentParser, exit_on_bad_input
 
 TRAIN_BATCH_LINES = 1000
 
@@ -47,6 +47,8 @@ def train_vocab(input_files: str | Sequence[str], vocab_size: int, output_dir: s
     The directory is written atomically (a temporary sibling renamed at the end).
     """
     files = text.expand_input_files(input_files)
+    if paths.path(output_dir).is_file():
+        raise BertjaxError(f"--output {output_dir} is a file; pass a directory for vocab.txt and tokenizer_config.json")
     if vocab_size < len(tokenizer.SPECIAL_TOKENS) + 1:
         raise BertjaxError(f"vocab_size={vocab_size} is too small; it must exceed the {len(tokenizer.SPECIAL_TOKENS)} "
                            "special tokens (BERT uses 30522)")
@@ -88,7 +90,8 @@ def _write_vocab_files(directory: Path, vocab: list[tuple[str, int]], do_lower_c
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line flags of the vocab trainer."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(prog="python -m bertjax.data.vocab", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="text file(s): a glob or a comma-separated list of globs")
     parser.add_argument("--vocab_size", type=int, required=True, help="number of vocab entries, specials included")
     parser.add_argument("--output", required=True, help="directory for vocab.txt and tokenizer_config.json")
@@ -97,6 +100,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strip_accents", action=argparse.BooleanOptionalAction, default=None,
                         help="strip accents (NFD; decomposes Hangul); default: same as --lowercase")
     parser.add_argument("--min_frequency", type=int, default=2, help="minimum count of a merged piece")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     return parser.parse_args(argv)
 
 
