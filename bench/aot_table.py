@@ -6,7 +6,7 @@ For each slice, model (configs/base.py, configs/large.py as they are: fsdp 1, ba
 rematerialised) and sequence length (128 with 20 predictions, 512 with 80), `bertjax.aot` searches the largest
 global batch (devices x 2^k) the TPU compiler accepts within the chip's HBM, and the table records that batch's
 memory and FLOPs per chip and the batch that was refused. The search on a slice starts from the per-chip batch
-found on an earlier slice of the same chip (or of another chip, scaled by their HBM). The file is rewritten after every row, so a partial run leaves a
+found on an earlier slice of the same chip (or of another chip, scaled by their HBM; for the first, --start_per_chip). The file is rewritten after every row, so a partial run leaves a
 partial table.
 """
 import argparse
@@ -128,6 +128,8 @@ def main() -> None:
     parser.add_argument("--models", default="large,base")
     parser.add_argument("--seqs", default="128,512")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "aot.md"))
+    parser.add_argument("--start_per_chip", type=int, default=None,
+                        help="per-chip batch the first search starts from (e.g. one found by an earlier run)")
     parser.add_argument("--one", nargs=4, metavar=("SLICE", "MODEL", "SEQ", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     jax.config.update("jax_platforms", "cpu")
@@ -150,6 +152,8 @@ def main() -> None:
         for name, (_, devices) in slices.items():
             key = (devices[0].device_kind, model, seq)
             start = seed_batch(per_chip_batch, key, len(devices))
+            if start is None and args.start_per_chip:
+                start = args.start_per_chip * len(devices)
             began = time.time()
 
             def compile_at(batch_size, model=model, seq=seq, name=name):

@@ -81,14 +81,57 @@ def layer_norm(config, dtype, param_dtype) -> nn.Module:
                         name="LayerNorm")
 
 
+def wide_accumulation_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,
+                                  **kwargs) -> jax.Array:
+    """`lax.dot_general` for `nn.Dense` that accumulates in at least float32 and returns the inputs' dtype.
+
+    For float32 it is lax.dot_general unchanged. For bfloat16 it is what the TPU's matrix units do anyway, and on
+    CPUs with AVX512-BF16 XLA runs a bfloat16 x bfloat16 -> float32 dot about 2x faster than one with a bfloat16
+    result; `_bf16_dense_dot` keeps the backward pass's two dots in that form too (autodiff would make them
+    float32 x bfloat16, which runs at float32 speed).
+    """
+    dense_layout = dimension_numbers == (((lhs.ndim - 1,), (0,)), ((), ())) and rhs.ndim == 2
+    if lhs.dtype == rhs.dtype == jnp.bfloat16 and dense_layout and precision is None and not kwargs:
+        return _bf16_dense_dot(lhs, rhs)
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=preferred_element_type, **kwargs)
+
+
+def _wide_matmul(a, b, contracting):
+    return jax.lax.dot_general(a, b, (contracting, ((), ())), preferred_element_type=jnp.float32).astype(a.dtype)
+
+
+@jax.custom_vjp
+def _bf16_dense_dot(x_NxIn: jax.Array, w_InxOut: jax.Array) -> jax.Array:
+    """x [..., In] @ w [In, Out] in bfloat16, accumulated in float32 (forward and backward)."""
+    return _wide_matmul(x_NxIn, w_InxOut, ((x_NxIn.ndim - 1,), (0,)))
+
+
+def _bf16_dense_dot_fwd(x, w):
+    return _bf16_dense_dot(x, w), (x, w)
+
+
+def _bf16_dense_dot_bwd(residuals, g):
+    x, w = residuals
+    g = g.astype(x.dtype)
+    grad_x = _wide_matmul(g, w, ((g.ndim - 1,), (1,)))
+    leading = tuple(range(x.ndim - 1))
+    grad_w = _wide_matmul(x, g, (leading, leading))
+    return grad_x, grad_w
+
+
+_bf16_dense_dot.defvjp(_bf16_dense_dot_fwd, _bf16_dense_dot_bwd)
+
+
 def dense(features: int, config, dtype, param_dtype, name: str) -> nn.Dense:
-    """A Dense layer with the original initializers: truncated normal kernel, zero bias."""
+    """A Dense layer with the original initializers (truncated normal kernel, zero bias), accumulating in float32."""
     return nn.Dense(
         features,
         dtype=dtype,
         param_dtype=param_dtype,
         kernel_init=kernel_init(config.initializer_range),
         bias_init=nn.initializers.zeros,
+        dot_general=wide_accumulation_dot_general,
         name=name,
     )
 
@@ -238,7 +281,8 @@ class BertSelfAttention(nn.Module):
             self.sow("intermediates", "attention_probs", probs_BxNxTxT)
         probs_BxNxTxT = Dropout(cfg.attention_probs_dropout_prob, bits=self.dropout_bits)(
             probs_BxNxTxT, deterministic=deterministic)
-        context_BxTxNxD = jnp.einsum("bnqk,bknd->bqnd", probs_BxNxTxT.astype(self.dtype), v_BxTxNxD)
+        context_BxTxNxD = jnp.einsum("bnqk,bknd->bqnd", probs_BxNxTxT.astype(self.dtype), v_BxTxNxD,
+                                     preferred_element_type=accum_dtype(self.dtype)).astype(self.dtype)
         return context_BxTxNxD.reshape(batch, seq_len, cfg.hidden_size)
 
 

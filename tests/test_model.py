@@ -343,3 +343,32 @@ def test_attention_maps_helper_for_notebooks(small_params):
                              batch["input_mask"], batch["segment_ids"])
     np.testing.assert_allclose(scanned, maps, atol=1e-5)
     assert float(maps[:, 2, :, :, 5:].max()) < 1e-4  # row 2 has 5 real tokens
+
+
+def test_dense_dot_accumulates_in_float32_and_its_gradient_matches():
+    """layers.wide_accumulation_dot_general: float32 is lax.dot_general exactly; bfloat16 (forward and the custom
+    backward) equals the float32 computation within bfloat16 rounding, with bfloat16 results and gradients."""
+    from bertjax import layers
+
+    x = jax.random.normal(jax.random.key(0), (4, 7, 16))
+    w = jax.random.normal(jax.random.key(1), (16, 5))
+    numbers = (((2,), (0,)), ((), ()))
+    weights = jnp.arange(1.0, 6.0)
+
+    def loss(dot, a, b):
+        return (dot(a, b, numbers).astype(jnp.float32) * weights).sum()
+
+    exact = jax.grad(loss, argnums=(1, 2))(jax.lax.dot_general, x, w)
+    same = jax.grad(loss, argnums=(1, 2))(layers.wide_accumulation_dot_general, x, w)
+    for a, b in zip(exact, same):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    out = layers.wide_accumulation_dot_general(xb, wb, numbers)
+    assert out.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(out, np.float32), np.einsum("abi,io->abo", xb.astype(np.float32),
+                                                                       wb.astype(np.float32)), rtol=1e-2, atol=2e-2)
+    grads = jax.grad(loss, argnums=(1, 2))(layers.wide_accumulation_dot_general, xb, wb)
+    reference = jax.grad(loss, argnums=(1, 2))(jax.lax.dot_general, xb.astype(jnp.float32), wb.astype(jnp.float32))
+    for got, want in zip(grads, reference):
+        assert got.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want), rtol=1e-2, atol=0.1)

@@ -43,7 +43,7 @@ def grid_markdown(info: dict, result: dict) -> str:
              "Median of the timed steps (after 1-2 warm-up steps), interleaved step by step "
              "(bertjax, HF, KerasHub, peak, ...). tokens/s = batch x seq / median step time; the ratios are paired: "
              "the median over rounds of (other's step time / bertjax's step time) in the same round. MFU = formula "
-             "FLOP/s / `jnp.dot` peak of the same dtype, the best of the same rounds (a short matmul burst suffers most "
+             "FLOP/s / `jnp.dot` peak of the same dtype (accumulating in float32), the best of the same rounds (a short matmul burst suffers most "
              "from other jobs); in brackets the MFU of the best step. HF: MLM head at the P masked positions "
              "(as bertjax). KerasHub: BertMaskedLM, MLM only (no NSP head, no pooler).", "",
              "| size | seq | dtype | batch | bertjax tok/s | HF tok/s | KerasHub tok/s | bertjax/HF | bertjax/Keras "
