@@ -102,9 +102,10 @@ def _wide_matmul(a, b, contracting):
 
 
 @jax.custom_vjp
-def _bf16_dense_dot(x_NxIn: jax.Array, w_InxOut: jax.Array) -> jax.Array:
-    """x [..., In] @ w [In, Out] in bfloat16, accumulated in float32 (forward and backward)."""
-    return _wide_matmul(x_NxIn, w_InxOut, ((x_NxIn.ndim - 1,), (0,)))
+def _bf16_dense_dot(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """A Dense layer's x [..., features in] @ kernel [features in, features out] in bfloat16, accumulated in float32
+    (forward and backward)."""
+    return _wide_matmul(x, kernel, ((x.ndim - 1,), (0,)))
 
 
 def _bf16_dense_dot_fwd(x, w):

@@ -31,34 +31,35 @@ def _nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 @jax.custom_vjp
-def _fused_nll_and_correct(logits_NxV: jax.Array, labels_N: jax.Array) -> tuple[jax.Array, jax.Array]:
-    nll_N, correct_N, _ = _fused_forward(logits_NxV, labels_N)
-    return nll_N, correct_N
+def _fused_nll_and_correct(logits_flat: jax.Array, labels_flat: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`softmax_cross_entropy` on flattened predictions: logits [B*P, V] (or W), labels [B*P]."""
+    nll_flat, correct_flat, _ = _fused_forward(logits_flat, labels_flat)
+    return nll_flat, correct_flat
 
 
-def _fused_forward(logits_NxV, labels_N):
-    wide = logits_NxV.astype(jnp.promote_types(logits_NxV.dtype, jnp.float32))
-    max_N = jnp.max(wide, axis=-1)
-    log_sum_N = jnp.log(jnp.sum(jnp.exp(wide - max_N[:, None]), axis=-1))
-    label_logit_N = jnp.take_along_axis(wide, labels_N[:, None], axis=-1)[:, 0]
+def _fused_forward(logits_flat, labels_flat):
+    wide = logits_flat.astype(jnp.promote_types(logits_flat.dtype, jnp.float32))
+    max_flat = jnp.max(wide, axis=-1)
+    log_sum_flat = jnp.log(jnp.sum(jnp.exp(wide - max_flat[:, None]), axis=-1))
+    label_logit_flat = jnp.take_along_axis(wide, labels_flat[:, None], axis=-1)[:, 0]
     # log_softmax's own order of operations (shift by the max first), so the value equals jax.nn.log_softmax's.
-    nll_N = log_sum_N - (label_logit_N - max_N)
-    correct_N = (label_logit_N >= max_N).astype(wide.dtype)
-    return nll_N, correct_N, max_N + log_sum_N
+    nll_flat = log_sum_flat - (label_logit_flat - max_flat)
+    correct_flat = (label_logit_flat >= max_flat).astype(wide.dtype)
+    return nll_flat, correct_flat, max_flat + log_sum_flat
 
 
-def _fused_fwd(logits_NxV, labels_N):
-    nll_N, correct_N, logsumexp_N = _fused_forward(logits_NxV, labels_N)
-    return (nll_N, correct_N), (logits_NxV, labels_N, logsumexp_N)
+def _fused_fwd(logits_flat, labels_flat):
+    nll_flat, correct_flat, logsumexp_flat = _fused_forward(logits_flat, labels_flat)
+    return (nll_flat, correct_flat), (logits_flat, labels_flat, logsumexp_flat)
 
 
 def _fused_bwd(residuals, cotangents):
-    logits_NxV, labels_N, logsumexp_N = residuals
-    g_nll_N, _ = cotangents  # `correct` is a step function: no gradient
-    wide = logits_NxV.astype(logsumexp_N.dtype)
-    one_hot_NxV = jax.lax.broadcasted_iota(jnp.int32, wide.shape, 1) == labels_N[:, None]
-    grad_NxV = g_nll_N[:, None] * (jnp.exp(wide - logsumexp_N[:, None]) - one_hot_NxV.astype(wide.dtype))
-    return grad_NxV.astype(logits_NxV.dtype), None
+    logits_flat, labels_flat, logsumexp_flat = residuals
+    g_nll_flat, _ = cotangents  # `correct` is a step function: no gradient
+    wide = logits_flat.astype(logsumexp_flat.dtype)
+    one_hot_flat = jax.lax.broadcasted_iota(jnp.int32, wide.shape, 1) == labels_flat[:, None]
+    grad_flat = g_nll_flat[:, None] * (jnp.exp(wide - logsumexp_flat[:, None]) - one_hot_flat.astype(wide.dtype))
+    return grad_flat.astype(logits_flat.dtype), None
 
 
 _fused_nll_and_correct.defvjp(_fused_fwd, _fused_bwd)
@@ -75,9 +76,9 @@ def softmax_cross_entropy(logits_BxPxV: jax.Array, labels_BxP: jax.Array) -> tup
     (the vocab padding, `model.PADDED_LOGIT`) get softmax 0, are never the max and get exactly zero gradient.
     """
     shape = labels_BxP.shape
-    nll_N, correct_N = _fused_nll_and_correct(logits_BxPxV.reshape(-1, logits_BxPxV.shape[-1]),
+    nll_flat, correct_flat = _fused_nll_and_correct(logits_BxPxV.reshape(-1, logits_BxPxV.shape[-1]),
                                               labels_BxP.reshape(-1).astype(jnp.int32))
-    return nll_N.reshape(shape), correct_N.reshape(shape)
+    return nll_flat.reshape(shape), correct_flat.reshape(shape)
 
 
 def masked_lm_nll(mlm_logits_BxPxV: jax.Array, masked_lm_ids_BxP: jax.Array) -> jax.Array:
