@@ -197,7 +197,10 @@ def _read_checkpoint_params(state_dir: Path) -> dict:
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)  # Orbax warns that the step's metadata file is not in the item directory
     try:
-        metadata = checkpointer.metadata(state_dir).item_metadata.tree["params"]
+        stored = checkpointer.metadata(state_dir)
+        if stored is None or stored.item_metadata is None:
+            raise ValueError("its Orbax metadata is missing or unreadable")
+        metadata = stored.item_metadata.tree["params"]
         item = {"params": jax.tree.map(lambda m: np.zeros((), m.dtype), dict(metadata))}
         restore_args = {"params": jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), dict(metadata))}
         restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
