@@ -87,7 +87,12 @@ class MetricsWriter:
 
 
 class Throughput:
-    """Tokens/s, MFU and ETA over the interval since the last call."""
+    """Tokens/s, MFU and ETA over the interval since the last call.
+
+    Tokens are the real (non-padding) tokens the loop reports with `add_tokens` (packed rows hold several pairs, and
+    unpacked rows padding); without such reports, `tokens_per_step` per step. MFU counts the step's FLOPs, padding
+    included: what the hardware does.
+    """
 
     def __init__(self, *, flops_per_step: float, tokens_per_step: int, total_steps: int,
                  peak_flops: float | None):
@@ -97,17 +102,24 @@ class Throughput:
         self.peak_flops = peak_flops
         self._last_time = time.perf_counter()
         self._last_step = None
+        self._tokens = 0
+
+    def add_tokens(self, count: int) -> None:
+        """Count the real tokens of a step of the current interval (all hosts' rows)."""
+        self._tokens += count
 
     def reset(self, step: int) -> None:
         """Start a new interval at `step` (after compilation, eval or a checkpoint)."""
         self._last_time = time.perf_counter()
         self._last_step = step
+        self._tokens = 0
 
     def measure(self, step: int) -> dict:
         """{steps_per_sec, tokens_per_sec, mfu (or None), eta_seconds} since the last reset/measure."""
         now = time.perf_counter()
         steps = step - (self._last_step if self._last_step is not None else step)
         elapsed = max(now - self._last_time, 1e-9)
+        tokens = self._tokens or self.tokens_per_step * steps
         self.reset(step)
         if steps <= 0:
             return {"steps_per_sec": None, "tokens_per_sec": None, "mfu": None, "eta_seconds": None}
@@ -115,5 +127,5 @@ class Throughput:
         mfu = None
         if self.peak_flops:
             mfu = self.flops_per_step * steps_per_sec / (self.peak_flops * jax.device_count())
-        return {"steps_per_sec": steps_per_sec, "tokens_per_sec": self.tokens_per_step * steps_per_sec,
+        return {"steps_per_sec": steps_per_sec, "tokens_per_sec": tokens / elapsed,
                 "mfu": mfu, "eta_seconds": (self.total_steps - step) / steps_per_sec}

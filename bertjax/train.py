@@ -294,6 +294,7 @@ def _train_loop(trainer: Trainer, state, train_iter, checkpointer: checkpoint.Ch
     while step < num_steps:
         host_batch = next(train_iter)
         state, metrics = trainer.jit_train_step(state, trainer.global_batch(host_batch))
+        throughput.add_tokens(int(host_batch["input_mask"].sum()) * jax.process_count())  # this host's rows x hosts
         step += 1
         interval_steps += 1
         guard.check()  # the previous step's count: it is done or nearly so, this step stays queued

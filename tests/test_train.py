@@ -111,3 +111,9 @@ def test_throughput_reports_tokens_mfu_and_eta():
     assert speed["mfu"] == pytest.approx(speed["steps_per_sec"] / jax.device_count())
     assert speed["eta_seconds"] == pytest.approx(90 / speed["steps_per_sec"])
     assert format_duration(3725) == "1:02:05"
+    meter.reset(20)  # real (non-padding) tokens, as the loop reports them, replace batch x seq
+    meter.add_tokens(300)
+    meter.add_tokens(200)
+    time.sleep(0.05)
+    speed = meter.measure(22)
+    assert speed["tokens_per_sec"] == pytest.approx(500 * speed["steps_per_sec"] / 2)
