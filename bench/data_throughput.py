@@ -35,7 +35,6 @@ import json
 import multiprocessing
 import os
 import platform
-import random
 import resource
 import subprocess
 import sys
@@ -45,113 +44,12 @@ from pathlib import Path
 
 import psutil
 
+from data_corpora import (file_documents, make_corpora, nsmc_documents, synthetic_documents, text_documents,
+                          train_bench_vocab)
+from data_report import add_speedups, cpu_description, versions, write_report
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 DEMO_CORPUS = REPO / "data" / "demo" / "corpus.txt"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Corpora and vocab
-
-
-def _documents(path: Path) -> list[str]:
-    """Documents (their lines joined, ending with a blank line) of a corpus file."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    return [d.strip("\n") + "\n\n" for d in text.split("\n\n") if d.strip()]
-
-
-def _synthetic_documents(num_docs: int, seed: int = 0) -> list[str]:
-    """Random-word documents, used when the demo corpus is missing."""
-    rng = random.Random(seed)
-    words = ["".join(rng.choice("etaoinshrdlucmfwypvbgkqjxz") for _ in range(rng.randint(1, 10))) for _ in range(20000)]
-    docs = []
-    for _ in range(num_docs):
-        sentences = [" ".join(rng.choice(words) for _ in range(rng.randint(4, 35))).capitalize() + "."
-                     for _ in range(rng.randint(2, 40))]
-        docs.append("\n".join(sentences) + "\n\n")
-    return docs
-
-
-def _git_files(git_dir: Path, paths: list[str]):
-    """(path, bytes) of files at HEAD of a git directory, read with one `git cat-file --batch`."""
-    process = subprocess.Popen(["git", "--git-dir", str(git_dir), "cat-file", "--batch"], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE)
-    try:
-        for path in paths:
-            process.stdin.write(f"HEAD:{path}\n".encode())
-            process.stdin.flush()
-            header = process.stdout.readline().split()
-            if header[-1] == b"missing":
-                raise FileNotFoundError(f"{path} is not in {git_dir} (a partial copy?)")
-            data = process.stdout.read(int(header[2]))
-            process.stdout.read(1)
-            yield path, data
-    finally:
-        process.stdin.close()
-        process.wait()
-
-
-def nsmc_documents(source: Path, max_mb: float) -> tuple[list[str], str]:
-    """NSMC's reviews as documents (one movie each, movie-id order, one review per line) up to ~max_mb MB, and a
-    line saying where they came from (the commit)."""
-    git_dir = source / ".git" if (source / ".git").is_dir() else source
-    if (git_dir / "HEAD").is_file():
-        commit = subprocess.run(["git", "--git-dir", str(git_dir), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
-        listing = subprocess.run(["git", "--git-dir", str(git_dir), "ls-tree", "--name-only", "HEAD", "raw/"],
-                                 capture_output=True, text=True, check=True).stdout.split()
-        files = _git_files(git_dir, sorted(listing, key=lambda p: int(Path(p).stem)))
-        origin = f"github.com/e9t/nsmc at commit {commit}"
-    else:
-        paths = sorted((source / "raw").glob("*.json"), key=lambda p: int(p.stem))
-        files = ((str(p), p.read_bytes()) for p in paths)
-        origin = f"NSMC files in {source}"
-    docs, size = [], 0
-    for _, data in files:
-        reviews = [" ".join(review["review"].split()) for review in json.loads(data)]
-        doc = "\n".join(r for r in reviews if r) + "\n\n"
-        if doc.strip():
-            docs.append(doc)
-            size += len(doc.encode("utf-8"))
-        if size >= max_mb * 1e6:
-            break
-    return docs, (f"{origin}: raw/*.json, {len(docs)} movies (documents) in movie-id order, one review per line, "
-                  f"{sum(d.count(chr(10)) - 1 for d in docs)} reviews, {size / 1e6:.1f} MB")
-
-
-def text_documents(source: Path) -> list[str]:
-    """Documents of a corpus file or of a directory of *.txt files."""
-    paths = sorted(source.glob("*.txt")) if source.is_dir() else [source]
-    return [doc for path in paths for doc in _documents(path)]
-
-
-def make_corpora(workdir: Path, base_mb: float, scales: list[int], docs: list[str]) -> dict[int, Path]:
-    """Corpus files of ~base_mb * scale MB: whole documents, each copy of the document list shuffled anew."""
-    rng = random.Random(0)
-    base: list[str] = []
-    size = 0
-    for doc in rng.sample(docs, len(docs)) * 100:
-        if size >= base_mb * 1e6:
-            break
-        base.append(doc)
-        size += len(doc.encode("utf-8"))
-    corpora = {}
-    for scale in scales:
-        path = workdir / f"corpus_x{scale}.txt"
-        with open(path, "w", encoding="utf-8") as f:
-            for copy in range(scale):
-                f.writelines(random.Random(copy).sample(base, len(base)) if copy else base)
-        corpora[scale] = path
-    return corpora
-
-
-def train_bench_vocab(corpus: Path, vocab_size: int, out: Path, lowercase: bool, strip_accents: bool) -> Path:
-    """A WordPiece vocab trained on `corpus`."""
-    sys.path.insert(0, str(REPO))
-    from bertjax.data.vocab import train_vocab  # noqa: PLC0415  (not at the top: --child runs time their imports)
-
-    return train_vocab(str(corpus), vocab_size, out, do_lower_case=lowercase, strip_accents=strip_accents,
-                       min_frequency=1, show_progress=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -323,109 +221,6 @@ def available_cores(seconds: float = 1.0) -> float:
     return round(got / seconds, 2)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Report
-
-
-def _ratio_cells(run: dict, keys: tuple[str, ...]) -> str:
-    return " | ".join("" if run.get(k) is None else f"{run[k]:.1f}x" for k in keys)
-
-
-def write_report(results: dict, name: str = "data_throughput") -> Path:
-    """bench/results/<name>.json and a short .md table; returns the .md path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = [
-        "# create_pretraining_data throughput", "",
-        f"{results['machine']}; vocab {results['vocab_size']} pieces ({results.get('vocab_source', 'trained on the corpus')}, read by every "
-        f"implementation); max_seq_length 128, max_predictions_per_seq 20, dupe_factor {results['dupe_factor']}; "
-        f"load average at the start {results['load_average_at_start']}, at the end {results['load_average_at_end']}. "
-        f"Made by `python bench/data_throughput.py {results['arguments']}` ({results['date']}).", "",
-        f"Corpus: {results['corpus_source']}. Tokenization: do_lower_case={results['do_lower_case']}, "
-        f"strip_accents={results['strip_accents']}. CPU: {results['cpu']}. Versions: {results['versions']}.", "",
-        "| implementation | workers | corpus MB | instances | import s | work s | CPU s | instances/s | instances/CPU-s | "
-        "vs original: instances/s | vs original: per CPU-s | vs reference: instances/s | vs reference: per CPU-s | "
-        "peak RSS MB (tree) | output bytes/instance | cores free before | load avg before |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for run in results["runs"]:
-        label = run["implementation"]
-        if "min_mb_per_worker" in run:
-            label += f" (min_mb_per_worker={run['min_mb_per_worker']:g})"
-        if run["implementation"] == "baseline":
-            label += f" (bertjax of {results['baseline_tree']})"
-        if "import_rss_mb" in run:
-            label += f" (TensorFlow: {run['import_rss_mb']:.0f} MB RSS after the import)"
-        lines.append(f"| {label} | {run['workers']} | {run['corpus_mb']} | {run['instances']:,} | "
-                     f"{run.get('import_s', '')} | {run['run_s']} | {run['cpu_s']} | {run['instances_per_s']:,.0f} | "
-                     f"{run['instances_per_cpu_s']:,.0f} | "
-                     f"{_ratio_cells(run, ('speedup_vs_original', 'speedup_per_cpu_vs_original'))} | "
-                     f"{_ratio_cells(run, ('speedup_vs_reference', 'speedup_per_cpu_vs_reference'))} | "
-                     f"{run['peak_rss_mb_tree']} | {run.get('bytes_per_instance', '')} | {run['available_cores_before']} | "
-                     f"{run['load_average_before']} |")
-    lines.append("")
-    for run in results["runs"]:
-        if "speedup_vs_baseline" in run:
-            lines.append(f"ours with {run['workers']} worker(s), {run['corpus_mb']} MB, against the baseline: "
-                         f"{run['speedup_vs_baseline']:.2f}x the instances/s, "
-                         f"{run['speedup_per_cpu_vs_baseline']:.2f}x the instances per CPU-second.")
-    lines += [
-        "",
-        f"Fastest of {results['repeats']} runs each (the original: 1). "
-        "import s: the child's top-level imports (TensorFlow and the script's module for the original; the "
-        "bertjax module for the others), not counted in the rates. work s: wall time of the run itself (the "
-        "original's main(); create_pretraining_data(), its worker start-up and dataset finalisation included; the "
-        "reference's functions). CPU s: user+sys of the run, the worker processes' included. Output bytes/instance: "
-        "the record files (ArrayRecord, snappy, for bertjax and the reference; the original's uncompressed TFRecord). "
-        "Instances per CPU-second is the per-core rate; it stays meaningful when other processes share "
-        "the machine, wall-clock rates do not. 'cores free before': CPU seconds per second that one busy process "
-        "per core got just before the run (2.0 = both cores free).",
-        "",
-        "`original` is google-research/bert's create_pretraining_data.py (PyPI bert-tensorflow 1.0.4, on "
-        "tensorflow-cpu via tensorflow.compat.v1), run from a virtualenv made by --with-original. `reference` is "
-        "tests/reference_original.py: the original algorithm in pure Python without TensorFlow. "
-        "`min_mb_per_worker=0` uses every core even for a small corpus (by default, one process per "
-        f"{results['min_mb_per_worker']:g} MB of text; the main process works on shards too).",
-        "",
-    ]
-    (RESULTS / f"{name}.md").write_text("\n".join(lines))
-    return RESULTS / f"{name}.md"
-
-
-def cpu_description() -> str:
-    """The CPU model and its vector-instruction flags (from /proc/cpuinfo where there is one)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = [f for f in fields.get("flags", "").split() if f.startswith(("sse", "ssse", "avx", "fma", "bmi", "popcnt"))]
-    return f"{fields.get('model name', platform.machine())}; flags {' '.join(flags)}"
-
-
-def versions() -> str:
-    """Versions of what the runs use (bertjax: the git commit, '+ changes' when the tree differs from it)."""
-    import numpy  # noqa: PLC0415  (not at the top: the --child runs re-run this file; keep them lean)
-    import tokenizers  # noqa: PLC0415
-
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    return (f"bertjax {commit}{' + changes' if dirty else ''}, Python {platform.python_version()}, "
-            f"numpy {numpy.__version__}, tokenizers {tokenizers.__version__}")
-
-
-def _add_speedups(runs: list[dict], baseline: str, suffix: str) -> None:
-    base = {r["corpus_mb"]: r for r in runs if r["implementation"] == baseline}
-    for run in runs:
-        ref = base.get(run["corpus_mb"])
-        if run["implementation"] in ("ours", "baseline") and ref is not None and run is not ref:
-            run[f"speedup_vs_{suffix}"] = round(run["instances_per_s"] / ref["instances_per_s"], 2)
-            run[f"speedup_per_cpu_vs_{suffix}"] = round(run["instances_per_cpu_s"] / ref["instances_per_cpu_s"], 2)
-
-
 def main() -> None:
     """Build corpora and vocab, measure every implementation, write the results."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -479,9 +274,9 @@ def main() -> None:
         elif args.text:
             docs, corpus_source = text_documents(Path(args.text)), args.text
         elif DEMO_CORPUS.is_file():
-            docs, corpus_source = _documents(DEMO_CORPUS), str(DEMO_CORPUS.relative_to(REPO))
+            docs, corpus_source = file_documents(DEMO_CORPUS), str(DEMO_CORPUS.relative_to(REPO))
         else:
-            docs, corpus_source = _synthetic_documents(600), "synthetic"
+            docs, corpus_source = synthetic_documents(600), "synthetic"
         corpora = make_corpora(workdir, args.base_mb, scales, docs)
         # The larger corpora are reshuffled copies of the smallest: the same text, so the same vocab.
         vocab = Path(args.vocab) if args.vocab else train_bench_vocab(corpora[min(scales)], args.vocab_size,
@@ -514,9 +309,9 @@ def main() -> None:
             best["repeats"] = len(tries)
             runs.append(best)
             tqdm.write(json.dumps(best))
-    _add_speedups(runs, "reference", "reference")
-    _add_speedups(runs, "original", "original")
-    _add_speedups(runs, "baseline", "baseline")
+    add_speedups(runs, "reference", "reference")
+    add_speedups(runs, "original", "original")
+    add_speedups(runs, "baseline", "baseline")
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "arguments": " ".join(sys.argv[1:]),

@@ -99,7 +99,6 @@ class Checkpointer:
             create=True,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
-        self._every_steps = every_steps
         self._write_failed = False
         self._sigterm = SigtermFlag() if jax.process_count() == 1 else None
         if self._sigterm is None and not jax.config.jax_enable_preemption_service and jax.process_index() == 0:
@@ -143,15 +142,14 @@ class Checkpointer:
             items["data"] = grain.checkpoint.CheckpointSave(data_iter)
         if config is not None:
             items["config"] = ocp.args.JsonSave(config)
-        sigterm = self._sigterm is not None and self._sigterm.received
-        if force or sigterm or (self._every_steps and step % self._every_steps == 0):  # a save is due
-            self._writing(self._check_writable)
+        self._writing(self._check_writable)
         return self._writing(lambda: self._manager.save(step, args=ocp.args.Composite(**items), force=force))
 
     def _check_writable(self) -> None:
         """Orbax (0.12) hangs instead of failing when it cannot create a step's temporary directory (a workdir that
         became read-only), so a save is preceded by this: a local checkpoints directory that this process may not
-        write to (access(2)) fails here, with the OS's reason from a probe file (removed, if it was written)."""
+        write to (access(2)) fails here, with the OS's reason from a probe file (removed, if it was written). One
+        system call per step when the directory is writable."""
         local = not paths.is_remote(self.directory) and os.path.isdir(self.directory)  # (made by process 0)
         if not local or os.access(self.directory, os.W_OK | os.X_OK):
             return

@@ -45,6 +45,16 @@ def exit_on_bad_input(main_fn):
     return wrapper
 
 
+def flag_bool(value: str) -> bool:
+    """An argparse type for true/false flags (1/0, yes/no, t/f, y/n too)."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "t", "yes", "y"):
+        return True
+    if lowered in ("0", "false", "f", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad command line in one line (exit 2) instead of usage plus error."""
 

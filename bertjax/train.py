@@ -40,35 +40,13 @@ def open_dataset(config: ml_collections.ConfigDict, spec: run_config.RunSpec) ->
     """Iterators over the dataset the door checked (`spec.data_dir`)."""
 
     def iterator(split: str, batch_size: int, shuffle: bool, num_epochs: int | None):
-        try:
-            return pipeline.create_iterator(spec.data_dir, split=split, global_batch_size=batch_size,
-                                            seed=config.data.seed, shuffle=shuffle, num_epochs=num_epochs)
-        except RuntimeError as e:  # array_record cannot open a shard (and says nothing more)
-            raise BertjaxError(
-                f"dataset {spec.data_dir}: {_unreadable_shard(spec.data_dir, split)} does not read as an ArrayRecord "
-                f"file (truncated or corrupt; {type(e).__name__}{f': {e}' if str(e) else ''}); restore it, or rebuild "
-                "the dataset with create_pretraining_data --overwrite") from e
+        return pipeline.create_iterator(spec.data_dir, split=split, global_batch_size=batch_size,
+                                        seed=config.data.seed, shuffle=shuffle, num_epochs=num_epochs)
 
     return DataSource(
         vocab_size=spec.vocab_size,
         train_iterator=lambda: iterator(config.data.train_split, config.train.batch_size, True, None),
         eval_iterator=lambda: iterator(config.data.eval_split, config.eval.batch_size, False, 1))
-
-
-def _unreadable_shard(data_dir: str, split: str) -> str:
-    """The first shard file of `split` that array_record cannot read (or reads as empty), for an error message."""
-    from array_record.python import array_record_module  # noqa: PLC0415
-
-    for path in pipeline.split_filepaths(data_dir, split):
-        try:
-            reader = array_record_module.ArrayRecordReader(path)
-            empty = reader.num_records() == 0
-            reader.close()
-        except Exception:  # noqa: BLE001  (array_record raises bare RuntimeErrors)
-            return path
-        if empty:
-            return path
-    return f"a shard of split {split!r}"
 
 
 class Trainer:

@@ -17,34 +17,25 @@ output appears whole or not at all.
 """
 import argparse
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 from bertjax import paths
 from bertjax.convert import hf, sources
-from bertjax.errors import VERBOSE_HELP, BertjaxError, exit_on_bad_input
+from bertjax.errors import VERBOSE_HELP, BertjaxError, OneLineArgumentParser, exit_on_bad_input, flag_bool
 
 # What each subcommand reads (a bertjax export is a Hugging Face directory, so to-hf takes one too).
 COMMANDS = {"to-hf": (sources.BERTJAX_RUN, sources.HUGGING_FACE), "from-hf": (sources.HUGGING_FACE,),
             "from-tf": (sources.ORIGINAL_TF,)}
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad command line in one line (exit 2) instead of usage plus error."""
-
-    def error(self, message):
-        print(f"error: {message} (see python -m bertjax.convert --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per direction."""
-    parser = _Parser(prog="python -m bertjax.convert", description=__doc__.split("\n\n")[0],
+    parser = OneLineArgumentParser(prog="python -m bertjax.convert", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{to-hf,from-hf,from-tf}",
-                                     parser_class=_Parser)
+                                     parser_class=OneLineArgumentParser)
     helps = {"to-hf": "a bertjax workdir, checkpoint step or export -> a Hugging Face directory",
              "from-hf": "a Hugging Face BERT directory -> a bertjax export",
              "from-tf": "an original google-research/bert checkpoint directory -> a bertjax export"}
@@ -57,18 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "to-hf":
             command.add_argument("--allow_missing_heads", action="store_true",
                                  help="initialise missing heads (pooler, MLM, NSP) as in pretraining")
-        command.add_argument("--do_lower_case", type=_bool, default=None,
+        command.add_argument("--do_lower_case", type=flag_bool, default=None,
                              help="the vocab's casing, when the checkpoint does not say (true/false)")
         command.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     return parser
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def convert(command: str, source: str, output: str, *, overwrite: bool = False, allow_missing_heads: bool = False,

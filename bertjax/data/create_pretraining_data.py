@@ -40,7 +40,7 @@ from typing import Any, Sequence
 from bertjax import paths
 from bertjax.data import catalog, masking, shard_worker, staged_output, text, worker_pool
 from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
-from bertjax.errors import VERBOSE_HELP, BertjaxError, OneLineArgumentParser, exit_on_bad_input
+from bertjax.errors import VERBOSE_HELP, BertjaxError, OneLineArgumentParser, exit_on_bad_input, flag_bool
 
 MAX_AUTO_SHARD_MB = 1.0  # automatic shard size: corpus / 16, between these bounds
 MIN_AUTO_SHARD_MB = 0.25
@@ -232,15 +232,6 @@ def create_pretraining_data(
 # Command line
 
 
-def _flag_bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "t", "yes", "y"):
-        return True
-    if lowered in ("0", "false", "f", "no", "n"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The original flags (absl style `--flag=value` works) plus the bertjax ones."""
     p = OneLineArgumentParser(prog="python -m bertjax.data.create_pretraining_data", description=__doc__,
@@ -248,11 +239,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input_file", required=True, help="input text: globs and comma-separated lists")
     p.add_argument("--output_dir", required=True, help="dataset directory to create (TFDS ArrayRecord)")
     p.add_argument("--vocab_file", required=True, help="vocab.txt (or its directory) the model will be trained with")
-    p.add_argument("--do_lower_case", type=_flag_bool, nargs="?", const=True, default=None,
+    p.add_argument("--do_lower_case", type=flag_bool, nargs="?", const=True, default=None,
                    help="lower-case the text; default: the setting stored in tokenizer_config.json beside the vocab")
-    p.add_argument("--strip_accents", type=_flag_bool, nargs="?", const=True, default=None,
+    p.add_argument("--strip_accents", type=flag_bool, nargs="?", const=True, default=None,
                    help="strip accents (NFD; decomposes Hangul); default: stored setting, else do_lower_case")
-    p.add_argument("--do_whole_word_mask", type=_flag_bool, nargs="?", const=True, default=False,
+    p.add_argument("--do_whole_word_mask", type=flag_bool, nargs="?", const=True, default=False,
                    help="whole-word masking as the original (same as --whole_word_masking=original)")
     p.add_argument("--whole_word_masking", choices=masking.WHOLE_WORD_MODES, default=None,
                    help="none | original (80/10/10 per wordpiece) | per_word (one 80/10/10 draw per word)")

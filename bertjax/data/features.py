@@ -59,9 +59,9 @@ def feature_spec(max_seq_length: int, max_predictions_per_seq: int, max_pairs_pe
         for name, shape in shapes.items()})
 
 
-def feature_names(max_pairs_per_seq: int = 0) -> tuple[str, ...]:
-    """The features of an example: FEATURE_NAMES, plus PACKED_FEATURES for packed rows (K > 0)."""
-    return FEATURE_NAMES + (PACKED_FEATURES if max_pairs_per_seq else ())
+def feature_names(packed: bool = False) -> tuple[str, ...]:
+    """The features of an example: FEATURE_NAMES, plus PACKED_FEATURES for packed rows."""
+    return FEATURE_NAMES + (PACKED_FEATURES if packed else ())
 
 
 def example_shapes(max_seq_length: int, max_predictions_per_seq: int,
@@ -212,12 +212,12 @@ def parse_example(record: bytes) -> dict[str, np.ndarray]:
     return out
 
 
-def _is_packed(example_or_batch) -> int:
-    """1 if an example, batch or record's features are those of packed rows (they have pair_ids), else 0."""
-    return int("pair_ids" in example_or_batch)
+def _is_packed(example_or_batch) -> bool:
+    """Whether an example, batch or record's features are those of packed rows (they have pair_ids)."""
+    return "pair_ids" in example_or_batch
 
 
-def max_pairs_of(example_or_batch: Mapping[str, Any], batched: bool = False) -> int:
+def max_pairs_of(example_or_batch: Mapping[str, Any]) -> int:
     """K of a packed example (or batch): the length of its next_sentence_labels; 0 for an unpacked one."""
     if not _is_packed(example_or_batch):
         return 0

@@ -179,6 +179,17 @@ class BatchReader:
         return self._masker(batch, masking.RowGenerators(rngs))
 
 
+def _unreadable_shard(filepaths: list[str], split: str) -> str:
+    """The first shard file that array_record cannot read (or reads as empty), for an error message."""
+    for path in filepaths:
+        try:
+            if features.count_records(path) == 0:
+                return path
+        except Exception:  # noqa: BLE001  (array_record raises bare RuntimeErrors)
+            return path
+    return f"a shard of split {split!r}"
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The pipeline
 
@@ -211,8 +222,15 @@ def create_dataset(data_dir: str, split: str = "train", global_batch_size: int |
         ds = ds.shuffle(seed=int(seed))
     ds = ds.repeat(num_epochs)
     ds = ds.batch(global_batch_size, drop_remainder=True)
-    reader = BatchReader(split_filepaths(data_dir, split), num_examples, int(seed), make_masker(manifest, data_dir),
-                         first_row=process_index * local_batch_size, local_batch_size=local_batch_size)
+    filepaths = split_filepaths(data_dir, split)
+    try:
+        reader = BatchReader(filepaths, num_examples, int(seed), make_masker(manifest, data_dir),
+                             first_row=process_index * local_batch_size, local_batch_size=local_batch_size)
+    except RuntimeError as e:  # array_record cannot open a shard (and says little more)
+        raise BertjaxError(
+            f"dataset {data_dir}: {_unreadable_shard(filepaths, split)} does not read as an ArrayRecord file "
+            f"(truncated or corrupt; {type(e).__name__}{f': {e}' if str(e) else ''}); restore it, or rebuild the "
+            "dataset with create_pretraining_data --overwrite") from e
     ds = ds.map_with_index(reader)
     iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
     if worker_count > 0:

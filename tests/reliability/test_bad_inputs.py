@@ -8,31 +8,22 @@ case; `test_the_real_command_line_*` runs a few of them as real processes to sho
 main.py cases pass `--distributed=false` in-process: JAX is already initialised in the test process.
 """
 import dataclasses
-import hashlib
-import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable
 
 import pytest
 from absl import flags
 
-import _tiny_dataset
-from _train_helpers import REPO_ROOT, tiny_config
-from bertjax.errors import BertjaxError, parse_flags
-from test_fault_checkpoints import CORRUPTIONS
-from test_instances import small_vocab, write_corpus
+from _broken_inputs import FIXTURES, add_trained_runs, make_world
+from _entry_points import forget_flags_defined_since, run_entry, snapshot
+from _train_helpers import REPO_ROOT
+from bertjax.errors import BertjaxError
 
 CONFIGS = REPO_ROOT / "configs"
-FIXTURES = REPO_ROOT / "tests" / "fixtures"
-MAIN_FLAGS = ("config", "workdir", "coordinator_address", "num_processes", "process_id", "distributed",
-              "distributed_timeout")
-AOT_FLAGS = ("config", "topology", "find_batch")
 # The tiny dataset's shapes and the model flags of a tiny run on it (main.py's command line).
 DATA = ["--config.data.max_seq_length=16", "--config.data.max_predictions_per_seq=4"]
 TINY = ["--config.model.size=tiny", "--config.model.hidden_size=32", "--config.model.num_attention_heads=2",
@@ -41,159 +32,24 @@ TINY = ["--config.model.size=tiny", "--config.model.hidden_size=32", "--config.m
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Running an entry point in-process, as its command line does.
-
-def _fresh_absl_flags(entry: str):
-    """Forget the flags of the previous absl run (its --config.* overrides and its entry point's flags), define
-    `entry`'s flags and return its main."""
-    names = [name for name in flags.FLAGS if name.startswith("config.")] + list(MAIN_FLAGS + AOT_FLAGS)
-    for name in dict.fromkeys(names):
-        if name in flags.FLAGS:
-            delattr(flags.FLAGS, name)
-    flags.FLAGS.unparse_flags()
-    if entry == "main":
-        spec = importlib.util.spec_from_file_location("bertjax_main_script", REPO_ROOT / "main.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.main
-    from bertjax import aot  # noqa: PLC0415
-
-    aot.define_flags()
-    return aot.main
-
-
-def run_entry(entry: str, args: list[str]) -> int:
-    """Run `entry` (main, aot, cpd, vocab, convert) with command-line `args` in this process; its exit status."""
-    saved_argv, saved_env = sys.argv, dict(os.environ)
-    try:
-        if entry in ("main", "aot"):
-            main = _fresh_absl_flags(entry)
-            argv = [f"{entry}.py", *args] + (["--distributed=false"] if entry == "main" else [])
-            sys.argv = argv  # ml_collections reads the --config.* overrides from sys.argv
-            main(parse_flags(argv))
-        else:
-            from bertjax.convert import __main__ as convert  # noqa: PLC0415
-            from bertjax.data import create_pretraining_data, vocab  # noqa: PLC0415
-
-            {"cpd": create_pretraining_data.main, "vocab": vocab.main, "convert": convert.main}[entry](args)
-    except SystemExit as e:
-        return e.code
-    finally:
-        sys.argv = saved_argv
-        os.environ.clear()
-        os.environ.update(saved_env)  # aot sets libtpu's variables
-        flags.FLAGS.unparse_flags()  # a parsed --verbose must not leak into the next entry point
-    return 0
-
-
-def snapshot(*roots) -> dict:
-    """{path: (sha256, mtime_ns)} of every file under `roots`, and {path: "dir"} of every directory."""
-    state = {}
-    for root in map(Path, roots):
-        for p in sorted(root.rglob("*")):
-            if p.is_file():
-                state[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            else:
-                state[str(p)] = "dir"
-    return state
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The inputs, built once.
+# The inputs, built once (_broken_inputs.py).
 
 @pytest.fixture(scope="module", autouse=True)
 def _restore_absl_flags():
-    """Remove the flags this module's in-process runs defined (main.py's, aot's, --config.* overrides, --verbose),
-    so that later tests in this process define or parse them afresh."""
+    """Remove the flags this module's in-process runs defined, so later tests in this process start afresh."""
     before = set(flags.FLAGS)
     yield
-    for name in set(flags.FLAGS) - before:
-        delattr(flags.FLAGS, name)
-    flags.FLAGS.unparse_flags()
+    forget_flags_defined_since(before)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """Every pre-existing input of the table under one root: a tiny dataset (and broken copies), a corpus and
-    vocabs (and broken ones), bad config files, a non-empty directory, a fake TF checkpoint."""
-    root = tmp_path_factory.mktemp("world")
-    w = SimpleNamespace(root=root)
-    w.dataset = _tiny_dataset.write_dataset(str(root / "dataset"), {"train": [64], "eval": [16]})
-    w.no_shard = _tiny_dataset.write_dataset(str(root / "no_shard"), {"train": [32, 32], "eval": [16]})
-    w.deleted_shard = sorted(p for p in Path(w.no_shard).iterdir() if "train.array_record-00001" in p.name)[0]
-    w.deleted_shard.unlink()
-    w.no_manifest = root / "no_manifest"
-    shutil.copytree(w.dataset, w.no_manifest)
-    for p in w.no_manifest.rglob("dataset_info.json"):
-        p.unlink()
-    w.bad_info = root / "bad_info"
-    shutil.copytree(w.dataset, w.bad_info)
-    (w.bad_info / "dataset_info.json").write_text('{"name": "bert_pretraining", "splits": [')  # truncated
-    w.truncated_shard = root / "truncated_shard"
-    shutil.copytree(w.dataset, w.truncated_shard)
-    for p in w.truncated_shard.glob("*train.array_record*"):
-        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
-    w.seq512 = _tiny_dataset.write_dataset(str(root / "seq512"), {"train": [8], "eval": [8]}, max_seq_length=512,
-                                           max_predictions_per_seq=80)
-
-    w.corpus = write_corpus(root / "corpus.txt", 40, seed=3)
-    w.empty_corpus = root / "empty.txt"
-    w.empty_corpus.write_text("")
-    w.binary = root / "model.bin"
-    w.binary.write_bytes(bytes(range(256)) * 400)
-    w.corpus_dir = root / "corpus_dir"
-    w.corpus_dir.mkdir()
-    (w.corpus_dir / "a.txt").write_text("hello world .\n")
-    w.vocab_dir = root / "vocab"
-    w.vocab_dir.mkdir()
-    (w.vocab_dir / "vocab.txt").write_text("".join(t + "\n" for t in small_vocab()))
-    from bertjax.data import tokenizer  # noqa: PLC0415
-
-    tokenizer.write_tokenizer_config(w.vocab_dir, do_lower_case=True, strip_accents=True)
-    w.empty_vocab = root / "empty_vocab" / "vocab.txt"
-    w.empty_vocab.parent.mkdir()
-    w.empty_vocab.write_text("")
-    w.no_specials = root / "no_specials" / "vocab.txt"
-    w.no_specials.parent.mkdir()
-    w.no_specials.write_text("".join(t + "\n" for t in small_vocab() if t not in ("[CLS]", "[SEP]", "[MASK]")))
-
-    w.full = root / "full"
-    w.full.mkdir()
-    (w.full / "keep.txt").write_text("precious")
-    w.not_tf = root / "not_tf"
-    w.not_tf.mkdir()
-    (w.not_tf / "bert_model.ckpt.index").write_bytes(b"this is not an SSTable index" * 10)
-    for name in ("bert_config.json", "vocab.txt"):
-        shutil.copy(FIXTURES / "tf_bert" / name, w.not_tf / name)
-    w.bad_hf = root / "bad_hf"
-    shutil.copytree(FIXTURES / "hf_bert", w.bad_hf)
-    (w.bad_hf / "config.json").write_text('{"hidden_size": 32,')  # truncated
-    w.text_config = root / "notes.py"
-    w.text_config.write_text("These are my notes\nabout the run, not Python.\n")
-    w.raising_config = root / "raising.py"
-    w.raising_config.write_text("def get_config():\n    raise ValueError('no config for you')\n")
-    w.a_file = root / "a_file"
-    w.a_file.write_text("not a directory")
-    return w
+    return make_world(tmp_path_factory.mktemp("world"))
 
 
 @pytest.fixture(scope="module")
 def trained(world):
-    """`world` plus a trained tiny workdir (2 steps on the tiny dataset, checkpoint step 2, max_position_embeddings
-    64) and a copy of it whose checkpoint has truncated array data. Built only for the cases that need it."""
-    from bertjax.train import train_and_evaluate  # noqa: PLC0415
-
-    config = tiny_config(num_train_steps=2)
-    config.data.dir = world.dataset
-    config.model.max_position_embeddings = 64
-    config.checkpoint.every_steps = 2
-    config.eval.num_batches = 1
-    world.run = world.root / "run"
-    train_and_evaluate(config, str(world.run))
-    world.corrupt_run = world.root / "corrupt_run"
-    shutil.copytree(world.run, world.corrupt_run)
-    CORRUPTIONS["truncated_array_data"](world.corrupt_run / "checkpoints" / "2")
-    return world
+    return add_trained_runs(world)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,94 @@
+"""The pre-existing inputs of the bad-input table, built once under one root: a tiny dataset and broken copies of
+it, a corpus and vocabs (and broken ones), bad config files, a non-empty directory, fake checkpoints, and on demand
+a trained tiny workdir with a corrupt copy."""
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import _tiny_dataset
+from _train_helpers import REPO_ROOT, tiny_config
+from test_fault_checkpoints import CORRUPTIONS
+from test_instances import small_vocab, write_corpus
+
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+
+
+def make_world(root: Path) -> SimpleNamespace:
+    """Every pre-existing input of the table under one root: a tiny dataset (and broken copies), a corpus and
+    vocabs (and broken ones), bad config files, a non-empty directory, a fake TF checkpoint."""
+    w = SimpleNamespace(root=root)
+    w.dataset = _tiny_dataset.write_dataset(str(root / "dataset"), {"train": [64], "eval": [16]})
+    w.no_shard = _tiny_dataset.write_dataset(str(root / "no_shard"), {"train": [32, 32], "eval": [16]})
+    w.deleted_shard = sorted(p for p in Path(w.no_shard).iterdir() if "train.array_record-00001" in p.name)[0]
+    w.deleted_shard.unlink()
+    w.no_manifest = root / "no_manifest"
+    shutil.copytree(w.dataset, w.no_manifest)
+    for p in w.no_manifest.rglob("dataset_info.json"):
+        p.unlink()
+    w.bad_info = root / "bad_info"
+    shutil.copytree(w.dataset, w.bad_info)
+    (w.bad_info / "dataset_info.json").write_text('{"name": "bert_pretraining", "splits": [')  # truncated
+    w.truncated_shard = root / "truncated_shard"
+    shutil.copytree(w.dataset, w.truncated_shard)
+    for p in w.truncated_shard.glob("*train.array_record*"):
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    w.seq512 = _tiny_dataset.write_dataset(str(root / "seq512"), {"train": [8], "eval": [8]}, max_seq_length=512,
+                                           max_predictions_per_seq=80)
+
+    w.corpus = write_corpus(root / "corpus.txt", 40, seed=3)
+    w.empty_corpus = root / "empty.txt"
+    w.empty_corpus.write_text("")
+    w.binary = root / "model.bin"
+    w.binary.write_bytes(bytes(range(256)) * 400)
+    w.corpus_dir = root / "corpus_dir"
+    w.corpus_dir.mkdir()
+    (w.corpus_dir / "a.txt").write_text("hello world .\n")
+    w.vocab_dir = root / "vocab"
+    w.vocab_dir.mkdir()
+    (w.vocab_dir / "vocab.txt").write_text("".join(t + "\n" for t in small_vocab()))
+    from bertjax.data import tokenizer  # noqa: PLC0415
+
+    tokenizer.write_tokenizer_config(w.vocab_dir, do_lower_case=True, strip_accents=True)
+    w.empty_vocab = root / "empty_vocab" / "vocab.txt"
+    w.empty_vocab.parent.mkdir()
+    w.empty_vocab.write_text("")
+    w.no_specials = root / "no_specials" / "vocab.txt"
+    w.no_specials.parent.mkdir()
+    w.no_specials.write_text("".join(t + "\n" for t in small_vocab() if t not in ("[CLS]", "[SEP]", "[MASK]")))
+
+    w.full = root / "full"
+    w.full.mkdir()
+    (w.full / "keep.txt").write_text("precious")
+    w.not_tf = root / "not_tf"
+    w.not_tf.mkdir()
+    (w.not_tf / "bert_model.ckpt.index").write_bytes(b"this is not an SSTable index" * 10)
+    for name in ("bert_config.json", "vocab.txt"):
+        shutil.copy(FIXTURES / "tf_bert" / name, w.not_tf / name)
+    w.bad_hf = root / "bad_hf"
+    shutil.copytree(FIXTURES / "hf_bert", w.bad_hf)
+    (w.bad_hf / "config.json").write_text('{"hidden_size": 32,')  # truncated
+    w.text_config = root / "notes.py"
+    w.text_config.write_text("These are my notes\nabout the run, not Python.\n")
+    w.raising_config = root / "raising.py"
+    w.raising_config.write_text("def get_config():\n    raise ValueError('no config for you')\n")
+    w.a_file = root / "a_file"
+    w.a_file.write_text("not a directory")
+    return w
+
+
+def add_trained_runs(world: SimpleNamespace) -> SimpleNamespace:
+    """`world` plus a trained tiny workdir (2 steps on the tiny dataset, checkpoint step 2, max_position_embeddings
+    64) and a copy of it whose checkpoint has truncated array data. Built only for the cases that need it."""
+    from bertjax.train import train_and_evaluate  # noqa: PLC0415
+
+    config = tiny_config(num_train_steps=2)
+    config.data.dir = world.dataset
+    config.model.max_position_embeddings = 64
+    config.checkpoint.every_steps = 2
+    config.eval.num_batches = 1
+    world.run = world.root / "run"
+    train_and_evaluate(config, str(world.run))
+    world.corrupt_run = world.root / "corrupt_run"
+    shutil.copytree(world.run, world.corrupt_run)
+    CORRUPTIONS["truncated_array_data"](world.corrupt_run / "checkpoints" / "2")
+    return world
