@@ -1,9 +1,19 @@
-"""Pretrain BERT: `python main.py --config=configs/demo.py --workdir=/tmp/demo` (see each config's docstring).
+"""Pretrain BERT (masked LM + next-sentence prediction) or fine-tune it (GLUE/classification, tagging, SQuAD).
 
-Kept short on purpose: flags, multi-host setup, then bertjax.train.train_and_evaluate. JAX and the trainer are
-imported inside the functions: the data-building worker processes re-import this script (multiprocessing does so
-with the main module), and they should not pay for JAX.
+  python main.py --config=configs/demo.py --workdir=/tmp/demo [--config.a.b=value ...]
+
+The config decides which: the pretraining configs train both heads on a dataset (the demos build theirs from a
+shipped corpus on first use); the finetune_* configs start from --config.train.init_from. Training evaluates
+periodically and checkpoints into --workdir; rerun the same command to resume from its last checkpoint
+(--config.train.eval_only=true only evaluates). Each config file's docstring says how to run it.
 """
+# Kept short on purpose: flags, platform and multi-host setup, then bertjax.train.train_and_evaluate. JAX and the
+# trainer are imported inside the functions: the data-building worker processes re-import this script
+# (multiprocessing does so with the main module), and they should not pay for JAX.
+import ast
+import pathlib
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -34,6 +44,8 @@ def main(argv) -> None:
         raise BertjaxError(f"unexpected arguments {argv[1:]}; flags take the form --name=value (see --help)")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # progress goes to stdout; Orbax's INFO lines only with -v 0
+    if distributed.use_cpu_without_tpu():  # before JAX's first backend use: libtpu off a TPU is noise, then the CPU
+        logging.info("libtpu is installed but this machine has no TPU: JAX uses the CPU (JAX_PLATFORMS overrides)")
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                            enabled=FLAGS.distributed, timeout_s=FLAGS.distributed_timeout)
     logging.info("JAX process %d / %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
@@ -41,8 +53,28 @@ def main(argv) -> None:
     train.train_and_evaluate(_CONFIG.value, FLAGS.workdir)
 
 
+def usage() -> str:
+    """--help's text (absl prints the main module's __doc__): the docstring, then one line per config in configs/.
+
+    Each config's line is the first line of its docstring, read with `ast` (nothing imported), so the list follows
+    the directory.
+    """
+    lines = [__doc__.rstrip(), "", "Configs (--config=configs/NAME.py):"]
+    for path in sorted((pathlib.Path(__file__).resolve().parent / "configs").glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        try:
+            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        except (OSError, SyntaxError, ValueError):
+            doc = ""
+        summary = doc.strip().splitlines()[0] if doc.strip() else "(no docstring)"
+        lines.append(f"  {path.stem:<16}{summary}")
+    return "\n".join(lines).replace("%", "%%") + "\n"  # absl formats the usage text with %
+
+
 if __name__ == "__main__":
     import jax  # noqa: PLC0415  (only when run as a script, not when data workers re-import it)
 
+    sys.modules["__main__"].__doc__ = usage()
     jax.config.config_with_absl()
     app.run(main, flags_parser=parse_flags)

@@ -104,7 +104,7 @@ def child(args: argparse.Namespace) -> None:
     started = time.perf_counter()  # the imports below are timed (import_s)
     if args.child == "reference":
         import reference_original  # noqa: PLC0415
-        from bertjax.data import tokenizer  # noqa: PLC0415
+        from bertjax.data import vocab_files  # noqa: PLC0415
     else:
         from bertjax.data import create_pretraining_data as cpd  # noqa: PLC0415
         from bertjax.data import worker_pool  # noqa: PLC0415
@@ -114,7 +114,7 @@ def child(args: argparse.Namespace) -> None:
     import_s = time.perf_counter() - started
     cpu, started = time.process_time(), time.perf_counter()
     if args.child == "reference":
-        tokens = tokenizer.read_vocab(args.vocab)
+        tokens = vocab_files.read_vocab(args.vocab)
         full = reference_original.FullTokenizer(tokens, do_lower_case=args.lowercase, strip_accents=args.strip_accents)
         made = reference_original.create_training_instances(
             [Path(args.corpus)], full, max_seq_length=128, dupe_factor=args.dupe_factor, max_predictions_per_seq=20)

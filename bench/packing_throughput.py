@@ -25,9 +25,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bertjax import run_config, sharding, train  # noqa: E402
+from bertjax import run_config, sharding, task, train  # noqa: E402
 from bertjax.data import create_pretraining_data as cpd  # noqa: E402
-from bertjax.data import pipeline, tokenizer  # noqa: E402
+from bertjax.data import pipeline, vocab_files  # noqa: E402
 from configs import base as base_config  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "packing.md")
@@ -55,7 +55,8 @@ def make_trainer(size, seq, predictions, batch, vocab_size):
     config.dtype = "float32"
     run_config.validate(config, jax.device_count(), jax.process_count())
     mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp)
-    return train.Trainer(config, run_config.bert_config(config, vocab_size), mesh), mesh
+    return train.Trainer(config, run_config.bert_config(config, vocab_size), mesh,
+                         task.pretraining_objective(config)), mesh
 
 
 def measure(trainer, mesh, data_dirs, batch, steps, warmup):
@@ -153,7 +154,7 @@ def main():
     with tempfile.TemporaryDirectory() as directory:
         summaries = build(args.input_file, args.vocab_file, directory, args.seq, args.predictions, args.dupe_factor,
                           args.max_pairs_per_seq)
-        vocab_size = len(tokenizer.read_vocab(args.vocab_file))
+        vocab_size = len(vocab_files.read_vocab(args.vocab_file))
         trainer, mesh = make_trainer(args.size, args.seq, args.predictions, args.batch, vocab_size)
         runs = measure(trainer, mesh, {name: os.path.join(directory, name) for name in summaries}, args.batch,
                        args.steps, args.warmup)

@@ -27,7 +27,7 @@ from absl import app, flags
 from jax.experimental import topologies
 from ml_collections import config_flags
 
-from bertjax import finetune, hardware, run_config, sharding, train
+from bertjax import hardware, run_config, sharding, task, train
 from bertjax.data import features
 from bertjax.errors import BertjaxError, exit_on_bad_input, parse_flags
 
@@ -96,7 +96,7 @@ def abstract_batch(config: ml_collections.ConfigDict, batch_size: int, batch_sha
 
 def check_config(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]) -> run_config.RunSpec:
     """main.py's door for a run without a dataset: the vocab size is --config.model.vocab_size or 30522."""
-    if finetune.is_finetuning(config):
+    if not task.is_pretraining(config):
         raise BertjaxError(f"--config.task={config.task}: bertjax.aot compiles the pretraining step only; use a "
                            "pretraining config (configs/base.py, configs/large.py, configs/phase2.py).")
     process_count = len({device.process_index for device in devices})
@@ -111,7 +111,7 @@ def compile_step(config: ml_collections.ConfigDict, topology: hardware.Topology,
     config = spec.config
     mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, devices)
     # Built outside the mesh context: the Trainer makes its init key on this machine, not on compile-only devices.
-    trainer = train.Trainer(config, spec.bert_config, mesh)
+    trainer = train.Trainer(config, spec.bert_config, mesh, spec.task.objective)
     batch_size = config.train.batch_size
     model_flops = trainer.objective.flops_per_example(spec.bert_config, config.data.max_seq_length) * batch_size
     kind = devices[0].device_kind

@@ -1,10 +1,7 @@
-"""Checkpoints of a training run (Orbax CheckpointManager), its model description and its export.
-
-Layout of a workdir:
-  <workdir>/checkpoints/<step>/{state, data, config}   train state, Grain iterator state, config JSON
-  <workdir>/model/{config.json, vocab.txt, tokenizer_config.json}   what the run trains (written at its start)
-  <workdir>/export/   the final params as a Hugging Face BERT directory (`convert.hf.save_pretrained`): the files
-                      of model/ plus model.safetensors; transformers' BertForPreTraining and BertTokenizerFast load it
+"""Checkpoints of a training run (Orbax CheckpointManager), its model description and its export, in the workdir
+layout of `bertjax.workdir_layout` (checkpoints/<step>/{state,data,config}, model/, export/, best/).
+The export is a Hugging Face BERT directory (`convert.hf.save_pretrained`): the files of model/ plus
+model.safetensors; transformers' BertForPreTraining and BertTokenizerFast load it.
 
 Saves are asynchronous, every `every_steps` steps or when a preemption is announced; the newest `keep`
 checkpoints are kept. A restore uses the shardings of the target, so a checkpoint written on one device
@@ -30,16 +27,12 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from bertjax import paths
-from bertjax.convert import hf, sources
+from bertjax import paths, workdir_layout
+from bertjax.convert import hf, hf_heads, sources
 from bertjax.errors import BertjaxError
 from bertjax.layers import SCANNED_LAYERS_NAME
 from bertjax.model import VOCAB_PARAM_PATHS, pad_vocab, stack_layers
 
-CHECKPOINTS_DIR = "checkpoints"
-CORRUPT_DIR = "corrupt_checkpoints"  # unreadable steps set aside by --config.checkpoint.fallback (never deleted)
-EXPORT_DIR = "export"
-BEST_DIR = "best"  # fine-tuning: the params of the best dev evaluation, exported like export/
 _FIX = "start a new run with a different --workdir (or delete the checkpoints directory to start over)"
 
 
@@ -55,7 +48,7 @@ class CorruptCheckpointError(BertjaxError):
 def _corrupt_message(workdir: str, step: int, what: str, error: BaseException) -> str:
     return (f"--workdir {workdir}: checkpoint step {step} {what} (corrupt or partially written: "
             f"{type(error).__name__}: {_first_line(error)}); rerun with --config.checkpoint.fallback=True to resume "
-            f"from the previous checkpoint (step {step} is then moved to {paths.path(workdir) / CORRUPT_DIR}), "
+            f"from the previous checkpoint (step {step} is then moved to {workdir_layout.path(workdir, workdir_layout.CORRUPT_DIR)}), "
             f"or {_FIX}.")
 
 
@@ -87,7 +80,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str, *, every_steps: int, keep: int, async_save: bool = True):
         self.workdir = str(workdir)
-        self.directory = paths.path(self.workdir) / CHECKPOINTS_DIR
+        self.directory = workdir_layout.path(self.workdir, workdir_layout.CHECKPOINTS_DIR)
         policies = ocp.checkpoint_managers
         options = ocp.CheckpointManagerOptions(
             save_decision_policy=policies.AnySavePolicy([
@@ -116,11 +109,12 @@ class Checkpointer:
     def set_aside(self, step: int) -> epath.Path:
         """Move checkpoint `step` (unreadable) to <workdir>/corrupt_checkpoints/<step>[.N], so that it is neither
         restored nor overwritten by the next save of that step, and is kept for inspection; returns where."""
-        target = paths.path(self.workdir) / CORRUPT_DIR / str(step)
+        corrupt = workdir_layout.path(self.workdir, workdir_layout.CORRUPT_DIR)
+        target = corrupt / str(step)
         suffix = 0
         while target.exists():
             suffix += 1
-            target = paths.path(self.workdir) / CORRUPT_DIR / f"{step}.{suffix}"
+            target = corrupt / f"{step}.{suffix}"
         if jax.process_index() == 0:
             target.parent.mkdir(parents=True, exist_ok=True)
             (self.directory / str(step)).rename(target)
@@ -137,11 +131,11 @@ class Checkpointer:
 
     def save(self, step: int, state, data_iter=None, config: dict | None = None, force: bool = False) -> bool:
         """Start an asynchronous save if the policy says so (or `force`); returns whether one started."""
-        items = {"state": ocp.args.StandardSave(state)}
+        items = {workdir_layout.STATE_ITEM: ocp.args.StandardSave(state)}
         if data_iter is not None:
-            items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+            items[workdir_layout.DATA_ITEM] = grain.checkpoint.CheckpointSave(data_iter)
         if config is not None:
-            items["config"] = ocp.args.JsonSave(config)
+            items[workdir_layout.CONFIG_ITEM] = ocp.args.JsonSave(config)
         self._writing(self._check_writable)
         return self._writing(lambda: self._manager.save(step, args=ocp.args.Composite(**items), force=force))
 
@@ -176,10 +170,11 @@ class Checkpointer:
 
     def saved_config(self, step: int) -> dict | None:
         """The config JSON stored with checkpoint `step` (None if it has none)."""
-        if not (self.directory / str(step) / "config").is_dir():
+        if not (self.directory / str(step) / workdir_layout.CONFIG_ITEM).is_dir():
             return None
         try:
-            return self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+            item = {workdir_layout.CONFIG_ITEM: ocp.args.JsonRestore()}
+            return self._manager.restore(step, args=ocp.args.Composite(**item))[workdir_layout.CONFIG_ITEM]
         except Exception as e:  # noqa: BLE001
             raise CorruptCheckpointError(
                 _corrupt_message(self.workdir, step, "has an unreadable config", e), step) from e
@@ -187,12 +182,12 @@ class Checkpointer:
     def has_data_state(self, step: int) -> bool:
         """Whether checkpoint `step` holds this process's data iterator state (same process count)."""
         name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
-        return (self.directory / str(step) / "data" / name).exists()
+        return (self.directory / str(step) / workdir_layout.DATA_ITEM / name).exists()
 
     def shared_data_state(self, step: int) -> dict | None:
         """The data iterator state of checkpoint `step` when every process that wrote it saved the same one (the
         bertjax pipeline's state is the next global batch's index), whatever their number; else None."""
-        directory = self.directory / str(step) / "data"
+        directory = self.directory / str(step) / workdir_layout.DATA_ITEM
         files = sorted(directory.glob("process_*-of-*.json")) if directory.is_dir() else []
         try:
             states = [json.loads(path.read_text()) for path in files]
@@ -217,10 +212,10 @@ class Checkpointer:
         A checkpoint that does not fit `abstract_state` (another model shape or optimizer) or cannot be read
         raises BertjaxError naming the workdir (CorruptCheckpointError for unreadable files).
         """
-        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        items = {workdir_layout.STATE_ITEM: ocp.args.StandardRestore(abstract_state)}
         shared_state = None
         if data_iter is not None and self.has_data_state(step):
-            items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+            items[workdir_layout.DATA_ITEM] = grain.checkpoint.CheckpointRestore(data_iter)
         elif data_iter is not None:
             shared_state = self.shared_data_state(step)
         try:
@@ -234,12 +229,12 @@ class Checkpointer:
                 _corrupt_message(self.workdir, step, "is unreadable", e), step) from e
         if shared_state is not None:
             data_iter.set_state(shared_state)
-        return restored["state"]
+        return restored[workdir_layout.STATE_ITEM]
 
     def _state_metadata_readable(self, step: int) -> bool:
         """Whether the state's tree metadata is there and parses (without it Orbax reports a structure mismatch)."""
         try:
-            json.loads((self.directory / str(step) / "state" / "_METADATA").read_text())
+            json.loads((self.directory / str(step) / workdir_layout.STATE_ITEM / "_METADATA").read_text())
         except (OSError, ValueError):
             return False
         return True
@@ -294,41 +289,45 @@ def _first_line(error: BaseException) -> str:
     return text[0][:300] if text else type(error).__name__
 
 
-def write_model_description(workdir: str, bert_config, vocab_file: str | None, do_lower_case: bool | None,
-                            strip_accents: bool | None, head: "Head | None" = None) -> None:
-    """Write <workdir>/model/ (config.json, vocab.txt, tokenizer_config.json) on process 0: what the run trains,
-    so that any of its checkpoints converts on its own (`python -m bertjax.convert to-hf`)."""
-    if jax.process_index() == 0:
-        with tempfile.TemporaryDirectory() as local:  # write locally, then copy: the workdir may be gs://
-            hf.save_pretrained(local, bert_config, head_model=head and head.model, labels=head and head.labels,
-                               vocab_file=vocab_file, do_lower_case=do_lower_case, strip_accents=strip_accents)
-            paths.upload_tree(local, paths.path(workdir) / sources.MODEL_DIR)
-
-
 @dataclasses.dataclass(frozen=True)
-class Head:
-    """A fine-tuning head to export as its transformers class (`bertjax.heads` model and its label names)."""
+class Exported:
+    """What a run's model is exported as: its linen module (BertForPreTraining, or a `bertjax.heads` head, then
+    written as its transformers class) and the head's label names."""
 
     model: Any
     labels: list[str] | None = None
 
+    def hf_kwargs(self) -> dict:
+        """`hf.save_pretrained`'s head_model and labels (none for the pretraining model)."""
+        return {"head_model": self.model, "labels": self.labels} if hf_heads.is_head(self.model) else {}
 
-def export_params(params, workdir: str, *, head: Head | None = None, name: str = EXPORT_DIR) -> epath.Path:
+
+def write_model_description(workdir: str, bert_config, vocab_file: str | None, do_lower_case: bool | None,
+                            strip_accents: bool | None, exported: Exported) -> None:
+    """Write <workdir>/model/ (config.json, vocab.txt, tokenizer_config.json) on process 0: what the run trains,
+    so that any of its checkpoints converts on its own (`python -m bertjax.convert to-hf`)."""
+    if jax.process_index() == 0:
+        with tempfile.TemporaryDirectory() as local:  # write locally, then copy: the workdir may be gs://
+            hf.save_pretrained(local, bert_config, vocab_file=vocab_file, do_lower_case=do_lower_case,
+                               strip_accents=strip_accents, **exported.hf_kwargs())
+            paths.upload_tree(local, workdir_layout.path(workdir, workdir_layout.MODEL_DIR))
+
+
+def export_params(params, workdir: str, exported: Exported, *, name: str = workdir_layout.EXPORT_DIR) -> epath.Path:
     """Write <workdir>/<name>/ (export/ by default), a Hugging Face BERT directory (weights, config, vocab, casing)
-    of `params`: BertForPreTraining, or the `head`'s transformers class.
+    of `params`: BertForPreTraining, or the head's transformers class.
 
     `params` are global arrays; every process calls this (gathering them is a collective), process 0 writes.
     """
-    export_dir = paths.path(workdir) / name
-    model_dir = paths.path(workdir) / sources.MODEL_DIR
+    export_dir = workdir_layout.path(workdir, name)
+    model_dir = workdir_layout.path(workdir, workdir_layout.MODEL_DIR)
     host_params = multihost_utils.process_allgather(params, tiled=True)
     if jax.process_index() == 0:
         with tempfile.TemporaryDirectory() as local:
             local = epath.Path(local)
             for description in paths.files_under(model_dir):  # config.json, vocab.txt, tokenizer_config.json
                 description.copy(local / description.name)
-            hf.save_pretrained(local, hf.read_config(local), host_params, head_model=head and head.model,
-                               labels=head and head.labels)
+            hf.save_pretrained(local, hf.read_config(local), host_params, **exported.hf_kwargs())
             paths.upload_tree(local, export_dir, last=[hf.CONFIG_NAME])
     return export_dir
 
@@ -362,20 +361,21 @@ def load_params(init_from: str, abstract_params, head_name: str | None = None) -
         raise BertjaxError(f"config.train.init_from={init_from}: {e}") from e
     same_head = source_head is not None and type(source_head).__name__ == head_name  # the door checked its labels
     wanted = abstract_params if "cls" in abstract_params or same_head else {"bert": abstract_params["bert"]}
-    checkpoints = root / CHECKPOINTS_DIR
+    checkpoints = root / workdir_layout.CHECKPOINTS_DIR
     if checkpoints.is_dir():
         with ocp.CheckpointManager(checkpoints, options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
             step = manager.latest_step()
             if step is not None:
                 restore_args = _vocab_resizable(ocp.checkpoint_utils.construct_restore_args({"params": wanted}))
                 try:
-                    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-                        item={"params": wanted}, restore_args=restore_args, partial_restore=True)))
+                    state = ocp.args.PyTreeRestore(item={"params": wanted}, restore_args=restore_args,
+                                                   partial_restore=True)
+                    restored = manager.restore(step, args=ocp.args.Composite(**{workdir_layout.STATE_ITEM: state}))
                 except ValueError as e:
                     raise BertjaxError(
                         f"config.train.init_from={init_from}: checkpoint step {step} does not fit this model "
                         f"({_first_line(e)}); use the same model size and vocab as the run that wrote it.") from e
-                return restored["state"]["params"]
+                return restored[workdir_layout.STATE_ITEM]["params"]
     try:
         pretrained = sources.load_pretrained(str(root), allow_missing_heads="cls" not in wanted)
     except BertjaxError as e:

@@ -1,7 +1,11 @@
-"""Multi-host runs (JAX's multi-controller runtime): start-up that fails loudly, and hosts that agree before training.
+"""Start-up: the platform JAX uses, and multi-host runs (JAX's multi-controller runtime) that fail loudly and agree.
+
+    distributed.use_cpu_without_tpu()                                   # before JAX's first backend use
 
     distributed.initialize(coordinator_address, num_processes, process_id, enabled=None, timeout_s=300)
     payloads = distributed.exchange("run_check", {"ok": True, ...})     # every process's payload, by process id
+
+`use_cpu_without_tpu` keeps JAX off libtpu on a machine with libtpu installed but no TPU (see its docstring).
 
 `initialize` calls `jax.distributed.initialize()` with explicit flags, or with JAX's cluster detection (TPU pod
 slices, Slurm, Open MPI, Kubernetes). A plain machine stays a quiet single process; when flags are given or the
@@ -15,6 +19,8 @@ hosts can compare what they checked before the first collective and all fail tog
 from __future__ import annotations
 
 import contextlib
+import glob
+import importlib.util
 import json
 import os
 import socket
@@ -54,6 +60,91 @@ def multi_host_environment() -> str | None:
         if len(hosts) > 1:
             return f"a TPU pod slice of {len(hosts)} hosts ({name})"
     return None
+
+
+# libtpu's environment: GKE TPU pods and TPU VM images set it, users set it to aim libtpu at a TPU; JAX_FORCE_TPU_INIT
+# makes `import jax` treat the machine as a Cloud TPU VM.
+_TPU_ENVIRONMENT = ("TPU_ACCELERATOR_TYPE", "TPU_WORKER_HOSTNAMES", "TPU_WORKER_ID", "TPU_PROCESS_ADDRESSES",
+                    "TPU_TOPOLOGY", "TPU_HOST_BOUNDS", "TPU_CHIPS_PER_PROCESS_BOUNDS", "TPU_VISIBLE_CHIPS",
+                    "TPU_NAME", "JAX_FORCE_TPU_INIT")
+
+
+def tpu_signs() -> str | None:
+    """What says this machine has a TPU or is set up for one, or None (then JAX's TPU backend can only fail).
+
+    Any one of: a TPU chip on the PCI bus (Google's vendor id with a TPU device id, the check `import jax` makes to
+    decide it runs on a Cloud TPU VM: jax._src.hardware_utils, whose table of TPU generations comes with the pinned
+    JAX); a TPU device file, /dev/accel* (older generations) or a VFIO group /dev/vfio/N (newer ones; /dev/vfio/vfio
+    alone is the VFIO control file of any host with the vfio module); one of libtpu's environment variables
+    (_TPU_ENVIRONMENT). A GCE VM without a TPU has none of them: libtpu would ask its metadata server and find no TPU.
+    """
+    for name in _TPU_ENVIRONMENT:
+        if os.environ.get(name):
+            return f"{name} is set"
+    accel = sorted(glob.glob("/dev/accel*"))
+    if accel:
+        return f"{accel[0]} exists"
+    groups = sorted(path for path in glob.glob("/dev/vfio/*") if os.path.basename(path) != "vfio")
+    if groups:
+        return f"{groups[0]} exists"
+    try:
+        from jax._src import hardware_utils  # noqa: PLC0415
+
+        chips, _ = hardware_utils.num_available_tpu_chips_and_device_id()
+    except Exception as e:  # noqa: BLE001  (a JAX without the helper: cannot tell, so assume a TPU may be there)
+        return f"cannot look for TPU chips on the PCI bus ({type(e).__name__}: {e})"
+    return f"{chips} TPU chips on the PCI bus" if chips else None
+
+
+def use_cpu_without_tpu() -> bool:
+    """Restrict JAX to the CPU when libtpu is installed but the machine has no TPU; True when it did.
+
+    With no platform list JAX initialises every backend it has and keeps the best. With libtpu installed (the [tpu]
+    extra, for `python -m bertjax.aot`) that includes the TPU backend even off a TPU: libtpu starts up, prints
+    "could not determine TPU accelerator type", "E0000 ... INVALID_ARGUMENT: Error: unexpected worker hostname" and a
+    source location trace to stderr, holds /tmp/libtpu_lockfile for the life of the process (a second run meanwhile
+    gets a quiet "lockfile" error instead), and only then fails with "No jellyfish device found", after which JAX
+    falls back to the CPU. Setting jax_platforms to "cpu" first makes the same choice without loading libtpu.
+
+    JAX is left alone, so behaviour elsewhere is unchanged, when any of these holds:
+      - a platform list is given: JAX_PLATFORMS in the environment (even empty: JAX's "choose for me") or
+        --jax_platforms; on a Cloud TPU VM `import jax` has already set it to "tpu,cpu" itself;
+      - libtpu is not installed (no TPU_LIBRARY_PATH either): JAX's choice is quiet, whatever plugins it has;
+      - another PJRT plugin is installed (the jax_plugins namespace or entry points, PJRT_NAMES_AND_LIBRARY_PATHS):
+        a GPU's backend must stay reachable;
+      - tpu_signs() finds a TPU or TPU environment (GKE TPU pods, TPU VMs, pod slices: multi-host detection in
+        `initialize` sees the same environment as before);
+      - JAX's backends are already initialised (too late to choose).
+    """
+    import jax  # noqa: PLC0415
+    from absl import flags  # noqa: PLC0415
+    from jax._src import xla_bridge  # noqa: PLC0415
+
+    if "JAX_PLATFORMS" in os.environ or jax.config.jax_platforms:
+        return False
+    if "jax_platforms" in flags.FLAGS and flags.FLAGS.is_parsed() and flags.FLAGS["jax_platforms"].present:
+        return False
+    if importlib.util.find_spec("libtpu") is None and not os.environ.get("TPU_LIBRARY_PATH"):
+        return False
+    if _other_pjrt_plugins() or tpu_signs() is not None or xla_bridge.backends_are_initialized():
+        return False
+    jax.config.update("jax_platforms", "cpu")
+    return True
+
+
+def _other_pjrt_plugins() -> list[str]:
+    """PJRT plugins JAX would load besides libtpu (CUDA, ROCm, ...), as JAX discovers them."""
+    from importlib.metadata import entry_points  # noqa: PLC0415
+
+    names = [entry.value for entry in entry_points(group="jax_plugins")]
+    spec = importlib.util.find_spec("jax_plugins")
+    if spec is not None and spec.submodule_search_locations:
+        import pkgutil  # noqa: PLC0415
+
+        names += [module.name for module in pkgutil.iter_modules(spec.submodule_search_locations)]
+    if os.environ.get("PJRT_NAMES_AND_LIBRARY_PATHS"):
+        names.append(os.environ["PJRT_NAMES_AND_LIBRARY_PATHS"])
+    return names
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,

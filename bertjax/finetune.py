@@ -1,5 +1,5 @@
-"""The fine-tuning task of a run: its files read (`bertjax.tasks`), encoded once (cached in the workdir), and turned
-into the run's Objective and data.
+"""The fine-tuning Task of a run (`bertjax.task`): its files read (`bertjax.tasks`), encoded once (cached in the
+workdir's features/ once the run's checks pass), and turned into the run's Objective and data.
 
 `config.task` names it: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), "classification" (any
 TSV/CSV/JSONL with named text and label columns), "tagging" (CoNLL-2003-style files) or "squad" (SQuAD v1.1/v2.0
@@ -11,7 +11,6 @@ last batch padded with rows of weight 0.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -25,39 +24,14 @@ import ml_collections
 import numpy as np
 from etils.epath import Path
 
-from bertjax import objectives, paths
-from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
+from bertjax import objectives, paths, workdir_layout
+from bertjax.task import DataSource, Task
+from bertjax.data.tokenizer import BertTokenizer
+from bertjax.data.vocab_files import vocab_sha256
 from bertjax.errors import BertjaxError
-from bertjax.tasks import classification, metrics, squad, tagging
+from bertjax.tasks import IGNORE_LABEL, classification, metrics, squad, tagging
 
-PRETRAINING = "pretraining"
 FAMILIES = ("classification", "tagging", "squad")
-FEATURES_DIR = "features"
-
-
-def is_finetuning(config: ml_collections.ConfigDict) -> bool:
-    """Whether the config fine-tunes (config.task is not "pretraining")."""
-    return config.get("task", PRETRAINING) != PRETRAINING
-
-
-@dataclasses.dataclass
-class DataSource:
-    """Iterators of host-local numpy batches for one run, and the vocab size the data was made with."""
-
-    vocab_size: int
-    train_iterator: Callable[[], object]   # endless, checkpointable (get_state/set_state)
-    eval_iterator: Callable[[], object]    # fresh, deterministic, finite or endless
-
-
-@dataclasses.dataclass
-class Task:
-    """A prepared fine-tuning task."""
-
-    objective: objectives.Objective
-    data: DataSource
-    num_train_examples: int
-    labels: list[str] | None
-    main_metric: str            # the dev metric that picks the best checkpoint
 
 
 def check_task(config: ml_collections.ConfigDict) -> None:
@@ -71,17 +45,19 @@ def check_task(config: ml_collections.ConfigDict) -> None:
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str, tokenizer: BertTokenizer) -> Task:
-    """Read, check and encode the task's files (or take the encoded cache), and build its objective and data."""
+    """Read, check and encode the task's files (or take the encoded cache), and build its objective and data.
+
+    Newly encoded features are not written yet: `task.write_pending()` caches them in the workdir."""
     check_task(config)
-    if config.task == "tagging":
-        return _tagging(config, workdir, tokenizer)
-    if config.task == "squad":
-        return _squad(config, workdir, tokenizer)
-    return _classification(config, workdir, tokenizer)
+    pending = []
+    build = {"tagging": _tagging, "squad": _squad}.get(config.task, _classification)
+    task = build(config, workdir, tokenizer, pending)
+    task.pending_writes.extend(pending)
+    return task
 
 
 def _file(config: ml_collections.ConfigDict, field: str, default: str) -> Path:
-    name = config.data.get(field) or default
+    name = config.data[field] or default
     path = paths.path(config.data.dir) / name
     if not path.is_file():
         raise BertjaxError(f"{path} does not exist; put the {field.replace('_file', '')} file in --config.data.dir "
@@ -90,7 +66,7 @@ def _file(config: ml_collections.ConfigDict, field: str, default: str) -> Path:
 
 
 def _eval_split(config: ml_collections.ConfigDict) -> str:
-    split = config.eval.get("split", "dev")
+    split = config.eval.split
     if split not in ("dev", "test"):
         raise BertjaxError(f"--config.eval.split={split!r} must be dev or test")
     return split
@@ -100,14 +76,14 @@ def _eval_split(config: ml_collections.ConfigDict) -> str:
 # Sentence(-pair) classification and regression: pooled_output
 
 
-def _classification(config, workdir, tokenizer) -> Task:
+def _classification(config, workdir, tokenizer, pending) -> Task:
     split = _eval_split(config)
     if config.task == "classification":
         columns = tuple(c.strip() for c in (config.data.text_columns or "").split(",") if c.strip())
         if not columns or not config.data.label_column:
             raise BertjaxError("--config.task=classification needs --config.data.text_columns (one or two, comma "
                                "separated) and --config.data.label_column")
-        regression = bool(config.data.get("regression", False))
+        regression = config.data.regression
 
         def read(field, default, labelled, label_list=None):
             return classification.read_examples(_file(config, field, default), columns,
@@ -136,8 +112,8 @@ def _classification(config, workdir, tokenizer) -> Task:
     def encode(examples):
         return classification.encode(examples, tokenizer, config.data.max_seq_length, labels)
 
-    train_arrays = _cached(workdir, "train", config, tokenizer, lambda: encode(train))
-    eval_arrays = _cached(workdir, split, config, tokenizer, lambda: encode(evaluation))
+    train_arrays = _cached(workdir, "train", config, tokenizer, lambda: encode(train), pending)
+    eval_arrays = _cached(workdir, split, config, tokenizer, lambda: encode(evaluation), pending)
 
     def writer(predictions, path_stem):
         path = f"{path_stem}.tsv"
@@ -147,21 +123,21 @@ def _classification(config, workdir, tokenizer) -> Task:
         return path
 
     objective = objectives.SequenceClassification(1 if labels is None else len(labels), scorer, writer)
-    return Task(objective, _data_source(config, tokenizer, train_arrays, eval_arrays), len(train), labels,
-                metric_names[0])
+    return Task(objective, _data_source(config, tokenizer, train_arrays, eval_arrays), split, labels,
+                metric_names[0], len(train))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Token tagging: sequence_output
 
 
-def _tagging(config, workdir, tokenizer) -> Task:
+def _tagging(config, workdir, tokenizer, pending) -> Task:
     split = _eval_split(config)
     train = tagging.read_conll(_file(config, "train_file", "train.txt"))
     evaluation = tagging.read_conll(_file(config, f"{split}_file", f"{split}.txt"))
     labels = tagging.labels_of(train)
     train_arrays = _cached(workdir, "train", config, tokenizer,
-                           lambda: tagging.encode(train, tokenizer, config.data.max_seq_length, labels).arrays)
+                           lambda: tagging.encode(train, tokenizer, config.data.max_seq_length, labels).arrays, pending)
     eval_encoding = tagging.encode(evaluation, tokenizer, config.data.max_seq_length, labels)
 
     def scorer(predicted_ids):
@@ -175,31 +151,31 @@ def _tagging(config, workdir, tokenizer) -> Task:
         return path
 
     objective = objectives.TokenClassification(len(labels), scorer, writer)
-    return Task(objective, _data_source(config, tokenizer, train_arrays, eval_encoding.arrays), len(train), labels,
-                "entity_f1")
+    return Task(objective, _data_source(config, tokenizer, train_arrays, eval_encoding.arrays), split, labels,
+                "entity_f1", len(train))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Span question answering: sequence_output
 
 
-def _squad(config, workdir, tokenizer) -> Task:
+def _squad(config, workdir, tokenizer, pending) -> Task:
     split = _eval_split(config)
-    version_2 = bool(config.data.get("version_2", False))
+    version_2 = config.data.version_2
     default = "v2.0" if version_2 else "v1.1"
     train = squad.read_squad_examples(_file(config, "train_file", f"train-{default}.json"), True, version_2)
     evaluation = squad.read_squad_examples(_file(config, f"{split}_file", f"{split}-{default}.json"), False,
                                            version_2)
-    windows = dict(max_seq_length=config.data.max_seq_length, doc_stride=config.data.get("doc_stride", 128),
-                   max_query_length=config.data.get("max_query_length", 64))
+    windows = dict(max_seq_length=config.data.max_seq_length, doc_stride=config.data.doc_stride,
+                   max_query_length=config.data.max_query_length)
     train_arrays = _cached(workdir, "train", config, tokenizer, lambda: squad.features_to_arrays(
-        squad.convert_examples_to_features(train, tokenizer, is_training=True, **windows)))
+        squad.convert_examples_to_features(train, tokenizer, is_training=True, **windows)), pending)
     eval_features = squad.convert_examples_to_features(evaluation, tokenizer, is_training=False, **windows)
 
     def predictions(starts, ends):
-        return squad.predict(starts, ends, eval_features, evaluation, n_best_size=config.eval.get("n_best_size", 20),
-                             max_answer_length=config.eval.get("max_answer_length", 30),
-                             null_score_diff_threshold=config.eval.get("null_score_diff_threshold", 0.0),
+        return squad.predict(starts, ends, eval_features, evaluation, n_best_size=config.eval.n_best_size,
+                             max_answer_length=config.eval.max_answer_length,
+                             null_score_diff_threshold=config.eval.null_score_diff_threshold,
                              version_2=version_2, do_lower_case=tokenizer.do_lower_case,
                              strip_accents=tokenizer.strip_accents)
 
@@ -218,23 +194,25 @@ def _squad(config, workdir, tokenizer) -> Task:
 
     objective = objectives.QuestionAnswering(scorer, writer)
     eval_arrays = squad.features_to_arrays(eval_features)
-    return Task(objective, _data_source(config, tokenizer, train_arrays, eval_arrays), len(train_arrays["input_ids"]),
-                None, "squad_f1")
+    return Task(objective, _data_source(config, tokenizer, train_arrays, eval_arrays), split, None, "squad_f1",
+                len(train_arrays["input_ids"]))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Encoded arrays: cache and batches
 
 
-def _cached(workdir: str, split: str, config, tokenizer: BertTokenizer, encode: Callable[[], dict]) -> dict:
-    """The encoded arrays of a split, from <workdir>/features/ when the inputs and settings are unchanged."""
+def _cached(workdir: str, split: str, config, tokenizer: BertTokenizer, encode: Callable[[], dict],
+            pending: list[Callable[[], None]]) -> dict:
+    """The encoded arrays of a split, from <workdir>/features/ when the inputs and settings are unchanged; else
+    encoded, with their write to the cache appended to `pending`."""
     key = hashlib.sha256(json.dumps({
         "task": config.task, "split": split, "data": config.data.to_dict(), "vocab": tokenizer.vocab_path and
         vocab_sha256(tokenizer.vocab_path), "lower": tokenizer.do_lower_case,
         "strip": tokenizer.strip_accents,
         "files": sorted((p.name, p.stat().length, p.stat().mtime) for p in paths.path(config.data.dir).iterdir()
                         if p.is_file())}, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = paths.path(workdir) / FEATURES_DIR / f"{split}-{key}.npz"
+    path = workdir_layout.path(workdir, workdir_layout.FEATURES_DIR, f"{split}-{key}.npz")
     if path.is_file():
         with np.load(io.BytesIO(path.read_bytes())) as stored:
             return dict(stored)
@@ -244,21 +222,25 @@ def _cached(workdir: str, split: str, config, tokenizer: BertTokenizer, encode: 
         seconds = time.perf_counter() - started
         rows = len(arrays["input_ids"])
         print(f"encoded the {split} split: {rows:,} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f}/s), "
-              f"cached in {path.parent}", flush=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        encoded = io.BytesIO()
-        np.savez(encoded, **arrays)
-        partial = path.with_suffix(".tmp.npz")   # a rename locally; remotely one object appears whole
-        partial.write_bytes(encoded.getvalue())
-        partial.replace(path)
+              f"to be cached in {path.parent}", flush=True)
+        pending.append(lambda: _write_cache(path, arrays))
     return arrays
+
+
+def _write_cache(path: Path, arrays: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoded = io.BytesIO()
+    np.savez(encoded, **arrays)
+    partial = path.with_suffix(".tmp.npz")   # a rename locally; remotely one object appears whole
+    partial.write_bytes(encoded.getvalue())
+    partial.replace(path)
 
 
 def _padding_rows(arrays: dict, count: int) -> dict:
     """`count` rows of weight 0 to fill the last eval batch (labels ignored)."""
     rows = {}
     for name, values in arrays.items():
-        fill = objectives.IGNORE_LABEL if name == "label_ids" else 0
+        fill = IGNORE_LABEL if name == "label_ids" else 0
         rows[name] = np.full((count, *values.shape[1:]), fill, values.dtype)
     return rows
 
@@ -299,13 +281,13 @@ def resolve_schedule(config: ml_collections.ConfigDict, num_train_examples: int)
     """A copy of the config with steps from `train.num_epochs` (when set): num_train_steps, warmup from
     `optimizer.warmup_fraction`, and eval and checkpoints at every epoch's end."""
     config = ml_collections.ConfigDict(config.to_dict())
-    epochs = config.train.get("num_epochs")
+    epochs = config.train.num_epochs
     if epochs:
         steps_per_epoch = max(1, num_train_examples // config.train.batch_size)
         config.train.num_train_steps = int(epochs * steps_per_epoch)
         config.eval.every_steps = steps_per_epoch
         config.checkpoint.every_steps = steps_per_epoch
-    fraction = config.optimizer.get("warmup_fraction")
+    fraction = config.optimizer.warmup_fraction
     if fraction is not None:
         config.optimizer.warmup_steps = int(round(fraction * config.train.num_train_steps))
     return config

@@ -8,24 +8,19 @@ modules as they are (they call them with input_ids, input_mask, segment_ids).
 Shapes ride in names (legend in `bertjax/__init__.py`), plus C: classes (labels) of a classification head.
 Logits are float32 (or wider, `accum_dtype`) whatever the compute dtype.
 
-Fine-tuning starts from a pretrained checkpoint with `load_encoder(init_params(head, rng), pretrained_params)`; a
-fine-tuned Hugging Face checkpoint of the same architecture loads with `params_from_hf_state_dict` (a whole directory:
-`bertjax.convert.hf.load_hf_head`), and `hf.save_pretrained(..., head_model=head)` writes the matching transformers
-class. Token classification and QA have no pooler (`BertModel(add_pooling_layer=False)`), as in transformers.
+Fine-tuning starts from a pretrained checkpoint with `load_encoder(init_params(head, rng), pretrained_params)`. How
+each head maps to Hugging Face (architecture names, config fields, state dicts) is `bertjax.convert`'s business:
+`convert.hf_heads` and `convert.hf.load_hf_head` / `hf.save_pretrained(..., head_model=head)`. Token classification and QA have no pooler (`BertModel(add_pooling_layer=False)`), as in transformers.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import traverse_util
 
-from bertjax.convert import hf
 from bertjax.errors import BertjaxError
 from bertjax.layers import SCANNED_LAYERS_NAME, accum_dtype, dense
 from bertjax.model import BertConfig, BertModel, stack_layers, unstack_layers
@@ -116,116 +111,8 @@ class BertForQuestionAnswering(nn.Module):
         return {**outputs, "start_logits": logits_BxTx2[..., 0], "end_logits": logits_BxTx2[..., 1]}
 
 
-@dataclasses.dataclass(frozen=True)
-class HeadSpec:
-    """How a head maps to Hugging Face.
-
-    architecture: the transformers class name (config.json `architectures`).
-    scopes: the head's top-level parameter scopes beside `bert`; each is also its Hugging Face key prefix.
-    """
-
-    architecture: str
-    scopes: tuple[str, ...]
-
-
-HEADS: dict[type, HeadSpec] = {
-    BertForSequenceClassification: HeadSpec("BertForSequenceClassification", ("classifier",)),
-    BertForTokenClassification: HeadSpec("BertForTokenClassification", ("classifier",)),
-    BertForQuestionAnswering: HeadSpec("BertForQuestionAnswering", ("qa_outputs",)),
-}
-
-
-def hf_architecture(data: Mapping) -> str | None:
-    """The `architectures[0]` of a Hugging Face config dict if it is a fine-tuning head's, else None."""
-    architecture = (data.get("architectures") or [None])[0]
-    return architecture if any(spec.architecture == architecture for spec in HEADS.values()) else None
-
-
-def head_spec(model: nn.Module) -> HeadSpec:
-    """The HeadSpec of a head model (a BertjaxError for anything else)."""
-    spec = HEADS.get(type(model))
-    if spec is None:
-        raise BertjaxError(f"{type(model).__name__} is not a fine-tuning head; use one of "
-                           + ", ".join(s.architecture for s in HEADS.values()))
-    return spec
-
-
-def head_class(architecture: str) -> type:
-    """The head module class of a transformers architecture name, e.g. "BertForSequenceClassification"."""
-    for cls, spec in HEADS.items():
-        if spec.architecture == architecture:
-            return cls
-    raise BertjaxError(f"architecture {architecture!r} has no bertjax head; use one of "
-                       + ", ".join(s.architecture for s in HEADS.values()))
-
-
-def hf_config_fields(model: nn.Module, labels: Sequence[str] | None = None) -> dict:
-    """The config.json fields of a head beside BertConfig's: architectures, id2label, label2id (whose length is
-    transformers' num_labels), and classifier_dropout when set. Labels default to Hugging Face's LABEL_{i}."""
-    spec = head_spec(model)
-    labels = list(labels) if labels is not None else [f"LABEL_{i}" for i in range(model.num_labels)]
-    if len(labels) != model.num_labels:
-        raise BertjaxError(f"{len(labels)} label names given for a head with num_labels={model.num_labels}")
-    fields = {"architectures": [spec.architecture], "id2label": {str(i): name for i, name in enumerate(labels)},
-              "label2id": {name: i for i, name in enumerate(labels)}}
-    if getattr(model, "classifier_dropout", None) is not None:
-        fields["classifier_dropout"] = model.classifier_dropout
-    return fields
-
-
-def hf_labels(data: Mapping) -> tuple[str, ...]:
-    """The class names of a Hugging Face config dict (its id2label in id order; LABEL_{i} for num_labels alone)."""
-    if data.get("id2label"):
-        return tuple(name for _, name in sorted((int(i), name) for i, name in data["id2label"].items()))
-    return tuple(f"LABEL_{i}" for i in range(int(data.get("num_labels", 2))))
-
-
-def head_from_hf_config(data: Mapping, *, num_labels: int | None = None, **module_kwargs) -> nn.Module:
-    """The head model a Hugging Face config dict describes (its `architectures[0]`, num_labels, classifier_dropout).
-
-    `num_labels`, when given, must agree with the config's (a BertjaxError naming both otherwise: its classifier has
-    that many outputs). `module_kwargs` are dtype, param_dtype, scan_layers, remat.
-    """
-    architecture = (data.get("architectures") or [None])[0]
-    cls = head_class(architecture)
-    config = BertConfig.from_dict(dict(data))
-    stored = len(hf_labels(data))
-    if num_labels is not None and num_labels != stored:
-        raise BertjaxError(
-            f"num_labels={num_labels} contradicts the checkpoint's {architecture}, whose classifier has {stored} "
-            f"outputs (config.json id2label/num_labels); pass num_labels={stored} to reload it, or fine-tune a new "
-            f"{num_labels}-label head from its encoder (heads.load_encoder)")
-    if cls is BertForQuestionAnswering:
-        return cls(config, **module_kwargs)
-    return cls(config, stored, classifier_dropout=data.get("classifier_dropout"), **module_kwargs)
-
-
 def _path_str(path: tuple[str, ...]) -> str:
     return "/".join(path)
-
-
-def params_from_hf_state_dict(state_dict: Mapping[str, np.ndarray], head_model: nn.Module) -> dict:
-    """The head model's params from a Hugging Face state dict (numpy arrays) of the same architecture.
-
-    One mapping: `hf.map_state_dict(..., model=head_model)`. Missing or unexpected keys and shape mismatches are
-    BertjaxErrors. Params come out in `head_model.param_dtype`, scanned if `head_model.scan_layers`.
-    """
-    spec = head_spec(head_model)
-    flat, missing = hf.map_state_dict(state_dict, head_model.config, model=head_model)
-    if missing:
-        raise BertjaxError(f"the checkpoint is not a {spec.architecture} of this config: missing keys: "
-                           + ", ".join(sorted(hf.hf_key(p)[0] for p in missing)[:8])
-                           + "; a pretraining checkpoint loads with load_encoder instead")
-    params = traverse_util.unflatten_dict(flat)
-    if head_model.scan_layers:
-        params = stack_layers(params, head_model.config.num_hidden_layers)
-    return jax.tree.map(lambda x: jnp.asarray(x, head_model.param_dtype), params)
-
-
-def params_to_hf_state_dict(params: Mapping, head_model: nn.Module) -> dict[str, np.ndarray]:
-    """The Hugging Face state dict (float32 numpy) of a head's params (`hf.params_to_hf`; the head is checked)."""
-    head_spec(head_model)
-    return hf.params_to_hf(params)
 
 
 def load_encoder(head_params: Mapping, pretrained_params: Mapping) -> dict:

@@ -24,8 +24,9 @@ METRIC_SUM_KEYS = (
 )
 
 
-def _nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """-log softmax(logits)[label] over the last axis, in float32 (float64 logits stay float64)."""
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """-log softmax(logits)[label] over the last axis, in float32 (float64 logits stay float64): the plain
+    cross-entropy of NSP and of every fine-tuning head (`bertjax.objectives`)."""
     log_probs = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
     return -jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
@@ -91,7 +92,7 @@ def masked_lm_nll(mlm_logits_BxPxV: jax.Array, masked_lm_ids_BxP: jax.Array) -> 
 
 def next_sentence_nll(nsp_logits_Bx2: jax.Array, next_sentence_labels_B: jax.Array) -> jax.Array:
     """Per-example next-sentence negative log-likelihood [B]; label 0 = IsNext, 1 = random."""
-    return _nll(nsp_logits_Bx2, next_sentence_labels_B.reshape(nsp_logits_Bx2.shape[:-1]))
+    return cross_entropy(nsp_logits_Bx2, next_sentence_labels_B.reshape(nsp_logits_Bx2.shape[:-1]))
 
 
 def pretraining_loss(mlm_logits_BxPxV: jax.Array, nsp_logits_Bx2: jax.Array, batch: Mapping[str, jax.Array]) -> jax.Array:

@@ -11,7 +11,7 @@ import time
 import jax
 from absl import logging
 
-from bertjax import hardware
+from bertjax import hardware, workdir_layout
 
 
 def peak_flops_per_device(configured: float | None = None) -> float | None:
@@ -41,7 +41,7 @@ class MetricsWriter:
         if tensorboard:
             from tensorboardX import SummaryWriter  # noqa: PLC0415  (import cost only where used)
 
-            self._summary = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._summary = SummaryWriter(os.path.join(workdir, workdir_layout.TENSORBOARD_DIR))
         if progress_bar is None:
             progress_bar = sys.stderr.isatty()
         if progress_bar and total_steps:

@@ -123,7 +123,7 @@ class BertConfig:
         """Writes a config.json that Hugging Face `BertConfig.from_pretrained` reads.
 
         `extra` fields are added and win over the defaults (`architectures`: ["BertForPreTraining"]), e.g. a
-        fine-tuning head's architectures, id2label, label2id and classifier_dropout (`heads.hf_config_fields`).
+        fine-tuning head's architectures, id2label, label2id and classifier_dropout (`convert.hf_heads.hf_config_fields`).
         """
         data = {"architectures": ["BertForPreTraining"], "model_type": "bert", "pad_token_id": 0,
                 "position_embedding_type": "absolute", **self.to_dict(), **(extra or {})}

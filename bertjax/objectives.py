@@ -26,8 +26,7 @@ import numpy as np
 from bertjax import heads, losses
 from bertjax.errors import BertjaxError
 from bertjax.model import BertConfig, BertForPreTraining, flops_per_example
-
-IGNORE_LABEL = -100  # token labels the loss and the metrics skip (non-first word pieces, specials, padding)
+from bertjax.tasks import IGNORE_LABEL
 
 
 def _wide(x: jax.Array) -> jax.Array:
@@ -205,7 +204,7 @@ class SequenceClassification(Objective):
             loss_B = jnp.square(logits_BxC[:, 0] - labels_B)
             return {"loss_sum": jnp.sum(weights_B * loss_B), "count": jnp.sum(weights_B)}
         labels_B = jnp.maximum(batch["labels"].astype(jnp.int32), 0)
-        loss_B = -jnp.take_along_axis(jax.nn.log_softmax(logits_BxC), labels_B[:, None], axis=-1)[:, 0]
+        loss_B = losses.cross_entropy(logits_BxC, labels_B)
         correct_B = (jnp.argmax(logits_BxC, axis=-1) == labels_B).astype(jnp.float32)
         return {"loss_sum": jnp.sum(weights_B * loss_B), "accuracy_sum": jnp.sum(weights_B * correct_B),
                 "count": jnp.sum(weights_B)}
@@ -253,7 +252,7 @@ class TokenClassification(Objective):
         labels_BxT = batch["label_ids"].astype(jnp.int32)
         weights_BxT = (labels_BxT != IGNORE_LABEL).astype(jnp.float32)
         labels_BxT = jnp.maximum(labels_BxT, 0)
-        loss_BxT = -jnp.take_along_axis(jax.nn.log_softmax(logits_BxTxC), labels_BxT[..., None], axis=-1)[..., 0]
+        loss_BxT = losses.cross_entropy(logits_BxTxC, labels_BxT)
         correct_BxT = (jnp.argmax(logits_BxTxC, axis=-1) == labels_BxT).astype(jnp.float32)
         return {"loss_sum": jnp.sum(weights_BxT * loss_BxT), "accuracy_sum": jnp.sum(weights_BxT * correct_BxT),
                 "count": jnp.sum(weights_BxT)}
@@ -285,13 +284,8 @@ class QuestionAnswering(Objective):
 
     def metric_sums(self, outputs, batch):
         weights_B = batch["example_weights"].astype(jnp.float32)
-
-        def nll(logits_BxT, positions_B):
-            log_probs = jax.nn.log_softmax(_wide(logits_BxT))
-            return -jnp.take_along_axis(log_probs, positions_B.astype(jnp.int32)[:, None], axis=-1)[:, 0]
-
-        loss_B = 0.5 * (nll(outputs["start_logits"], batch["start_positions"])
-                        + nll(outputs["end_logits"], batch["end_positions"]))
+        loss_B = 0.5 * (losses.cross_entropy(outputs["start_logits"], batch["start_positions"])
+                        + losses.cross_entropy(outputs["end_logits"], batch["end_positions"]))
         return {"loss_sum": jnp.sum(weights_B * loss_B), "count": jnp.sum(weights_B)}
 
     def eval_outputs(self, outputs, batch):

@@ -2,12 +2,13 @@
 
     spec = run_config.check_run(config, workdir, num_devices=8, process_count=1)
 
-checks the config against itself, the devices and processes, the optimizer fields, the dataset manifest and vocab,
-and the model fields, and returns a `RunSpec` of typed values (the `BertConfig`, the dataset directory) that the
-rest of the run takes without asking the config again. Every problem is a BertjaxError naming the config field
-(as `--config.a.b`) and the fix. The demo's dataset is built here on first use (`prepare.py`), after the checks
-that need no data. On several hosts `check_run_on_every_host` runs the checks on each, and the hosts agree on the
-outcome before the first collective.
+checks the config against itself, the devices and processes, the optimizer fields, the dataset manifest and vocab
+(or the fine-tuning task's files), the model fields and what the workdir already holds, and returns a `RunSpec` of
+typed values (the `BertConfig`, the `Task`: objective, data, labels, main metric) that the rest of the run takes
+without asking the config again. Every problem is a BertjaxError naming the config field (as `--config.a.b`) and the
+fix. The door writes nothing in the workdir (the demo's dataset is built on first use, `data/prepare.py`, after the
+checks that need no data; fine-tuning features wait in `task.pending_writes`). On several hosts
+`check_run_on_every_host` runs the checks on each, and the hosts agree on the outcome before the first collective.
 """
 import dataclasses
 import hashlib
@@ -15,10 +16,11 @@ import json
 
 import ml_collections
 
-from bertjax import finetune, paths, prepare
-from bertjax.convert import sources
-from bertjax.data import catalog
-from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
+from bertjax import finetune, paths, task as task_lib, workdir_layout
+from bertjax.convert import hf, hf_heads, sources
+from bertjax.data import catalog, prepare
+from bertjax.data.tokenizer import BertTokenizer
+from bertjax.data.vocab_files import vocab_sha256
 from bertjax.errors import BertjaxError
 from bertjax.layers import DROPOUT_BITS, REMAT_POLICIES
 from bertjax.model import BertConfig
@@ -40,16 +42,16 @@ MODEL_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "inte
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """What the checks resolved: the model to build, where its data is and the vocab and casing it was made with
-    (None when the caller brings its own data)."""
+    """What the checks resolved: the model to build, what it trains on (the Task), and the vocab and casing of the
+    data (None when the caller brings its own data)."""
 
     bert_config: BertConfig
     config: ml_collections.ConfigDict               # the config resolved: model fields, fine-tuning schedule
-    data_dir: str | None = None
+    task: task_lib.Task                             # the objective, data, labels, main metric
+    data_dir: str | None = None                     # pretraining: the dataset directory
     vocab_file: str | None = None
     do_lower_case: bool | None = None
     strip_accents: bool | None = None
-    task: finetune.Task | None = None               # fine-tuning: the objective, data, labels, main metric
 
     @property
     def vocab_size(self) -> int:
@@ -72,12 +74,20 @@ def check_run(config: ml_collections.ConfigDict, workdir: str, *, num_devices: i
             pretrained = sources.load_pretrained(config.train.init_from, read_params=False)
         except BertjaxError as e:
             raise BertjaxError(f"--config.train.init_from={config.train.init_from}: {e}") from e
-    if finetune.is_finetuning(config):
-        return _check_finetuning(config, workdir, pretrained)
+    check = _check_pretraining if task_lib.is_pretraining(config) else _check_finetuning
+    spec = check(config, workdir, pretrained, vocab_size)
+    if workdir:
+        check_workdir_task(spec, workdir)
+    return spec
+
+
+def _check_pretraining(config: ml_collections.ConfigDict, workdir: str, pretrained: sources.Pretrained | None,
+                       vocab_size: int | None) -> RunSpec:
+    """A pretraining run: the dataset's manifest, shards and vocab (or `vocab_size` without data), the model."""
     validate_optimizer_config(config.optimizer, config.train.num_train_steps)
     if vocab_size is not None:
         model = bert_config(config, vocab_size, pretrained)
-        return RunSpec(model, resolved_config(config, model))
+        return RunSpec(model, resolved_config(config, model), task_lib.pretraining(config, None, vocab_size))
     data_dir, vocab_file = prepare.dataset_dir(config, workdir)
     manifest = catalog.read_manifest(data_dir)
     catalog.check_shards(data_dir)
@@ -86,8 +96,8 @@ def check_run(config: ml_collections.ConfigDict, workdir: str, *, num_devices: i
     if pretrained is not None and pretrained.vocab_file is not None:
         check_same_vocab(pretrained, dataset_vocab, manifest, data_dir)
     model = bert_config(config, vocab_size, pretrained)
-    return RunSpec(model, resolved_config(config, model), data_dir, dataset_vocab, bool(manifest["do_lower_case"]),
-                   bool(manifest["strip_accents"]))
+    return RunSpec(model, resolved_config(config, model), task_lib.pretraining(config, data_dir, vocab_size), data_dir,
+                   dataset_vocab, bool(manifest["do_lower_case"]), bool(manifest["strip_accents"]))
 
 
 def check_run_on_every_host(config: ml_collections.ConfigDict, workdir: str, *, num_devices: int,
@@ -159,7 +169,7 @@ def host_digests(spec: RunSpec) -> dict[str, str]:
                                                      default=str))
     if spec.vocab_file is not None:
         digests["vocab"] = vocab_sha256(spec.vocab_file)
-    if spec.task is not None:
+    if spec.task.num_train_examples is not None:
         digests["task data"] = sha(json.dumps([spec.task.num_train_examples, spec.task.labels], default=str))
     return digests
 
@@ -177,8 +187,8 @@ def _short(digest: str | None) -> str:
     return "missing" if digest is None else f"sha256 {digest[:12]}…"
 
 
-def _check_finetuning(config: ml_collections.ConfigDict, workdir: str,
-                      pretrained: sources.Pretrained | None) -> RunSpec:
+def _check_finetuning(config: ml_collections.ConfigDict, workdir: str, pretrained: sources.Pretrained | None,
+                      vocab_size: int | None = None) -> RunSpec:
     """A fine-tuning run: the vocab and casing of init_from (or --config.data.vocab_file), the task's files read and
     encoded, the schedule from the epochs, and the model from init_from (or the named size)."""
     finetune.check_task(config)
@@ -186,7 +196,7 @@ def _check_finetuning(config: ml_collections.ConfigDict, workdir: str,
     if vocab_file is None:
         raise BertjaxError("fine-tuning needs a vocab: set --config.train.init_from to a checkpoint with vocab.txt, "
                            "or --config.data.vocab_file")
-    lower = config.data.get("do_lower_case")
+    lower = config.data.do_lower_case
     if lower is None and pretrained is not None and config.data.vocab_file is None:
         lower = pretrained.do_lower_case
     tokenizer = BertTokenizer.from_vocab(vocab_file, do_lower_case=lower)
@@ -198,11 +208,42 @@ def _check_finetuning(config: ml_collections.ConfigDict, workdir: str,
         _positive(resolved, path)
     validate_optimizer_config(resolved.optimizer, resolved.train.num_train_steps)
     model = bert_config(resolved, tokenizer.vocab_size, pretrained)
-    return RunSpec(model, resolved_config(resolved, model), None, str(tokenizer.vocab_path), tokenizer.do_lower_case,
-                   tokenizer.strip_accents, task)
+    return RunSpec(model, resolved_config(resolved, model), task, None, str(tokenizer.vocab_path),
+                   tokenizer.do_lower_case, tokenizer.strip_accents)
 
 
-def check_same_head(config: ml_collections.ConfigDict, pretrained: sources.Pretrained, task: finetune.Task) -> None:
+def check_workdir_task(spec: RunSpec, workdir: str) -> None:
+    """A workdir with checkpoints continues the model they hold: the head (its transformers class) and its labels
+    that `<workdir>/model/config.json` records must be this run's, else the one line names the setting that
+    changed, before anything is written (`_check_compatible` in train.py compares the model's size on restore)."""
+    step = workdir_layout.latest_step(workdir)
+    model_dir = workdir_layout.path(workdir, workdir_layout.MODEL_DIR)
+    if step is None or not (model_dir / hf.CONFIG_NAME).is_file():
+        return
+    saved = hf.read_config_data(model_dir)
+    ours = hf_heads.config_fields(spec.task.objective.build_model(spec.bert_config), spec.task.labels)
+    if hf_heads.describe(saved) == hf_heads.describe(ours):
+        return
+    run_json = workdir_layout.path(workdir, workdir_layout.CONFIG_JSON)
+    saved_run = json.loads(run_json.read_text()) if run_json.is_file() else {}
+    changed = [f"--config.{section}.{name}={_get(spec.config, section, name)!r} (was "
+               f"{saved_run.get(section, {}).get(name)!r})" for section, name in (("data", "regression"),)
+               if saved_run.get(section, {}).get(name) != _get(spec.config, section, name)]
+    if saved_run.get("task") != spec.config.task:
+        changed.insert(0, f"--config.task={spec.config.task} (was {saved_run.get('task')})")
+    what = "; ".join(changed) or "the labels of the task's training file"
+    raise BertjaxError(
+        f"--workdir {workdir} holds checkpoints (up to step {step}) of a {hf_heads.describe(saved)}, but this run "
+        f"trains a {hf_heads.describe(ours)}: {what}; use a new --workdir, or the settings of the run that wrote it.")
+
+
+def _get(config: ml_collections.ConfigDict, section: str, name: str):
+    """config.<section>.<name>, or None where the config has no such field (a task-specific one)."""
+    return config[section].get(name) if section in config else None
+
+
+def check_same_head(config: ml_collections.ConfigDict, pretrained: sources.Pretrained,
+                    task: task_lib.Task) -> None:
     """A fine-tuned init_from of the run's head class continues with its classifier, so its number of labels must
     be the task's; another head class contributes only its encoder."""
     ours = task.objective.build_model(pretrained.config)
@@ -218,10 +259,13 @@ def check_same_head(config: ml_collections.ConfigDict, pretrained: sources.Pretr
 
 def resolved_config(config: ml_collections.ConfigDict, bert_config: BertConfig) -> ml_collections.ConfigDict:
     """A copy of the config with the model fields the run actually trains (from the named size, the data or
-    init_from); it is what checkpoints store and compare on resume."""
+    init_from); it is what checkpoints store and compare on resume. A fine-tuning head has no vocab-wide matmul, so
+    its vocab_pad_multiple is 1 whatever the config says."""
     resolved = ml_collections.ConfigDict(config.to_dict())
     for name in ("vocab_size", *MODEL_FIELDS):
         resolved.model[name] = getattr(bert_config, name)
+    if not task_lib.is_pretraining(config):
+        resolved.model.vocab_pad_multiple = 1
     return resolved
 
 
@@ -240,17 +284,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
                            "set it to the phase-1 --workdir or its export directory.")
     for path in POSITIVE_FIELDS:
         _positive(config, path)
-    pad = config.model.get("vocab_pad_multiple", 1)
+    pad = config.model.vocab_pad_multiple
     if not isinstance(pad, int) or isinstance(pad, bool) or pad < 1:
         raise BertjaxError(f"--config.model.vocab_pad_multiple={pad!r} must be a positive integer (1: no padding).")
-    bits = config.model.get("dropout_bits", 32)
+    bits = config.model.dropout_bits
     if isinstance(bits, bool) or bits not in DROPOUT_BITS:
         raise BertjaxError(f"--config.model.dropout_bits={bits!r} must be one of {', '.join(map(str, DROPOUT_BITS))} "
                            "(random bits per dropout-mask element; 32 = flax's nn.Dropout).")
-    policy = config.model.get("remat_policy", "nothing_saveable")
+    policy = config.model.remat_policy
     if policy not in REMAT_POLICIES:
         raise BertjaxError(f"--config.model.remat_policy={policy!r} is unknown; use one of {', '.join(REMAT_POLICIES)}.")
-    if config.train.get("rng_impl", "threefry") not in RNG_IMPLS:
+    if config.train.rng_impl not in RNG_IMPLS:
         raise BertjaxError(f"--config.train.rng_impl={config.train.rng_impl!r} is unknown; use one of "
                            f"{', '.join(RNG_IMPLS)}.")
     if config.dtype not in DTYPES:
@@ -266,7 +310,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
             f"({num_devices}); change it.")
     if batch % process_count or config.eval.batch_size % process_count:
         raise BertjaxError(f"batch sizes must be divisible by the number of processes ({process_count}).")
-    if config.data.max_predictions_per_seq > config.data.max_seq_length:
+    if task_lib.is_pretraining(config) and config.data.max_predictions_per_seq > config.data.max_seq_length:
         raise BertjaxError("--config.data.max_predictions_per_seq must not exceed --config.data.max_seq_length.")
 
 
@@ -311,7 +355,7 @@ def bert_config(config: ml_collections.ConfigDict, vocab_size: int,
     the checkpoint's model, with the run's dropout; a size, model field or vocab size the config sets that
     contradicts the checkpoint is an error.
     """
-    overrides = {name: config.model[name] for name in MODEL_FIELDS if config.model.get(name) is not None}
+    overrides = {name: config.model[name] for name in MODEL_FIELDS if config.model[name] is not None}
     if pretrained is not None:
         return _pretrained_config(config, vocab_size, pretrained, overrides)
     try:

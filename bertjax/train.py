@@ -1,8 +1,9 @@
 """The training run: set up mesh, model, optimizer, data and checkpoints; loop with periodic eval and logging.
 
-`train_and_evaluate(config, workdir)` is what main.py calls. It resumes from the latest checkpoint in
-<workdir>/checkpoints automatically, saves and exits cleanly on SIGTERM/preemption, and finishes with an
-evaluation and a params-only export in <workdir>/export.
+`train_and_evaluate(config, workdir)` is what main.py calls, for pretraining and fine-tuning alike: the door
+(`run_config`) gives the run's Task (objective and data), and everything here works on that. It resumes from the
+latest checkpoint in the workdir automatically, saves and exits cleanly on SIGTERM/preemption, and finishes with an
+evaluation and a params-only export (the names of the workdir: `bertjax.workdir_layout`).
 """
 import dataclasses
 import json
@@ -14,15 +15,13 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from bertjax import checkpoint, distributed, finetune, objectives, paths, run_config, sharding, train_step
+from bertjax import checkpoint, distributed, objectives, paths, run_config, sharding, train_step, workdir_layout
 from bertjax.data import pipeline
 from bertjax.errors import BertjaxError
 from bertjax.metrics_writer import MetricsWriter, Throughput, format_duration, peak_flops_per_device
 from bertjax.model import BertConfig
+from bertjax.task import DataSource, Task
 from bertjax.train_state import TrainState, create_optimizer, nonfinite_counts
-
-
-DataSource = finetune.DataSource  # iterators of host-local numpy batches, and the vocab size of the data
 
 
 @dataclasses.dataclass
@@ -36,40 +35,25 @@ class StepInfo:
     checkpointer: checkpoint.Checkpointer
 
 
-def open_dataset(config: ml_collections.ConfigDict, spec: run_config.RunSpec) -> DataSource:
-    """Iterators over the dataset the door checked (`spec.data_dir`)."""
-
-    def iterator(split: str, batch_size: int, shuffle: bool, num_epochs: int | None):
-        return pipeline.create_iterator(spec.data_dir, split=split, global_batch_size=batch_size,
-                                        seed=config.data.seed, shuffle=shuffle, num_epochs=num_epochs)
-
-    return DataSource(
-        vocab_size=spec.vocab_size,
-        train_iterator=lambda: iterator(config.data.train_split, config.train.batch_size, True, None),
-        eval_iterator=lambda: iterator(config.data.eval_split, config.eval.batch_size, False, 1))
-
-
 class Trainer:
-    """The model, optimizer, shardings and jitted steps of one run."""
+    """The model, optimizer, shardings and jitted steps of one run of `objective` (its Task's)."""
 
     def __init__(self, config: ml_collections.ConfigDict, bert_config: BertConfig, mesh: jax.sharding.Mesh,
-                 objective: objectives.Objective | None = None):
+                 objective: objectives.Objective):
         self.config = config
         self.mesh = mesh
         self.bert_config = bert_config
         self.vocab_size = bert_config.vocab_size
-        self.objective = objective or objectives.Pretraining(config.data.max_predictions_per_seq,
-                                                             config.model.get("vocab_pad_multiple", 1))
+        self.objective = objective
         self.model = self.objective.build_model(
             self.bert_config, dtype=jnp.dtype(config.dtype), param_dtype=jnp.float32,
-            scan_layers=config.model.scan_layers,
-            remat=config.model.remat and config.model.get("remat_policy", "nothing_saveable"),
-            dropout_bits=config.model.get("dropout_bits", 32))
+            scan_layers=config.model.scan_layers, remat=config.model.remat and config.model.remat_policy,
+            dropout_bits=config.model.dropout_bits)
         self.tx, self.schedule = create_optimizer(config.optimizer, config.train.num_train_steps)
         self.batch_sharding = sharding.batch_sharding(mesh)
         replicated = sharding.replicated(mesh)
 
-        rng_impl = config.train.get("rng_impl", "threefry")
+        rng_impl = config.train.rng_impl
 
         def init_state(rng):
             init_rng, dropout_rng = jax.random.split(rng)
@@ -127,23 +111,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, data:
     """Train (resuming from <workdir>) with periodic eval, or only evaluate; return the last eval metrics.
 
     `data` replaces the config's dataset (tests); `hooks` run after every step; `devices` restricts the mesh.
+    Nothing is written to the workdir before the checks pass and the training data opens.
     """
     devices = list(jax.devices() if devices is None else devices)
     spec = run_config.check_run_on_every_host(config, workdir, num_devices=len(devices),
                                               process_count=jax.process_count(),
                                               vocab_size=None if data is None else data.vocab_size)
     config = spec.config
+    task = spec.task if data is None else dataclasses.replace(spec.task, data=data)
     mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, devices)
-    paths.path(workdir).mkdir(parents=True, exist_ok=True)
-    if data is None:
-        data = spec.task.data if spec.task is not None else open_dataset(config, spec)
     with jax.set_mesh(mesh):
-        trainer = Trainer(config, spec.bert_config, mesh, spec.task.objective if spec.task is not None else None)
+        trainer = Trainer(config, spec.bert_config, mesh, task.objective)
+        train_iter = None if config.train.eval_only else task.data.train_iterator()  # opens (and checks) the data
+        paths.path(workdir).mkdir(parents=True, exist_ok=True)
         checkpointer = checkpoint.Checkpointer(
             workdir, every_steps=config.checkpoint.every_steps, keep=config.checkpoint.keep,
             async_save=config.checkpoint.async_save)
         try:
-            return _run(trainer, data, checkpointer, config, workdir, spec, hooks)
+            return _run(trainer, task, train_iter, checkpointer, config, workdir, spec, hooks)
         finally:
             checkpointer.close()
 
@@ -154,12 +139,9 @@ def _check_compatible(checkpointer: checkpoint.Checkpointer, step: int, config: 
         return
     current = config.to_dict()
     sections = {"model": ("size", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                          "intermediate_size", "scan_layers"),
+                          "intermediate_size", "scan_layers", "vocab_pad_multiple"),
                 "data": ("max_seq_length", "max_predictions_per_seq"), "optimizer": ("name",)}
-    if not finetune.is_finetuning(config):  # the pretraining model's vocab rows (heads ignore the field)
-        sections["model"] += ("vocab_pad_multiple",)
-        for model_fields in (saved.setdefault("model", {}), current["model"]):
-            model_fields.setdefault("vocab_pad_multiple", 1)  # checkpoints from before the field: unpadded
+    saved.setdefault("model", {}).setdefault("vocab_pad_multiple", 1)  # checkpoints from before the field: unpadded
     for section, fields in sections.items():
         for field in fields:
             old, new = saved.get(section, {}).get(field), current[section].get(field)
@@ -169,15 +151,15 @@ def _check_compatible(checkpointer: checkpoint.Checkpointer, step: int, config: 
                     f"config.{section}.{field} was {old!r}, now {new!r}; use a new --workdir, or the old value.")
 
 
-def _restore_or_init(trainer: Trainer, checkpointer: checkpoint.Checkpointer, config, data: DataSource):
-    """(state, train iterator): the latest readable checkpoint's, or fresh ones.
+def _restore_or_init(trainer: Trainer, checkpointer: checkpoint.Checkpointer, config, data: DataSource,
+                     train_iter):
+    """(state, train iterator): the latest readable checkpoint's, or fresh ones (`train_iter` is a fresh one).
 
     An unreadable latest checkpoint is a BertjaxError, or with `config.checkpoint.fallback` is moved to
     <workdir>/corrupt_checkpoints/ (kept, and out of the way of the next save of its step) and the previous one is
     tried, down to a fresh start.
     """
     new_iter = (lambda: None) if config.train.eval_only else data.train_iterator
-    train_iter = new_iter()
     for step in reversed(checkpointer.all_steps()):
         try:
             _check_compatible(checkpointer, step, config)
@@ -187,7 +169,7 @@ def _restore_or_init(trainer: Trainer, checkpointer: checkpoint.Checkpointer, co
                                 "and optimizer state are restored, the input pipeline starts its order afresh.", step)
             return checkpointer.restore(step, trainer.abstract_state_with_shardings(), train_iter), train_iter
         except checkpoint.CorruptCheckpointError as e:
-            if not config.checkpoint.get("fallback", False):
+            if not config.checkpoint.fallback:
                 raise
             moved = checkpointer.set_aside(step)
             if jax.process_index() == 0:
@@ -213,15 +195,19 @@ def _log_process_0(message: str, *args) -> None:
         logging.info(message, *args)
 
 
-def _run(trainer: Trainer, data: DataSource, checkpointer: checkpoint.Checkpointer,
+def _run(trainer: Trainer, task: Task, train_iter, checkpointer: checkpoint.Checkpointer,
          config: ml_collections.ConfigDict, workdir: str, spec: run_config.RunSpec, hooks) -> dict:
-    state, train_iter = _restore_or_init(trainer, checkpointer, config, data)
+    data = task.data
+    state, train_iter = _restore_or_init(trainer, checkpointer, config, data, train_iter)
     step = int(jax.device_get(state.step))
-    if jax.process_index() == 0:  # only now: an incompatible workdir must keep its config.json
-        paths.write_text_atomically(paths.path(workdir) / "config.json", config.to_json_best_effort(indent=2))
-    best = _BestExport(workdir, spec.task, trainer)
+    if jax.process_index() == 0:  # only now: an incompatible workdir must keep its config.json and features/
+        task.write_pending()
+        paths.write_text_atomically(workdir_layout.path(workdir, workdir_layout.CONFIG_JSON),
+                                    config.to_json_best_effort(indent=2))
+    exported = checkpoint.Exported(trainer.model, task.labels)
+    best = _BestExport(workdir, task, exported)
     checkpoint.write_model_description(workdir, trainer.bert_config, spec.vocab_file, spec.do_lower_case,
-                                       spec.strip_accents, best.head)
+                                       spec.strip_accents, exported)
     writer = MetricsWriter(workdir, tensorboard=config.log.tensorboard, total_steps=config.train.num_train_steps,
                            initial_step=step)
     writer.write_config(config.to_json_best_effort())
@@ -230,9 +216,9 @@ def _run(trainer: Trainer, data: DataSource, checkpointer: checkpoint.Checkpoint
         metrics, outputs = trainer.evaluate(params, data.eval_iterator(), config.eval.num_batches)
         writer.write_scalars(at_step, metrics, "eval")
         writer.log(f"eval step {at_step}: " + _format_eval(metrics, trainer.objective))
-        if spec.task is not None and jax.process_index() == 0:
-            stem = paths.path(workdir) / f"predictions_{config.eval.get('split', 'dev')}"
-            written = trainer.objective.write_predictions(outputs, str(stem))
+        if jax.process_index() == 0:
+            written = trainer.objective.write_predictions(outputs, str(workdir_layout.predictions_stem(
+                workdir, task.eval_split)))
             if written:
                 writer.log(f"predictions written to {written}")
         if not config.train.eval_only:
@@ -247,7 +233,7 @@ def _run(trainer: Trainer, data: DataSource, checkpointer: checkpoint.Checkpoint
             return {}
         metrics = evaluate(state.params, int(jax.device_get(state.step)))
         checkpointer.wait()
-        export_dir = checkpoint.export_params(state.params, workdir, head=best.head)
+        export_dir = checkpoint.export_params(state.params, workdir, exported)
         writer.log(f"done: step {int(jax.device_get(state.step))}; params exported to {export_dir}")
         return metrics
     finally:
@@ -266,7 +252,7 @@ def _train_loop(trainer: Trainer, state, train_iter, checkpointer: checkpoint.Ch
         peak_flops=peak_flops_per_device(config.log.peak_flops_per_device))
     config_dict = config.to_dict()
     totals, interval_steps, saved = None, 0, True
-    guard = _NonfiniteGuard(config.optimizer.get("max_consecutive_nonfinite"))
+    guard = _NonfiniteGuard(config.optimizer.max_consecutive_nonfinite)
     writer.log(f"training from step {step} to {num_steps} on {distributed.device_summary()}, mesh "
                f"{dict(trainer.mesh.shape)}, {jax.process_count()} processes")
     while step < num_steps:
@@ -332,26 +318,25 @@ def _check_nonfinite(consecutive: int, limit: int | None, step: int) -> None:
 
 
 class _BestExport:
-    """Fine-tuning keeps the params of the best dev evaluation (the task's main metric) as <workdir>/best/, a
+    """A task with a main metric (fine-tuning's) keeps the params of the best evaluation as <workdir>/best/, a
     Hugging Face directory like the final export, with best/metrics.json (which also survives a resume)."""
 
-    def __init__(self, workdir: str, task: finetune.Task | None, trainer: Trainer):
-        self.workdir, self.task = workdir, task
-        self.head = None if task is None else checkpoint.Head(trainer.model, task.labels)
-        self.path = paths.path(workdir) / checkpoint.BEST_DIR / "metrics.json"
+    def __init__(self, workdir: str, task: Task, exported: checkpoint.Exported):
+        self.workdir, self.task, self.exported = workdir, task, exported
+        self.path = workdir_layout.path(workdir, workdir_layout.BEST_DIR, workdir_layout.BEST_METRICS)
         self.value = None
-        if task is not None and self.path.exists():
+        if task.main_metric is not None and self.path.exists():
             self.value = json.loads(self.path.read_text()).get(task.main_metric)
 
     def update(self, params, metrics: dict, step: int, writer: MetricsWriter) -> None:
         """Export `params` if `metrics` are the best so far (every process calls this: the export gathers)."""
-        if self.task is None or self.task.main_metric not in metrics:
+        if self.task.main_metric not in metrics:
             return
         value = metrics[self.task.main_metric]
         if self.value is not None and not value > self.value:
             return
         self.value = value
-        directory = checkpoint.export_params(params, self.workdir, head=self.head, name=checkpoint.BEST_DIR)
+        directory = checkpoint.export_params(params, self.workdir, self.exported, name=workdir_layout.BEST_DIR)
         if jax.process_index() == 0:
             self.path.write_text(json.dumps({**metrics, "step": step}, indent=2))
         writer.log(f"best {self.task.main_metric} so far ({value:.4f}): exported to {directory}")
@@ -359,7 +344,7 @@ class _BestExport:
 
 def _log_train(writer, trainer, state, totals, interval_steps, step, throughput, config) -> None:
     consecutive, total_skipped = (int(x) for x in jax.device_get(nonfinite_counts(state.opt_state)))
-    _check_nonfinite(consecutive, config.optimizer.get("max_consecutive_nonfinite"), step)
+    _check_nonfinite(consecutive, config.optimizer.max_consecutive_nonfinite, step)
     totals = jax.device_get(totals)
     grad_norm = float(totals.pop("grad_norm")) / interval_steps
     metrics = {name: float(value) for name, value in trainer.objective.compute_metrics(totals).items()}

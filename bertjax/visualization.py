@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bertjax.data.tokenizer import SEP
+from bertjax.data.vocab_files import SEP
 from bertjax.errors import BertjaxError
 from bertjax.layers import SCANNED_LAYERS_NAME
 from bertjax.model import BertConfig, BertModel, unpad_vocab

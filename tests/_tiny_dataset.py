@@ -1,7 +1,8 @@
 """Tiny bertjax datasets for the data tests, written with bertjax.data.features (no text, no tokenizer).
 
-Example `i` of a dataset has input_ids = [CLS] (i + 1000 + j for j in 0..n-1) [SEP] [PAD]... so a row can be
-identified by `example_id(row)`, even after dynamic masking (the original tokens are restored from the labels).
+Example `i` of a dataset is `_batches.make_batch(..., **rows())`'s: input_ids = [CLS] (i + 1000 + j for j in
+0..n-3) [SEP] [PAD]... so a row can be identified by `example_id(row)`, even after dynamic masking (the original
+tokens are restored from the labels).
 """
 from __future__ import annotations
 
@@ -10,41 +11,23 @@ import os
 
 import numpy as np
 
+from _batches import ID_OFFSET, make_batch
 from bertjax.data import catalog, features
 
 PAD, CLS, SEP, MASK = 0, 101, 102, 103
 VOCAB_SIZE = 5000
-ID_OFFSET = 1000
 
 
-def make_batch(start: int, num: int, max_seq_length: int = 16, max_predictions_per_seq: int = 4,
-               static_masks: bool = True) -> dict[str, np.ndarray]:
-    """Examples start..start+num-1; with `static_masks` each has one prediction at position 1."""
-    T, P = max_seq_length, max_predictions_per_seq
-    ids = np.arange(start, start + num)
-    lengths = 3 + ids % (T - 3)                       # 3..T tokens
-    input_ids = np.zeros((num, T), np.int32)
-    input_mask = np.zeros((num, T), np.int32)
-    for row, (i, n) in enumerate(zip(ids, lengths)):
-        input_ids[row, :n] = [CLS] + [ID_OFFSET + i + j for j in range(n - 2)] + [SEP]
-        input_mask[row, :n] = 1
-    positions = np.zeros((num, P), np.int32)
-    labels = np.zeros((num, P), np.int32)
-    weights = np.zeros((num, P), np.float32)
-    if static_masks:
-        positions[:, 0] = 1
-        labels[:, 0] = input_ids[:, 1]
-        weights[:, 0] = 1.0
-        input_ids[:, 1] = MASK
-    return {
-        "input_ids": input_ids, "input_mask": input_mask, "segment_ids": np.zeros((num, T), np.int32),
-        "masked_lm_positions": positions, "masked_lm_ids": labels, "masked_lm_weights": weights,
-        "next_sentence_labels": (ids % 2).astype(np.int32),
-    }
+def rows(max_seq_length: int = 16, masking: str = "static") -> dict:
+    """_batches.make_batch's arguments for this dataset's examples: numbered tokens (`example_id` reads them back),
+    3 to max_seq_length - 1 real tokens, BERT's special ids; static masking: one prediction, at position 1; dynamic:
+    none (the pipeline draws them)."""
+    return dict(seq_length=max_seq_length, numbered=True, lengths=range(3, max_seq_length),
+                specials=(CLS, SEP, MASK), masks="first" if masking == "static" else "none")
 
 
 def example_id(row: dict[str, np.ndarray]) -> int:
-    """The id of an example made by `make_batch`, read from its (unmasked) second token."""
+    """The id of an example made with `rows()`, read from its (unmasked) second token."""
     ids = np.array(row["input_ids"])
     real = np.asarray(row["masked_lm_weights"]) > 0
     ids[np.asarray(row["masked_lm_positions"])[real]] = np.asarray(row["masked_lm_ids"])[real]
@@ -91,7 +74,7 @@ def write_dataset(output_dir: str, split_sizes: dict[str, list[int]], max_seq_le
         shards[split] = []
         for k, n in enumerate(sizes):
             name = f"{split}-part{k}.tmp"
-            batch = make_batch(start, n, max_seq_length, max_predictions_per_seq, static_masks=masking == "static")
+            batch = make_batch(n, start, predictions=max_predictions_per_seq, **rows(max_seq_length, masking))
             features.write_shard(os.path.join(output_dir, name), batch)
             shards[split].append((name, n))
             start += n

@@ -1,4 +1,5 @@
-"""Shared by the training tests and the worker scripts: a tiny config and a synthetic, checkpointable dataset."""
+"""Shared by the training tests and the worker scripts: a tiny config and a synthetic, checkpointable dataset (of
+_batches.make_batch's default examples)."""
 import importlib.util
 import pathlib
 import sys
@@ -7,13 +8,11 @@ import jax
 import ml_collections
 import numpy as np
 
+from _batches import PREDICTIONS, SEQ_LENGTH, VOCAB_SIZE, make_batch
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # configs/*.py import each other as `configs.base`
     sys.path.insert(0, str(REPO_ROOT))
-
-VOCAB_SIZE = 96
-SEQ_LENGTH = 16
-PREDICTIONS = 4
 
 
 def load_config(name: str) -> ml_collections.ConfigDict:
@@ -53,34 +52,6 @@ def tiny_config(**train_overrides) -> ml_collections.ConfigDict:
     return config
 
 
-def make_example(index: int, seed: int = 0) -> dict:
-    """One deterministic synthetic example (a function of its index): learnable, not constant."""
-    rng = np.random.default_rng([seed, index])
-    length = SEQ_LENGTH
-    input_ids = rng.integers(5, VOCAB_SIZE, size=length).astype(np.int32)
-    input_ids[0], input_ids[-1] = 2, 3
-    positions = np.sort(rng.choice(np.arange(1, length - 1), size=PREDICTIONS, replace=False)).astype(np.int32)
-    masked_ids = input_ids[positions].copy()
-    input_ids[positions] = 4
-    num_real = rng.integers(1, PREDICTIONS + 1)
-    weights = (np.arange(PREDICTIONS) < num_real).astype(np.float32)
-    return {
-        "input_ids": input_ids,
-        "input_mask": np.ones(length, np.int32),
-        "segment_ids": (np.arange(length) >= length // 2).astype(np.int32),
-        "masked_lm_positions": np.where(weights > 0, positions, 0).astype(np.int32),
-        "masked_lm_ids": np.where(weights > 0, masked_ids, 0).astype(np.int32),
-        "masked_lm_weights": weights,
-        "next_sentence_labels": np.int32(index % 2),
-    }
-
-
-def make_batch(batch_size: int, start: int = 0, seed: int = 0) -> dict:
-    """A host-local numpy batch of examples start..start+batch_size."""
-    examples = [make_example(start + i, seed) for i in range(batch_size)]
-    return {key: np.stack([example[key] for example in examples]) for key in examples[0]}
-
-
 def grain_batches(global_batch_size: int, *, num_batches: int, seed: int, repeat: bool):
     """A checkpointable Grain iterator of this process's rows of global batches 0, 1, 2, ..."""
     import grain  # noqa: PLC0415
@@ -98,8 +69,8 @@ def grain_batches(global_batch_size: int, *, num_batches: int, seed: int, repeat
 
 
 def synthetic_data(config: ml_collections.ConfigDict, *, train_batches: int = 64, eval_batches: int = 2):
-    """A bertjax.train.DataSource of synthetic examples (train: seed 0, repeating; eval: seed 1, finite)."""
-    from bertjax.train import DataSource  # noqa: PLC0415
+    """A bertjax.task.DataSource of synthetic examples (train: seed 0, repeating; eval: seed 1, finite)."""
+    from bertjax.task import DataSource  # noqa: PLC0415
 
     return DataSource(
         vocab_size=VOCAB_SIZE,
@@ -119,12 +90,13 @@ def run_steps(config: ml_collections.ConfigDict, num_steps: int, *, devices=None
               initial_params=None):
     """Train `num_steps` steps in-process on synthetic batches; return (per-step losses, final state, trainer)."""
     from bertjax import losses, run_config, sharding  # noqa: PLC0415
+    from bertjax.task import pretraining_objective  # noqa: PLC0415
     from bertjax.train import Trainer  # noqa: PLC0415
 
     devices = list(jax.devices() if devices is None else devices)
     mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, devices)
     with jax.set_mesh(mesh):
-        trainer = Trainer(config, run_config.bert_config(config, VOCAB_SIZE), mesh)
+        trainer = Trainer(config, run_config.bert_config(config, VOCAB_SIZE), mesh, pretraining_objective(config))
         state = trainer.initial_state()
         if initial_params is not None:
             state = state.replace(params=jax.device_put(initial_params, trainer.state_shardings.params))
@@ -135,3 +107,22 @@ def run_steps(config: ml_collections.ConfigDict, num_steps: int, *, devices=None
             state, metrics = trainer.jit_train_step(state, trainer.global_batch(host_batch))
             step_losses.append(float(losses.compute_metrics(jax.device_get(metrics))["loss"]))
     return step_losses, state, trainer
+
+
+def write_random_bert(directory: pathlib.Path, words, **sizes):
+    """A randomly initialised BertForPreTraining (PRNGKey(0)) saved as an uncased Hugging Face directory whose vocab
+    is the special tokens, then `words` (each once). `sizes`: the other BertConfig fields. Returns the BertConfig."""
+    from bertjax.convert import hf  # noqa: PLC0415
+    from bertjax.data.vocab_files import SPECIAL_TOKENS  # noqa: PLC0415
+    from bertjax.model import BertConfig, BertForPreTraining, init_params  # noqa: PLC0415
+
+    vocab = [*SPECIAL_TOKENS, *dict.fromkeys(words)]
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab_file = directory / "source_vocab.txt"  # save_pretrained copies it to vocab.txt
+    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    config = BertConfig(vocab_size=len(vocab), **sizes)
+    params = init_params(BertForPreTraining(config), jax.random.PRNGKey(0))
+    hf.save_pretrained(directory, config, jax.device_get(params), vocab_file=vocab_file, do_lower_case=True,
+                       strip_accents=True)
+    vocab_file.unlink()
+    return config

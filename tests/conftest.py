@@ -1,7 +1,21 @@
-"""Test setup: JAX on the CPU with 8 virtual devices, so sharding code is exercised without accelerators."""
+"""Test setup: JAX on the CPU with 8 virtual devices, so sharding code is exercised without accelerators; one XLA
+compilation cache for the whole test session; the fixtures that several test modules share."""
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Most of the suite's time is XLA compiling the same few tiny programs again: every Trainer (and every training
+# process a test starts) jits its own step. JAX's persistent compilation cache in a fresh directory of this session
+# lets each program compile once. The xdist workers and the processes the tests start inherit it through the
+# environment (set here, in the first process, before xdist starts its workers); a size limit turns on JAX's file
+# lock, so that concurrent processes never read a half-written entry. A cache dir set by the caller is kept as it is.
+_OWN_CACHE_DIR = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ and "PYTEST_XDIST_WORKER" not in os.environ:
+    _OWN_CACHE_DIR = tempfile.mkdtemp(prefix="bertjax-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE_DIR
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(16 * 2**30))
 
 import jax  # noqa: E402
 
@@ -12,6 +26,11 @@ import uuid  # noqa: E402
 import pytest  # noqa: E402
 
 import _gcs_emulator  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE_DIR is not None:
+        shutil.rmtree(_OWN_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +47,23 @@ def gcs_env():
 def gcs_dir(gcs_env):
     """A fresh gs:// directory in the emulator's bucket."""
     return f"gs://{_gcs_emulator.BUCKET}/{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def tokenizer(request, tmp_path):
+    """An uncased BertTokenizer on a vocab.txt in tmp_path: the special tokens (ids 0-4), then the test module's
+    WORDS."""
+    from bertjax.data.tokenizer import BertTokenizer  # noqa: PLC0415
+    from bertjax.data.vocab_files import SPECIAL_TOKENS  # noqa: PLC0415
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join([*SPECIAL_TOKENS, *request.module.WORDS]) + "\n", encoding="utf-8")
+    return BertTokenizer.from_vocab(vocab, do_lower_case=True)
+
+
+@pytest.fixture(scope="session")
+def vocab_dir(tmp_path_factory):
+    """A vocab directory of test_instances.small_vocab() (uncased), shared by the tests: do not change it."""
+    from test_instances import write_small_vocab  # noqa: PLC0415
+
+    return write_small_vocab(tmp_path_factory.mktemp("vocab"))

@@ -10,22 +10,12 @@ import types
 import jax
 import pytest
 
-from bertjax import aot, hardware, metrics_writer, objectives
+from _train_helpers import tiny_config
+from bertjax import aot, hardware, metrics_writer, objectives, run_config
 from bertjax.errors import BertjaxError
-from bertjax.model import BertConfig, BertForPreTraining, abstract_params
-from configs import base
+from bertjax.model import BertForPreTraining, abstract_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(batch_size: int = 8, fsdp: int = 1):
-    """configs/base.py with BERT-tiny."""
-    config = base.get_config()
-    config.model.size = "tiny"
-    config.train.batch_size = batch_size
-    config.eval.batch_size = 8
-    config.mesh.fsdp = fsdp
-    return config
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -85,21 +75,24 @@ def test_find_batch_bisects_to_the_largest_fitting_power_of_two():
 
 @pytest.fixture(scope="module")
 def tiny_report():
-    """BERT-tiny with fsdp 2 compiled for a 2x2 v5e slice (4 chips)."""
+    """The tests' tiny BERT (_train_helpers.tiny_config, BERT's vocab) with fsdp 2 compiled for a 2x2 v5e slice (4
+    chips): (the report, the config, the BertConfig)."""
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # other test processes may hold libtpu
     topology = hardware.parse_topology("v5e:2x2")
     devices = aot.topology_devices(topology)
     assert len(devices) == 4 and devices[0].device_kind == "TPU v5 lite"
-    config = tiny_config(batch_size=16, fsdp=2)
-    return aot.compile_step(config, topology, devices), config
+    config = tiny_config()
+    config.mesh.fsdp = 2
+    bert_config = run_config.bert_config(config, aot.DEFAULT_VOCAB_SIZE)
+    return aot.compile_step(config, topology, devices), config, bert_config
 
 
 @pytest.mark.slow
 def test_memory_report_is_plausible(tiny_report):
-    report, _ = tiny_report
+    report, _, bert_config = tiny_report
     assert report.fits and report.hbm_bytes == 16 * hardware.GiB and report.mesh_shape == {"data": 2, "fsdp": 2}
     assert all(value > 0 for value in report.memory.values())
-    params = abstract_params(BertForPreTraining(BertConfig.named("tiny", vocab_size=aot.DEFAULT_VOCAB_SIZE)))
+    params = abstract_params(BertForPreTraining(bert_config))
     param_bytes = sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree.leaves(params))
     state_bytes = 3 * param_bytes  # params + Adam's two moments, float32
     # fsdp 2 splits the big leaves over 2 chips; small ones stay replicated
@@ -111,14 +104,14 @@ def test_memory_report_is_plausible(tiny_report):
 
 @pytest.mark.slow
 def test_flops_report_matches_the_formula(tiny_report):
-    report, config = tiny_report
+    report, config, bert_config = tiny_report
+    objective = objectives.Pretraining(config.data.max_predictions_per_seq, config.model.vocab_pad_multiple)
     assert report.model_flops == pytest.approx(
-        objectives.Pretraining(20, config.model.get("vocab_pad_multiple", 1)).flops_per_example(BertConfig.named("tiny", vocab_size=30522), 128)
-        * config.train.batch_size / 4)
+        objective.flops_per_example(bert_config, config.data.max_seq_length) * config.train.batch_size / 4)
     # XLA counts one chip's program: the formula's share plus the optimizer, softmax, LayerNorm, ...
     assert 0.9 < report.cost_flops / report.model_flops < 2.0
     lines = aot.format_report(report, config)
-    assert lines[1].startswith("BERT L2 H128 V")
+    assert lines[1].startswith(f"BERT L2 H32 V{aot.DEFAULT_VOCAB_SIZE}")
     assert lines[3].startswith("fits: needs") and "FLOPs per chip per step" in lines[4]
 
 

@@ -10,28 +10,30 @@ from bertjax import checkpoint, run_config, sharding
 from bertjax.convert import hf
 from bertjax.errors import BertjaxError
 from bertjax.model import unpad_vocab
+from bertjax.task import pretraining_objective
 from bertjax.train import Trainer, train_and_evaluate
 
 
 def _trainer(config, devices):
     mesh = sharding.create_mesh(config.mesh.data, config.mesh.fsdp, devices)
     with jax.set_mesh(mesh):
-        return Trainer(config, run_config.bert_config(config, VOCAB_SIZE), mesh)
+        return Trainer(config, run_config.bert_config(config, VOCAB_SIZE), mesh, pretraining_objective(config))
 
 
-def _fsdp_state():
+def _saved_fsdp_state(workdir):
+    """A fresh state of the tiny model with fsdp 4, at step 7, saved in `workdir`: (its config, the state)."""
     config = tiny_config()
     config.mesh.fsdp = 4
-    trainer = _trainer(config, jax.devices())
-    state = trainer.initial_state()
-    return config, state.replace(step=state.step + 7)
+    state = _trainer(config, jax.devices()).initial_state()
+    state = state.replace(step=state.step + 7)
+    saver = checkpoint.Checkpointer(str(workdir), every_steps=100, keep=2)
+    assert saver.save(7, state, config=config.to_dict(), force=True)
+    saver.close()
+    return config, state
 
 
 def test_restore_onto_a_different_device_count(tmp_path):
-    config, state = _fsdp_state()
-    saver = checkpoint.Checkpointer(str(tmp_path), every_steps=100, keep=2)
-    assert saver.save(7, state, config=config.to_dict(), force=True)
-    saver.close()
+    config, state = _saved_fsdp_state(tmp_path)
 
     config.mesh.fsdp = 1
     target = _trainer(config, jax.devices()[:1])
@@ -47,10 +49,7 @@ def test_restore_onto_a_different_device_count(tmp_path):
 
 
 def test_incompatible_checkpoint_is_a_clear_error(tmp_path):
-    config, state = _fsdp_state()
-    saver = checkpoint.Checkpointer(str(tmp_path), every_steps=100, keep=2)
-    saver.save(7, state, force=True)
-    saver.close()
+    config, _ = _saved_fsdp_state(tmp_path)
     config.model.hidden_size = 64
     other = _trainer(config, jax.devices())
     loader = checkpoint.Checkpointer(str(tmp_path), every_steps=100, keep=2)
@@ -60,10 +59,7 @@ def test_incompatible_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
-    config, state = _fsdp_state()
-    saver = checkpoint.Checkpointer(str(tmp_path), every_steps=100, keep=2)
-    saver.save(7, state, force=True)
-    saver.close()
+    config, _ = _saved_fsdp_state(tmp_path)
     for path in (tmp_path / "checkpoints" / "7" / "state").rglob("*"):
         if path.is_file() and "manifest" not in path.name and path.stat().st_size > 100:
             path.write_bytes(b"\0garbage" * 4)

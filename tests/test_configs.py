@@ -133,7 +133,7 @@ def test_unknown_remat_policy_is_a_clear_error():
 
 
 def test_token_ids_must_be_below_vocab_size():
-    from _train_helpers import make_batch
+    from _batches import make_batch
 
     batch = make_batch(4)
     Pretraining(4).check_batch(batch, 96)
@@ -142,7 +142,7 @@ def test_token_ids_must_be_below_vocab_size():
 
 
 def test_missing_dataset_names_the_field(tmp_path):
-    from bertjax import prepare
+    from bertjax.data import prepare
 
     config = tiny_config()
     config.data.dir = str(tmp_path / "nope")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from bertjax.data import catalog, features, masking, tokenizer
+from bertjax.data import catalog, features, masking, tokenizer, vocab_files
 from bertjax.data import create_pretraining_data as cpd
 from bertjax.data import worker_pool
 from bertjax.errors import BertjaxError
@@ -18,14 +18,6 @@ import reference_original
 from test_instances import small_vocab, write_corpus
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
-
-
-@pytest.fixture(scope="module")
-def vocab_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("vocab")
-    (path / "vocab.txt").write_text("".join(t + "\n" for t in small_vocab()), encoding="utf-8")
-    tokenizer.write_tokenizer_config(path, do_lower_case=True, strip_accents=True)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +47,7 @@ def test_static_dataset_is_a_valid_tfds_dataset(corpus, vocab_dir, tmp_path):
     summary = _make(corpus, out, vocab_dir, max_seq_length=64, max_predictions_per_seq=10)
     manifest = catalog.read_manifest(out)
     assert manifest["masking"] == "static" and manifest["whole_word_mask"] == "none"
-    assert manifest["max_seq_length"] == 64 and manifest["vocab_sha256"] == tokenizer.vocab_sha256(vocab_dir)
+    assert manifest["max_seq_length"] == 64 and manifest["vocab_sha256"] == vocab_files.vocab_sha256(vocab_dir)
     assert manifest["num_examples"]["train"] == summary["instances"] > 300
     assert manifest["statistics"]["documents"] == summary["documents"] == 300
     batch = _read(out)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bertjax.data.tokenizer import SPECIAL_TOKENS, BertTokenizer
+from bertjax.data.tokenizer import BertTokenizer
+from bertjax.data.vocab_files import SPECIAL_TOKENS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "demo_ko"

@@ -9,10 +9,12 @@ import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 
 from bertjax.data import catalog, features
-from bertjax.data.tokenizer import BertTokenizer, read_tokenizer_config
+from bertjax.data.tokenizer import BertTokenizer
+from bertjax.data.vocab_files import read_tokenizer_config
 from bertjax.errors import BertjaxError
 
 import _tiny_dataset as tiny
+from _batches import make_batch
 
 T, P = 16, 4
 
@@ -38,7 +40,7 @@ def test_feature_spec_names_shapes_dtypes():
 
 def test_serialization_is_the_tfds_wire_format():
     spec = features.feature_spec(T, P)
-    batch = tiny.make_batch(0, 3)
+    batch = make_batch(3, **tiny.rows())
     batch["masked_lm_weights"][:, 1] = 0.25                     # a non-trivial float
     records = features.serialize_batch(batch)
     for i, record in enumerate(records):
@@ -54,14 +56,14 @@ def test_serialization_is_the_tfds_wire_format():
 def test_finalize_then_tfds_reads_every_split_in_order(tmp_path):
     out = str(tmp_path / "ds")
     os.makedirs(out)
-    first, second, evals = tiny.make_batch(0, 5), tiny.make_batch(5, 2), tiny.make_batch(7, 3)
+    first, second, evals = (make_batch(n, start, **tiny.rows()) for n, start in ((5, 0), (2, 5), (3, 7)))
     assert features.write_shard(os.path.join(out, "b.tmp"), first) == 5
     with features.ShardWriter(os.path.join(out, "a.tmp"), T, P) as writer:   # per-example writes
         for i in range(2):
             writer.write(_row(second, i))
     assert writer.num_examples == 2
     features.write_shard(os.path.join(out, "e.tmp"), [_row(evals, i) for i in range(3)])
-    features.write_shard(os.path.join(out, "empty.tmp"), tiny.make_batch(0, 0))
+    features.write_shard(os.path.join(out, "empty.tmp"), make_batch(0, **tiny.rows()))
 
     stored = catalog.finalize_dataset(out, {"train": [("b.tmp", 5), ("a.tmp", 2), ("empty.tmp", 0)],
                                             "eval": [(os.path.join(out, "e.tmp"), 3)]},
@@ -98,7 +100,7 @@ def test_manifest_numpy_values_are_stored_as_json(tmp_path):
     manifest["statistics"] = {"tokens_per_example": np.float32(12.5), "hist": np.arange(3)}
     out = str(tmp_path / "ds")
     os.makedirs(out)
-    features.write_shard(os.path.join(out, "x"), tiny.make_batch(0, 2))
+    features.write_shard(os.path.join(out, "x"), make_batch(2, **tiny.rows()))
     catalog.finalize_dataset(out, {"train": [("x", 2)]}, manifest)
     got = catalog.read_manifest(out)
     assert got["random_seed"] == 7 and got["statistics"] == {"tokens_per_example": 12.5, "hist": [0, 1, 2]}
@@ -134,7 +136,7 @@ def test_finalize_rejects_a_bad_manifest(tmp_path, change, message):
     manifest = tiny.manifest()
     manifest.update({k: v for k, v in change.items() if k != "__delete__"})
     manifest.pop(change.get("__delete__", "__none__"), None)
-    features.write_shard(str(tmp_path / "x"), tiny.make_batch(0, 2))
+    features.write_shard(str(tmp_path / "x"), make_batch(2, **tiny.rows()))
     with pytest.raises(BertjaxError, match=message):
         catalog.finalize_dataset(str(tmp_path), {"train": [("x", 2)]}, manifest)
 
@@ -142,7 +144,7 @@ def test_finalize_rejects_a_bad_manifest(tmp_path, change, message):
 def test_finalize_rejects_bad_shards(tmp_path):
     with pytest.raises(BertjaxError, match="does not exist"):
         catalog.finalize_dataset(str(tmp_path), {"train": [("missing", 2)]}, tiny.manifest())
-    features.write_shard(str(tmp_path / "x"), tiny.make_batch(0, 2))
+    features.write_shard(str(tmp_path / "x"), make_batch(2, **tiny.rows()))
     with pytest.raises(BertjaxError, match="split name"):
         catalog.finalize_dataset(str(tmp_path), {"train-1": [("x", 2)]}, tiny.manifest())
     with pytest.raises(BertjaxError, match="holds 2 examples, not 3"):
@@ -153,7 +155,7 @@ def test_finalize_rejects_bad_shards(tmp_path):
 
 
 def test_writer_rejects_wrong_shapes_and_missing_keys(tmp_path):
-    batch = tiny.make_batch(0, 2)
+    batch = make_batch(2, **tiny.rows())
     with features.ShardWriter(str(tmp_path / "a"), T, P) as writer:
         with pytest.raises(BertjaxError, match="'input_ids' has per-example shape"):
             writer.write_batch({**batch, "input_ids": batch["input_ids"][:, :8]})
@@ -202,7 +204,7 @@ def test_a_dataset_carries_its_casing_even_without_a_config_beside_the_vocab(tmp
     vocab = tiny.write_vocab(str(tmp_path / "vocab"))          # a bare vocab.txt, no tokenizer_config.json
     out = str(tmp_path / "ds")
     os.makedirs(out)
-    features.write_shard(os.path.join(out, "a.tmp"), tiny.make_batch(0, 3))
+    features.write_shard(os.path.join(out, "a.tmp"), make_batch(3, **tiny.rows()))
     stored = {**tiny.manifest(vocab_sha256=tiny.sha256(vocab)), "do_lower_case": False, "strip_accents": False}
     catalog.finalize_dataset(out, {"train": [("a.tmp", 3)]}, stored, vocab_file=vocab)
     config = read_tokenizer_config(out)
@@ -213,7 +215,7 @@ def test_a_dataset_carries_its_casing_even_without_a_config_beside_the_vocab(tmp
 
 def test_single_and_batch_writes_keep_their_order(tmp_path, monkeypatch):
     monkeypatch.setattr(features.ShardWriter, "WRITE_BUFFER", 2)       # single writes are encoded 2 at a time
-    batch = tiny.make_batch(0, 6)
+    batch = make_batch(6, **tiny.rows())
     with features.ShardWriter(str(tmp_path / "a"), T, P) as writer:
         for i in range(3):                                              # 2 flushed, 1 pending
             row = _row(batch, i)
@@ -230,9 +232,9 @@ def test_metadata_is_what_tfds_writes(tmp_path):
     """finalize_dataset writes TFDS's metadata files without importing TFDS; they must equal TFDS's own."""
     out = str(tmp_path / "ours")
     os.makedirs(out)
-    features.write_shard(os.path.join(out, "a"), tiny.make_batch(0, 3))
-    features.write_shard(os.path.join(out, "b"), tiny.make_batch(3, 2))
-    features.write_shard(os.path.join(out, "c"), tiny.make_batch(5, 1))
+    features.write_shard(os.path.join(out, "a"), make_batch(3, **tiny.rows()))
+    features.write_shard(os.path.join(out, "b"), make_batch(2, 3, **tiny.rows()))
+    features.write_shard(os.path.join(out, "c"), make_batch(1, 5, **tiny.rows()))
     manifest = catalog.finalize_dataset(out, {"train": [("a", 3), ("b", 2)], "eval": [("c", 1)]}, tiny.manifest())
     theirs = str(tmp_path / "theirs")
     shutil.copytree(out, theirs)

@@ -3,14 +3,11 @@ one train loop from a tiny checkpoint, reach the issue's dev scores; their predi
 import json
 import random
 
-import jax
 import pytest
 import transformers
 
-from _train_helpers import load_config
-from bertjax.convert import hf
+from _train_helpers import load_config, write_random_bert
 from bertjax.errors import BertjaxError
-from bertjax.model import BertConfig, BertForPreTraining, init_params
 from bertjax.train import train_and_evaluate
 
 ANIMALS = ["cat", "dog", "bird", "fish", "horse", "cow"]
@@ -27,13 +24,8 @@ WORDS = ANIMALS + COLORS + GOOD + BAD + FILLERS + ["smith", "new", "york", "anna
 def tiny_checkpoint(tmp_path_factory):
     """A tiny random BERT as a Hugging Face directory (vocab of the synthetic tasks' words, uncased)."""
     directory = tmp_path_factory.mktemp("tiny_bert")
-    vocab = directory / "source_vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "##s", "?", "."]) + "\n")
-    config = BertConfig(vocab_size=len(WORDS) + 8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=128, max_position_embeddings=128)
-    params = init_params(BertForPreTraining(config), jax.random.PRNGKey(0))
-    hf.save_pretrained(directory, config, params, vocab_file=vocab, do_lower_case=True, strip_accents=True)
-    vocab.unlink()
+    write_random_bert(directory, [*WORDS, "##s", "?", "."], hidden_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, intermediate_size=128, max_position_embeddings=128)
     return directory
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from bertjax import paths
-from bertjax.data import catalog, pipeline, tokenizer
+from bertjax.data import catalog, pipeline
 from bertjax.data import create_pretraining_data as cpd
 from bertjax.errors import BertjaxError
 
-from test_instances import small_vocab, write_corpus
+from test_instances import small_vocab, write_corpus, write_small_vocab
 
 
 def _upload(local, remote):
@@ -44,10 +44,7 @@ def test_path_layer_lists_copies_and_checks_on_gs(gcs_dir, tmp_path):
 
 @pytest.mark.slow
 def test_create_pretraining_data_reads_and_writes_gs(gcs_dir, tmp_path):
-    vocab_dir = tmp_path / "vocab"
-    vocab_dir.mkdir()
-    (vocab_dir / "vocab.txt").write_text("".join(t + "\n" for t in small_vocab()), encoding="utf-8")
-    tokenizer.write_tokenizer_config(vocab_dir, do_lower_case=True, strip_accents=True)
+    vocab_dir = write_small_vocab(tmp_path / "vocab")
     corpus = write_corpus(tmp_path / "corpus.txt", 200, seed=4)
     for name in ("vocab.txt", "tokenizer_config.json"):
         _upload(vocab_dir / name, f"{gcs_dir}/vocab/{name}")
@@ -107,9 +104,7 @@ def test_conversion_cli_reads_and_writes_gs(gcs_env, gcs_dir, tmp_path, monkeypa
 
     for name, value in gcs_env.items():
         monkeypatch.setenv(name, value)
-    vocab_dir = tmp_path / "vocab"
-    vocab_dir.mkdir()
-    (vocab_dir / "vocab.txt").write_text("".join(t + "\n" for t in small_vocab()), encoding="utf-8")
+    vocab_dir = write_small_vocab(tmp_path / "vocab")
     config = BertConfig.named("tiny", vocab_size=len(small_vocab()), hidden_size=32, num_attention_heads=2,
                               intermediate_size=64, max_position_embeddings=64)
     params = jax.device_get(init_params(BertForPreTraining(config), jax.random.PRNGKey(3)))

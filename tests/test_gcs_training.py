@@ -14,10 +14,10 @@ import pytest
 
 from bertjax import paths
 from bertjax.convert import sources
-from bertjax.data import catalog, tokenizer
+from bertjax.data import catalog
 
 from test_gcs import _upload
-from test_instances import small_vocab, write_corpus
+from test_instances import write_corpus, write_small_vocab
 from test_train_multiprocess import _finish, _report, _start, _stopped_at, _wait_for
 
 
@@ -30,10 +30,7 @@ def _steps(workdir: str) -> list[int]:
 def test_data_and_two_process_run_on_gs_stop_resume_and_export(gcs_dir, gcs_env, tmp_path, monkeypatch):
     for name, value in gcs_env.items():              # the training subprocesses inherit os.environ
         monkeypatch.setenv(name, value)
-    vocab_dir = tmp_path / "vocab"
-    vocab_dir.mkdir()
-    (vocab_dir / "vocab.txt").write_text("".join(t + "\n" for t in small_vocab()), encoding="utf-8")
-    tokenizer.write_tokenizer_config(vocab_dir, do_lower_case=True, strip_accents=True)
+    vocab_dir = write_small_vocab(tmp_path / "vocab")
     for name in ("vocab.txt", "tokenizer_config.json"):
         _upload(vocab_dir / name, f"{gcs_dir}/vocab/{name}")
     for part in range(2):

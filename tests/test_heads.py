@@ -9,15 +9,18 @@ import pytest
 import torch
 import transformers
 
+from _batches import make_batch
 from bertjax import heads
 from bertjax.convert import __main__ as cli
-from bertjax.convert import hf, sources
+from bertjax.convert import hf, hf_heads, sources
 from bertjax.errors import BertjaxError
 from bertjax.model import BertConfig, BertForPreTraining, abstract_params, init_params
 
 HF_CONFIG = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
                  max_position_embeddings=40, hidden_act="gelu", initializer_range=0.2)
 LENGTHS = (12, 7, 3)  # real tokens per row of a [3, 12] batch; the rest is padding
+BATCH = make_batch(3, seq_length=max(LENGTHS), vocab_size=HF_CONFIG["vocab_size"], lengths=LENGTHS)
+INPUTS = (BATCH["input_ids"], BATCH["input_mask"], BATCH["segment_ids"])  # what the heads take
 TOLERANCE = 1e-5
 
 # (bertjax head, transformers class, num_labels or None for QA)
@@ -27,15 +30,6 @@ CASES = {
     "tokens5": (heads.BertForTokenClassification, "BertForTokenClassification", 5),
     "qa": (heads.BertForQuestionAnswering, "BertForQuestionAnswering", None),
 }
-
-
-def make_batch():
-    rng = np.random.default_rng(0)
-    batch, seq_len = len(LENGTHS), max(LENGTHS)
-    input_ids = rng.integers(1, HF_CONFIG["vocab_size"], (batch, seq_len)).astype(np.int32)
-    input_mask = (np.arange(seq_len)[None] < np.array(LENGTHS)[:, None]).astype(np.int32)
-    segment_ids = ((np.arange(seq_len)[None] >= np.array(LENGTHS)[:, None] // 2) * input_mask).astype(np.int32)
-    return input_ids * input_mask, input_mask, segment_ids
 
 
 def make_hf_model(architecture, num_labels):
@@ -67,7 +61,7 @@ def converted(request):
     case = request.param
     _, architecture, num_labels = CASES[case]
     hf_model = make_hf_model(architecture, num_labels)
-    input_ids, input_mask, segment_ids = make_batch()
+    input_ids, input_mask, segment_ids = INPUTS
     with torch.no_grad():
         hf_out = hf_model(input_ids=torch.tensor(input_ids, dtype=torch.long),
                           attention_mask=torch.tensor(input_mask, dtype=torch.long),
@@ -75,14 +69,14 @@ def converted(request):
     expected = {k: hf_out[k].numpy() for k in ("logits", "start_logits", "end_logits") if k in hf_out}
     state_dict = {k: v.numpy() for k, v in hf_model.state_dict().items()}
     model = bertjax_head(case)
-    return case, model, state_dict, heads.params_from_hf_state_dict(state_dict, model), expected
+    return case, model, state_dict, hf.head_params_from_hf(state_dict, model), expected
 
 
 def real_positions(value):
     """The real (unpadded) positions of a [B, T, ...] array, flattened; [B, C] arrays are returned as they are."""
     if value.ndim == 2 and value.shape[1] != max(LENGTHS):
         return value
-    mask = make_batch()[1].astype(bool)
+    mask = BATCH["input_mask"].astype(bool)
     return value[mask]
 
 
@@ -91,8 +85,8 @@ def test_matches_transformers(converted, scan_layers):
     case, model, state_dict, params, expected = converted
     if scan_layers:
         model = bertjax_head(case, scan_layers=True)
-        params = heads.params_from_hf_state_dict(state_dict, model)
-    out = outputs_of(case, model.apply({"params": params}, *make_batch()))
+        params = hf.head_params_from_hf(state_dict, model)
+    out = outputs_of(case, model.apply({"params": params}, *INPUTS))
     assert set(out) == set(expected)
     for name, value in out.items():
         assert value.dtype == np.float32 and value.shape == expected[name].shape, name
@@ -104,7 +98,7 @@ def test_matches_transformers(converted, scan_layers):
 def test_bfloat16_compute_gives_float32_logits(converted):
     case, _, _, params, expected = converted
     model = bertjax_head(case, dtype=jnp.bfloat16)
-    for name, value in outputs_of(case, model.apply({"params": params}, *make_batch())).items():
+    for name, value in outputs_of(case, model.apply({"params": params}, *INPUTS)).items():
         assert value.dtype == np.float32, name
         err = np.abs(real_positions(value) - real_positions(expected[name])).max()
         print(f"{case} bfloat16 {name}: max abs diff {err:.2e}")
@@ -113,7 +107,7 @@ def test_bfloat16_compute_gives_float32_logits(converted):
 
 def test_export_round_trip(converted):
     case, model, state_dict, params, _ = converted
-    back = heads.params_to_hf_state_dict(params, model)
+    back = hf.head_params_to_hf(params, model)
     assert set(back) == set(state_dict) - {"bert.embeddings.position_ids"}
     for key, value in back.items():
         np.testing.assert_array_equal(value, state_dict[key], err_msg=key)
@@ -121,26 +115,26 @@ def test_export_round_trip(converted):
 
 def test_hf_config_fields_round_trip():
     model = heads.BertForSequenceClassification(BertConfig.from_dict(HF_CONFIG), 3, classifier_dropout=0.2)
-    data = {**HF_CONFIG, **heads.hf_config_fields(model, ["neg", "neutral", "pos"])}
+    data = {**HF_CONFIG, **hf_heads.hf_config_fields(model, ["neg", "neutral", "pos"])}
     hf_config = transformers.BertConfig(**data)
     assert hf_config.num_labels == 3 and hf_config.id2label[2] == "pos"
     assert data["architectures"] == ["BertForSequenceClassification"]
-    assert heads.head_from_hf_config(data) == model
-    qa = heads.head_from_hf_config({**HF_CONFIG, "architectures": ["BertForQuestionAnswering"]})
+    assert hf_heads.head_from_hf_config(data) == model
+    qa = hf_heads.head_from_hf_config({**HF_CONFIG, "architectures": ["BertForQuestionAnswering"]})
     assert isinstance(qa, heads.BertForQuestionAnswering)
     with pytest.raises(BertjaxError, match="BertForMaskedLM"):
-        heads.head_class("BertForMaskedLM")
+        hf_heads.head_class("BertForMaskedLM")
 
 
 def test_head_scopes_and_wrong_checkpoint(converted):
     case, model, state_dict, _, _ = converted
-    spec = heads.head_spec(model)
+    spec = hf_heads.head_spec(model)
     assert set(abstract_params(model)) == {"bert", *spec.scopes}
     bad = {k: (v[:-1] if k.startswith(spec.scopes) and k.endswith("bias") else v) for k, v in state_dict.items()}
     with pytest.raises(BertjaxError, match="shape mismatches"):
-        heads.params_from_hf_state_dict(bad, model)
+        hf.head_params_from_hf(bad, model)
     with pytest.raises(BertjaxError, match=r"unexpected keys \(1\): cls.seq_relationship.weight"):
-        heads.params_from_hf_state_dict({**state_dict, "cls.seq_relationship.weight": np.zeros((2, 32))}, model)
+        hf.head_params_from_hf({**state_dict, "cls.seq_relationship.weight": np.zeros((2, 32))}, model)
 
 
 @pytest.fixture(scope="module")
@@ -155,12 +149,12 @@ def pretrained():
 def test_load_encoder(pretrained, head_scanned):
     model = bertjax_head("classify3", scan_layers=head_scanned)
     state_dict = {k: v.numpy() for k, v in make_hf_model("BertForSequenceClassification", 3).state_dict().items()}
-    fresh = heads.params_from_hf_state_dict(state_dict, model)
+    fresh = hf.head_params_from_hf(state_dict, model)
     loaded = heads.load_encoder(fresh, pretrained)
     assert jax.tree.structure(loaded) == jax.tree.structure(fresh)
     jax.tree.map(np.testing.assert_array_equal, loaded["classifier"], fresh["classifier"])
     if head_scanned:  # scanned -> unrolled on the way back
-        loaded = heads.load_encoder(heads.params_from_hf_state_dict(state_dict, bertjax_head("classify3")), loaded)
+        loaded = heads.load_encoder(hf.head_params_from_hf(state_dict, bertjax_head("classify3")), loaded)
     jax.tree.map(np.testing.assert_array_equal, loaded["bert"], pretrained["bert"])  # bitwise
     assert "cls" not in loaded
 
@@ -171,9 +165,9 @@ def test_load_encoder(pretrained, head_scanned):
 
 def test_dropout_in_training_mode(converted):
     case, model, _, params, _ = converted
-    train = model.apply({"params": params}, *make_batch(), deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+    train = model.apply({"params": params}, *INPUTS, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
     key = "start_logits" if "start_logits" in train else "logits"
-    assert not np.allclose(train[key], model.apply({"params": params}, *make_batch())[key])
+    assert not np.allclose(train[key], model.apply({"params": params}, *INPUTS)[key])
 
 
 def test_load_encoder_follows_the_heads_pooler(converted, pretrained):
@@ -181,7 +175,7 @@ def test_load_encoder_follows_the_heads_pooler(converted, pretrained):
     loaded = heads.load_encoder(params, pretrained)  # a pretrained pooler is dropped by a head without one
     assert ("pooler" in loaded["bert"]) == ("pooler" in params["bert"])
     if case == "tokens5":  # an encoder without a pooler: a head with one keeps its fresh pooler
-        fresh = heads.params_from_hf_state_dict(
+        fresh = hf.head_params_from_hf(
             {k: v.numpy() for k, v in make_hf_model("BertForSequenceClassification", 3).state_dict().items()},
             bertjax_head("classify3"))
         again = heads.load_encoder(fresh, loaded)
@@ -207,7 +201,7 @@ def transformers_logits(directory_or_model, architecture):
     if not isinstance(model, torch.nn.Module):
         model, info = getattr(transformers, architecture).from_pretrained(directory_or_model,
                                                                           output_loading_info=True)
-    input_ids, input_mask, segment_ids = make_batch()
+    input_ids, input_mask, segment_ids = INPUTS
     with torch.no_grad():
         out = model.eval()(input_ids=torch.tensor(input_ids, dtype=torch.long),
                            attention_mask=torch.tensor(input_mask, dtype=torch.long),
@@ -254,7 +248,7 @@ def test_from_hf_and_to_hf_keep_the_transformers_class(case, tmp_path):
 
     head, params = hf.load_hf_head(tmp_path / "export")  # and reloads in bertjax with its classifier
     assert head == pretrained.head
-    assert_close(outputs_of(case, head.apply({"params": params}, *make_batch())), expected, "load_hf_head")
+    assert_close(outputs_of(case, head.apply({"params": params}, *INPUTS)), expected, "load_hf_head")
 
 
 @pytest.mark.parametrize("case", DIRECTORY_CASES)
@@ -265,7 +259,7 @@ def test_save_pretrained_of_a_bertjax_head_loads_as_its_class(case, tmp_path):
     hf.save_pretrained(tmp_path, model.config, params, head_model=model, labels=LABELS.get(case))
     theirs, info = transformers_logits(tmp_path, CASES[case][1])
     assert_clean(info, "save_pretrained")
-    assert_close(outputs_of(case, model.apply({"params": params}, *make_batch())), theirs, "save_pretrained")
+    assert_close(outputs_of(case, model.apply({"params": params}, *INPUTS)), theirs, "save_pretrained")
     with pytest.raises(BertjaxError, match="not a Bert.*unexpected.*cls.seq_relationship"):
         hf.save_pretrained(tmp_path / "bad", model.config,
                            {**params, "cls": {"seq_relationship": {"bias": np.zeros(2)}}}, head_model=model)

@@ -31,6 +31,16 @@ def small_vocab():
              "cafe", "the"] + [f"##{d}" for d in range(10)])
 
 
+def write_small_vocab(directory):
+    """`directory`/vocab.txt of small_vocab() and its tokenizer_config.json (uncased, accents stripped)."""
+    from bertjax.data import vocab_files  # noqa: PLC0415
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("".join(t + "\n" for t in small_vocab()), encoding="utf-8")
+    vocab_files.write_tokenizer_config(directory, do_lower_case=True, strip_accents=True)
+    return directory
+
+
 def test_tokenize_documents_drops_empty_sentences_and_documents():
     tok = BertTokenizer(small_vocab())
     lines = ["hello world", "\x00", "", "", "the cafe", "", "\u200b", ""]

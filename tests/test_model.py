@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _batches import make_batch
 from bertjax import losses
 from bertjax.errors import BertjaxError
 from bertjax.layers import get_activation
@@ -29,26 +30,20 @@ def count(tree) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
-def make_batch(config: BertConfig, batch_size=3, seq_len=12, num_predictions=4, seed=0) -> dict:
-    rng = np.random.default_rng(seed)
-    lengths = np.array([seq_len, seq_len - 4, 5])[:batch_size]
-    input_mask = (np.arange(seq_len)[None] < lengths[:, None]).astype(np.int32)
-    input_ids = rng.integers(5, config.vocab_size, (batch_size, seq_len)).astype(np.int32) * input_mask
-    segment_ids = ((np.arange(seq_len)[None] >= lengths[:, None] // 2) * input_mask).astype(np.int32)
-    positions = np.stack([rng.choice(np.arange(1, n), num_predictions, replace=False) for n in lengths])
-    return {
-        "input_ids": input_ids,
-        "input_mask": input_mask,
-        "segment_ids": segment_ids,
-        "masked_lm_positions": positions.astype(np.int32),
-        "masked_lm_ids": rng.integers(0, config.vocab_size, positions.shape).astype(np.int32),
-        "masked_lm_weights": np.ones(positions.shape, np.float32),
-        "next_sentence_labels": np.array([0, 1, 0][:batch_size], np.int32),
-    }
+@pytest.fixture
+def batch():
+    """3 rows of 12 positions with 12, 8 and 5 real tokens (a fresh copy per test: some change it)."""
+    return make_batch(3, seq_length=12, vocab_size=SMALL.vocab_size, lengths=(12, 8, 5))
 
 
 def model_inputs(batch):
     return batch["input_ids"], batch["input_mask"], batch["segment_ids"], batch["masked_lm_positions"]
+
+
+def pretraining_loss(params, model, batch):
+    """The full pretraining loss of `model` with `params` on `batch`."""
+    out = model.apply({"params": params}, *model_inputs(batch))
+    return losses.pretraining_loss(out["mlm_logits"], out["nsp_logits"], batch)
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +129,7 @@ def test_sequence_longer_than_position_embeddings_is_a_clear_error(small_params)
         BertForPreTraining(SMALL).apply({"params": small_params}, ids, ids, 0 * ids, np.zeros((1, 2), np.int32))
 
 
-def test_output_shapes_and_dtypes(small_params):
-    batch = make_batch(SMALL)
+def test_output_shapes_and_dtypes(small_params, batch):
     out = BertForPreTraining(SMALL).apply({"params": small_params}, *model_inputs(batch), output_hidden_states=True)
     assert out["sequence_output"].shape == (3, 12, 32)
     assert out["pooled_output"].shape == (3, 32)
@@ -145,9 +139,8 @@ def test_output_shapes_and_dtypes(small_params):
     np.testing.assert_array_equal(out["hidden_states"][-1], out["sequence_output"])
 
 
-def test_mlm_logits_only_at_masked_positions(small_params):
+def test_mlm_logits_only_at_masked_positions(small_params, batch):
     """The head gathers first: logits equal a dense head applied to the sequence output at those positions."""
-    batch = make_batch(SMALL)
     out = BertForPreTraining(SMALL).apply({"params": small_params}, *model_inputs(batch))
     cls = small_params["cls"]["predictions"]
     seq = np.asarray(out["sequence_output"])
@@ -161,8 +154,7 @@ def test_mlm_logits_only_at_masked_positions(small_params):
     np.testing.assert_allclose(out["mlm_logits"], expected, atol=2e-5)
 
 
-def test_padding_does_not_change_real_outputs(small_params):
-    batch = make_batch(SMALL)
+def test_padding_does_not_change_real_outputs(small_params, batch):
     model = BertForPreTraining(SMALL)
     out = model.apply({"params": small_params}, *model_inputs(batch))
     changed = dict(batch)
@@ -178,8 +170,7 @@ def test_padding_does_not_change_real_outputs(small_params):
         np.testing.assert_allclose(out2[key], out[key], atol=1e-5)
 
 
-def test_attention_probabilities_sown_sum_to_one_and_ignore_padding(small_params):
-    batch = make_batch(SMALL)
+def test_attention_probabilities_sown_sum_to_one_and_ignore_padding(small_params, batch):
     model = BertForPreTraining(SMALL, sow_attention=True)
     _, state = model.apply({"params": small_params}, *model_inputs(batch), mutable=["intermediates"])
     probs = np.asarray(state["intermediates"]["bert"]["encoder"]["layer_1"]["attention"]["self"]["attention_probs"][0])
@@ -193,8 +184,7 @@ def test_attention_probabilities_sown_sum_to_one_and_ignore_padding(small_params
     assert not state.get("intermediates")
 
 
-def test_dropout_only_when_not_deterministic(small_params):
-    batch = make_batch(SMALL)
+def test_dropout_only_when_not_deterministic(small_params, batch):
     model = BertForPreTraining(SMALL)
     apply = functools.partial(model.apply, {"params": small_params}, *model_inputs(batch))
     base = apply(deterministic=True)["sequence_output"]
@@ -208,10 +198,9 @@ def test_dropout_only_when_not_deterministic(small_params):
     np.testing.assert_array_equal(drop1, drop1b)
 
 
-def test_attention_dropout_is_not_broadcast(small_params):
+def test_attention_dropout_is_not_broadcast(small_params, batch):
     """Dropout on attention probabilities differs between heads and batch rows (not Flax's broadcast dropout)."""
     config = SMALL.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.5)
-    batch = make_batch(config)
     batch["input_ids"][1] = batch["input_ids"][0]
     batch["input_mask"][1] = batch["input_mask"][0]
     batch["segment_ids"][1] = batch["segment_ids"][0]
@@ -222,8 +211,7 @@ def test_attention_dropout_is_not_broadcast(small_params):
     assert not np.allclose(seq[0], seq[1], atol=1e-4)  # identical rows get different dropout masks
 
 
-def test_bfloat16_forward_close_to_float32(small_params):
-    batch = make_batch(SMALL)
+def test_bfloat16_forward_close_to_float32(small_params, batch):
     f32 = BertForPreTraining(SMALL).apply({"params": small_params}, *model_inputs(batch))
     bf16 = BertForPreTraining(SMALL, dtype=jnp.bfloat16).apply({"params": small_params}, *model_inputs(batch))
     assert bf16["sequence_output"].dtype == jnp.bfloat16
@@ -240,8 +228,7 @@ def test_param_dtype_is_independent_of_compute_dtype():
 
 
 @pytest.mark.parametrize("remat", [False, True])
-def test_scanned_encoder_equals_unrolled(small_params, remat):
-    batch = make_batch(SMALL)
+def test_scanned_encoder_equals_unrolled(small_params, remat, batch):
     unrolled = BertForPreTraining(SMALL).apply({"params": small_params}, *model_inputs(batch),
                                                output_hidden_states=True)
     stacked = stack_layers(small_params, SMALL.num_hidden_layers)
@@ -253,59 +240,36 @@ def test_scanned_encoder_equals_unrolled(small_params, remat):
         np.testing.assert_allclose(scanned[key], unrolled[key], atol=2e-5, rtol=1e-5)
 
 
-def test_remat_and_scan_give_same_gradients(small_params):
-    batch = make_batch(SMALL)
-
-    def loss_fn(params, model):
-        out = model.apply({"params": params}, *model_inputs(batch))
-        return losses.pretraining_loss(out["mlm_logits"], out["nsp_logits"], batch)
-
-    grads = jax.grad(loss_fn)(small_params, BertForPreTraining(SMALL))
+def test_remat_and_scan_give_same_gradients(small_params, batch):
+    grads = jax.grad(pretraining_loss)(small_params, BertForPreTraining(SMALL), batch)
     stacked = stack_layers(small_params, SMALL.num_hidden_layers)
-    grads_scan = jax.grad(loss_fn)(stacked, BertForPreTraining(SMALL, scan_layers=True, remat=True))
+    grads_scan = jax.grad(pretraining_loss)(stacked, BertForPreTraining(SMALL, scan_layers=True, remat=True), batch)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), unstack_layers(grads_scan), grads)
 
 
 @pytest.mark.parametrize("policy", ["nothing_saveable", "dots_saveable", "minimal"])
-def test_remat_policies_give_the_same_gradients(small_params, policy):
-    batch = make_batch(SMALL)
-
-    def loss_fn(params, model):
-        out = model.apply({"params": params}, *model_inputs(batch))
-        return losses.pretraining_loss(out["mlm_logits"], out["nsp_logits"], batch)
-
-    reference = jax.grad(loss_fn)(small_params, BertForPreTraining(SMALL))
-    grads = jax.grad(loss_fn)(small_params, BertForPreTraining(SMALL, remat=policy))
+def test_remat_policies_give_the_same_gradients(small_params, policy, batch):
+    reference = jax.grad(pretraining_loss)(small_params, BertForPreTraining(SMALL), batch)
+    grads = jax.grad(pretraining_loss)(small_params, BertForPreTraining(SMALL, remat=policy), batch)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), grads, reference)
 
 
-def test_remat_policies_change_what_is_recomputed(small_params):
-    batch = make_batch(SMALL)
-
+def test_remat_policies_change_what_is_recomputed(small_params, batch):
     def matmuls_in_backward(policy):
-        model = BertForPreTraining(SMALL, remat=policy)
-
-        def loss_fn(params):
-            out = model.apply({"params": params}, *model_inputs(batch))
-            return losses.pretraining_loss(out["mlm_logits"], out["nsp_logits"], batch)
-
+        loss_fn = functools.partial(pretraining_loss, model=BertForPreTraining(SMALL, remat=policy), batch=batch)
         return jax.jit(jax.grad(loss_fn)).lower(small_params).as_text().count("dot_general")
 
     counts = {policy: matmuls_in_backward(policy) for policy in ("nothing_saveable", "minimal", "dots_saveable")}
     assert counts["dots_saveable"] < counts["nothing_saveable"], counts  # saved matmuls are not recomputed
 
 
-def test_gradient_is_finite_and_matches_finite_difference():
+def test_gradient_is_finite_and_matches_finite_difference(batch):
     """jax.grad of the full pretraining loss against a central difference, in float64 so the check is tight."""
     config = SMALL.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    batch = make_batch(config)
     with jax.enable_x64(True):
         model = BertForPreTraining(config, dtype=jnp.float64, param_dtype=jnp.float64)
         params = init_params(model, jax.random.PRNGKey(0))
-
-        def loss_fn(p):
-            out = model.apply({"params": p}, *model_inputs(batch))
-            return losses.pretraining_loss(out["mlm_logits"], out["nsp_logits"], batch)
+        loss_fn = functools.partial(pretraining_loss, model=model, batch=batch)
 
         assert loss_fn(params).dtype == jnp.float64
         grads = jax.grad(loss_fn)(params)
@@ -332,10 +296,9 @@ def test_gradient_is_finite_and_matches_finite_difference():
         np.testing.assert_allclose(analytic, numeric, rtol=1e-4)
 
 
-def test_attention_maps_helper_for_notebooks(small_params):
+def test_attention_maps_helper_for_notebooks(small_params, batch):
     from bertjax.visualization import attention_maps
 
-    batch = make_batch(SMALL)
     maps = attention_maps(SMALL, small_params, batch["input_ids"], batch["input_mask"], batch["segment_ids"])
     assert maps.shape == (SMALL.num_hidden_layers, 3, SMALL.num_attention_heads, 12, 12)
     np.testing.assert_allclose(maps.sum(-1), 1.0, atol=1e-5)

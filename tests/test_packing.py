@@ -13,7 +13,6 @@ from bertjax.data import create_pretraining_data as cpd
 from bertjax.errors import BertjaxError
 from bertjax.model import BertConfig
 
-from test_create_pretraining_data import vocab_dir  # noqa: F401  (the fixture: a small vocab)
 from test_instances import write_corpus
 
 T, P, K = 64, 12, 5

@@ -14,6 +14,7 @@ from bertjax.data import features, masking, pipeline
 from bertjax.errors import BertjaxError
 
 import _tiny_dataset as tiny
+from _batches import make_batch
 
 T, P = 16, 4
 
@@ -44,7 +45,7 @@ def test_batches_have_the_design_keys_shapes_and_dtypes(static_dir):
         "masked_lm_positions": ((4, P), np.int32), "masked_lm_ids": ((4, P), np.int32),
         "masked_lm_weights": ((4, P), np.float32), "next_sentence_labels": ((4,), np.int32),
     }
-    want = tiny.make_batch(0, 35)                                   # the stored rows, by id
+    want = make_batch(35, **tiny.rows())                            # the stored rows, by id
     for j, i in enumerate(_ids(batch)):
         for name in features.FEATURE_NAMES:
             np.testing.assert_array_equal(batch[name][j], want[name][i])
@@ -177,7 +178,7 @@ def _masks_by_id(batches):
 
 def test_dynamic_masks_are_valid_and_follow_the_documented_rng(dynamic_dir):
     batches = _take(_single(dynamic_dir, batch_size=4, seed=11, shuffle=False), 12)    # 2 epochs of 6 batches
-    stored = tiny.make_batch(0, 24, static_masks=False)
+    stored = make_batch(24, **tiny.rows(masking="dynamic"))
     for k, batch in enumerate(batches):
         epoch = k // 6
         for j, i in enumerate(_ids(batch)):

@@ -6,6 +6,7 @@ from jax.sharding import PartitionSpec as P
 
 from _train_helpers import run_steps, tiny_config
 from bertjax import run_config, sharding
+from bertjax.task import pretraining_objective
 from bertjax.errors import BertjaxError
 
 
@@ -41,7 +42,7 @@ def test_state_shardings_shard_params_and_adam_moments_alike():
     with jax.set_mesh(mesh):
         from bertjax.train import Trainer
 
-        trainer = Trainer(config, run_config.bert_config(config, 96), mesh)
+        trainer = Trainer(config, run_config.bert_config(config, 96), mesh, pretraining_objective(config))
         state = trainer.initial_state()
     kernel = state.params["bert"]["encoder"]["layer_0"]["intermediate"]["dense"]["kernel"]
     assert kernel.sharding.spec == P(None, "fsdp")

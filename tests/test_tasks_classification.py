@@ -5,22 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from bertjax.data.tokenizer import SPECIAL_TOKENS, BertTokenizer
 from bertjax.errors import BertjaxError
 from bertjax.tasks import classification as clf
 
+# The `tokenizer` fixture's words (conftest.py), after the special tokens.
 WORDS = ["the", "cat", "sat", "on", "mat", "dog", "ran", "un", "##happy", "##ly", ".", ",", "hello", "world"]
-
-
-def tiny_tokenizer(directory, words):
-    """An uncased tokenizer on a vocab.txt written to `directory`: the special tokens (ids 0-4), then `words`."""
-    (directory / "vocab.txt").write_text("\n".join([*SPECIAL_TOKENS, *words]) + "\n", encoding="utf-8")
-    return BertTokenizer.from_vocab(directory / "vocab.txt", do_lower_case=True)
-
-
-@pytest.fixture
-def tokenizer(tmp_path):
-    return tiny_tokenizer(tmp_path, WORDS)
 
 
 def _write(path, lines):

@@ -9,8 +9,7 @@ import pytest
 from bertjax.errors import BertjaxError
 from bertjax.tasks import squad
 
-from test_tasks_classification import tiny_tokenizer
-
+# The `tokenizer` fixture's words (conftest.py), after the special tokens.
 WORDS = ["john", "smith", "lives", "in", ".", "the", "cat", "sat", "on", "mat", "where", "is", "?", "who", "par",
          "##is"]
 CONTEXT = "John Smith lives in Paris. The cat sat on the mat."
@@ -25,11 +24,6 @@ def _write_squad(path, qas):
     path.write_text(json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": [
         {"context": CONTEXT, "qas": qas}]}]}), encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def tokenizer(tmp_path):
-    return tiny_tokenizer(tmp_path, WORDS)
 
 
 @pytest.fixture

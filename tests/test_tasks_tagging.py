@@ -5,10 +5,9 @@ import pytest
 from seqeval.metrics import f1_score
 
 from bertjax.errors import BertjaxError
-from bertjax.tasks import metrics, tagging
+from bertjax.tasks import IGNORE_LABEL, metrics, tagging
 
-from test_tasks_classification import tiny_tokenizer
-
+# The `tokenizer` fixture's words (conftest.py), after the special tokens.
 WORDS = ["eu", "rejects", "german", "call", "to", "boy", "##cott", "british", "lamb", ".", "peter", "black", "##burn"]
 CONLL = """-DOCSTART- -X- -X- O
 
@@ -26,12 +25,7 @@ Peter NNP B-NP I-PER
 Blackburn NNP I-NP I-PER
 """
 O, B_MISC, B_ORG, B_PER, I_PER = range(5)
-X = tagging.IGNORE_LABEL
-
-
-@pytest.fixture
-def tokenizer(tmp_path):
-    return tiny_tokenizer(tmp_path, WORDS)
+X = IGNORE_LABEL
 
 
 @pytest.fixture

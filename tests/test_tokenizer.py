@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from bertjax.data import tokenizer
+from bertjax.data import vocab_files
 from bertjax.data.tokenizer import BertTokenizer
 from bertjax.errors import BertjaxError
 
@@ -14,7 +14,7 @@ import reference_original
 WORDS = ["the", "cafe", "café", "naive", "resume", "hello", "world", "un", "##aff", "##able", "##s", "a", "##a",
          "Hello", "World", "The", "中", "文", "한국어", "한", "국", "어", "ᄒ", "##ᅡ", "##ᆫ", "##ᄀ", "##ᅮ", "##ᆨ", "ᄋ",
          "##ᅥ", ",", ".", "!", "?", "'", "$", "¿", "«", "»", "-", "é", "e"]
-VOCAB = list(tokenizer.SPECIAL_TOKENS) + WORDS
+VOCAB = list(vocab_files.SPECIAL_TOKENS) + WORDS
 
 TRICKY = [
     "Hello, World! The café is naïve.",
@@ -33,7 +33,7 @@ def _write_vocab(path, tokens=VOCAB, config=None):
     path.mkdir(parents=True, exist_ok=True)
     (path / "vocab.txt").write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
     if config is not None:
-        tokenizer.write_tokenizer_config(path, **config)
+        vocab_files.write_tokenizer_config(path, **config)
     return path / "vocab.txt"
 
 

@@ -9,7 +9,7 @@ import pytest
 from tokenizers import Tokenizer, pre_tokenizers
 from tokenizers.models import WordPiece
 
-from bertjax.data import tokenizer
+from bertjax.data import tokenizer, vocab_files
 from bertjax.data.tokenizer import BertTokenizer
 
 import reference_original
@@ -51,12 +51,12 @@ def _vocab(texts: list[str], lower: bool, strip: bool, rng: np.random.Generator)
     entries = [w for w in words if rng.random() < 0.3]
     entries += [c for c in chars if rng.random() < 0.9] + ["##" + c for c in chars if rng.random() < 0.9]
     entries += ["##" + w[1:3] for w in words if len(w) > 2 and rng.random() < 0.3]
-    return list(tokenizer.SPECIAL_TOKENS) + list(dict.fromkeys(entries))
+    return list(vocab_files.SPECIAL_TOKENS) + list(dict.fromkeys(entries))
 
 
 def _backend(vocab: list[str], lower: bool, strip: bool) -> Tokenizer:
     """`tokenizers`' BERT pipeline, as bertjax's tokenizer was before it did its own normalisation."""
-    backend = Tokenizer(WordPiece({t: i for i, t in enumerate(vocab)}, unk_token=tokenizer.UNK,
+    backend = Tokenizer(WordPiece({t: i for i, t in enumerate(vocab)}, unk_token=vocab_files.UNK,
                                   continuing_subword_prefix="##", max_input_chars_per_word=200))
     backend.normalizer = tokenizer.build_normalizer(lower, strip)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -105,7 +105,7 @@ def test_random_mixed_scripts_give_the_tokenizers_ids_where_it_agrees_with_the_o
     points its Unicode tables class otherwise, no capital sigma: it lower-cases character by character, without
     Python's final sigma), gives the ids of `tokenizers`' BERT pipeline."""
     ref = reference_original.FullTokenizer(["[UNK]"], do_lower_case=lower, strip_accents=strip)
-    pipeline = _backend(list(tokenizer.SPECIAL_TOKENS), lower, strip)
+    pipeline = _backend(list(vocab_files.SPECIAL_TOKENS), lower, strip)
 
     def same(piece: str) -> bool:
         text = "xA" + piece + "Bx"
@@ -129,7 +129,7 @@ def test_every_code_point_is_classed_as_the_original_does(lower, strip):
     """Each code point between two words, and alone, is split, dropped, lower-cased and stripped as the original
     does: BertTokenizer's basic tokenization equals reference_original's on all 1,112,064 of them (surrogates too)."""
     ref = reference_original.FullTokenizer(["[UNK]"], do_lower_case=lower, strip_accents=strip)
-    tok = BertTokenizer(list(tokenizer.SPECIAL_TOKENS), do_lower_case=lower, strip_accents=strip)
+    tok = BertTokenizer(list(vocab_files.SPECIAL_TOKENS), do_lower_case=lower, strip_accents=strip)
     texts = ["xA" + chr(cp) + "Bx" for cp in range(1, sys.maxunicode + 1)]
     words = tok._words(tokenizer._TEXT_END.join(texts) + tokenizer._TEXT_END)
     got, current = [], []
@@ -163,7 +163,7 @@ def test_whole_string_steps_equal_per_word_steps():
 
 
 def test_korean_cased_keeps_syllables_and_uncased_strips_into_jamo():
-    vocab = list(tokenizer.SPECIAL_TOKENS) + ["영화", "##가", "재미", "##있다", "ᄋ", "##ᅧ", "##ᆼ", "!", "ㅋㅋ"]
+    vocab = list(vocab_files.SPECIAL_TOKENS) + ["영화", "##가", "재미", "##있다", "ᄋ", "##ᅧ", "##ᆼ", "!", "ㅋㅋ"]
     text = "영화가 재미있다!ㅋㅋ\u3000영화"
     assert BertTokenizer(vocab, do_lower_case=False).tokenize(text) == [
         "영화", "##가", "재미", "##있다", "!", "ㅋㅋ", "영화"]

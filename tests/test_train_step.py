@@ -3,7 +3,8 @@ import jax
 import numpy as np
 import pytest
 
-from _train_helpers import make_batch, run_steps, tiny_config
+from _batches import make_batch
+from _train_helpers import run_steps, tiny_config
 
 
 @pytest.mark.slow

@@ -4,16 +4,14 @@ import re
 import sys
 from pathlib import Path
 
-import jax
 import matplotlib.image
 import nbformat
 import numpy as np
 import pytest
 from nbclient import NotebookClient
 
-from bertjax.convert import hf
+from _train_helpers import write_random_bert
 from bertjax.errors import BertjaxError
-from bertjax.model import BertConfig, BertForPreTraining, init_params
 from bertjax.visualization import cls_attention_summary, plot_attention, plot_cls_attention
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,19 +163,6 @@ def test_notebook_is_committed_without_outputs():
             assert cell.outputs == [] and cell.execution_count is None
 
 
-def write_tiny_checkpoint(directory: Path, words: list[str]) -> BertConfig:
-    """A random 2-layer, 2-head BERT as a Hugging Face directory whose vocab holds `words`."""
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(words)]
-    vocab_file = directory.parent / "vocab.txt"
-    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=64)
-    params = init_params(BertForPreTraining(config), jax.random.PRNGKey(0))
-    hf.save_pretrained(directory, config, jax.device_get(params), vocab_file=vocab_file, do_lower_case=True,
-                       strip_accents=True)
-    return config
-
-
 def python3_kernelspec(jupyter_dir: Path) -> Path:
     """A `python3` kernelspec running this interpreter, so the kernel sees the same environment as the test."""
     spec_dir = jupyter_dir / "kernels" / "python3"
@@ -193,7 +178,9 @@ def test_notebook_runs_headless_on_a_tiny_checkpoint(tmp_path, monkeypatch):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     index, defaults = parameters_cell(nb)
     text = f"{defaults['SENTENCE_A']} {defaults['SENTENCE_B']}".lower()
-    config = write_tiny_checkpoint(tmp_path / "hf", re.findall(r"\w+|[^\w\s]", text))
+    config = write_random_bert(tmp_path / "hf", re.findall(r"\w+|[^\w\s]", text), hidden_size=32,
+                               num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                               max_position_embeddings=64)
     figures = tmp_path / "figures"
     # Injected after the parameters cell, as papermill does: the notebook's own cells run unchanged.
     nb.cells.insert(index + 1, nbformat.v4.new_code_cell(

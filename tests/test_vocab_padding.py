@@ -15,12 +15,14 @@ import pytest
 from flax import traverse_util
 from safetensors.numpy import load_file
 
-from _train_helpers import VOCAB_SIZE, make_batch, run_steps, synthetic_data, tiny_config
+from _batches import VOCAB_SIZE, make_batch
+from _train_helpers import run_steps, synthetic_data, tiny_config
 from bertjax import checkpoint, heads, losses, run_config, sharding
 from bertjax.convert import hf, sources
 from bertjax.errors import BertjaxError
 from bertjax.model import (BertConfig, BertForPreTraining, flops_per_example, init_params, pad_vocab,
                            padded_vocab_size, unpad_vocab)
+from bertjax.task import pretraining_objective
 from bertjax.train import Trainer, train_and_evaluate
 from bertjax.visualization import attention_maps
 
@@ -167,6 +169,7 @@ def test_hugging_face_weights_load_into_a_padded_model():
 def _abstract_params(config, objective=None):
     mesh = sharding.create_mesh(1, 1, jax.devices()[:1])
     with jax.set_mesh(mesh):
+        objective = objective or pretraining_objective(config)
         return Trainer(config, trainer_config(config), mesh, objective).abstract_state_with_shardings().params
 
 

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from bertjax import run_config, sharding, train  # noqa: E402
+from bertjax import run_config, sharding, task, train  # noqa: E402
 from configs import base as base_config  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
@@ -88,7 +88,7 @@ class BertjaxRunner:
         self.host_batch = synthetic_batch(batch, seq, config.data.max_predictions_per_seq, VOCAB)
         self.tokens_per_step = batch * seq
         with jax.set_mesh(self.mesh):
-            self.trainer = train.Trainer(config, self.bert_config, self.mesh)
+            self.trainer = train.Trainer(config, self.bert_config, self.mesh, task.pretraining_objective(config))
             self.state = self.trainer.initial_state()
             self.batch = self.trainer.global_batch(self.host_batch)
             start = time.perf_counter()

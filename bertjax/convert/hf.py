@@ -16,6 +16,8 @@ import os
 from etils.epath import Path
 from typing import Mapping
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 from flax import traverse_util
@@ -23,15 +25,12 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from bertjax import paths
-from bertjax.convert import torch_bin
-from bertjax.data import tokenizer
+from bertjax.convert import hf_heads, torch_bin
+from bertjax.data import vocab_files
 from bertjax.errors import BertjaxError
 from bertjax.layers import SCANNED_LAYERS_NAME
-from bertjax.model import (VOCAB_PARAM_PATHS, BertConfig, BertForPreTraining, abstract_params, unpad_vocab,
-                           unstack_layers)
-
-# Fine-tuning heads (`bertjax.heads`) are imported inside `save_pretrained` and `load_hf_head` only: heads.py maps its
-# params with this module (`map_state_dict`, `params_to_hf`), so importing it here at module level would be a cycle.
+from bertjax.model import (VOCAB_PARAM_PATHS, BertConfig, BertForPreTraining, abstract_params, stack_layers,
+                           unpad_vocab, unstack_layers)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -164,6 +163,31 @@ def params_to_hf(params: Mapping) -> dict[str, np.ndarray]:
     return state_dict
 
 
+def head_params_from_hf(state_dict: Mapping[str, np.ndarray], head_model) -> dict:
+    """A fine-tuning head's params (`bertjax.heads`) from a Hugging Face state dict of the same architecture.
+
+    One mapping: `map_state_dict(..., model=head_model)`. Missing or unexpected keys and shape mismatches are
+    BertjaxErrors. Params come out in `head_model.param_dtype`, scanned if `head_model.scan_layers`.
+    """
+    spec = hf_heads.head_spec(head_model)
+    flat, missing = map_state_dict(state_dict, head_model.config, model=head_model)
+    if missing:
+        raise BertjaxError(f"the checkpoint is not a {spec.architecture} of this config: missing keys: "
+                           + ", ".join(sorted(hf_key(p)[0] for p in missing)[:8])
+                           + "; a pretraining checkpoint loads with heads.load_encoder instead")
+    params = traverse_util.unflatten_dict(flat)
+    if head_model.scan_layers:
+        params = stack_layers(params, head_model.config.num_hidden_layers)
+    return jax.tree.map(lambda x: jnp.asarray(x, head_model.param_dtype), params)
+
+
+def head_params_to_hf(params: Mapping, head_model) -> dict[str, np.ndarray]:
+    """The Hugging Face state dict (float32 numpy) of a fine-tuning head's params (`params_to_hf`; the head is
+    checked)."""
+    hf_heads.head_spec(head_model)
+    return params_to_hf(params)
+
+
 def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """All tensors of a safetensors file as numpy arrays."""
     path = paths.path(path)
@@ -228,12 +252,10 @@ def load_hf_head(directory: str | os.PathLike, *, num_labels: int | None = None,
     BertForSequenceClassification, BertForTokenClassification or BertForQuestionAnswering.
 
     `num_labels`, when given, must be the checkpoint's (else a BertjaxError naming both); `module_kwargs` are dtype,
-    param_dtype, scan_layers, remat. Params come out as `heads.params_from_hf_state_dict` makes them.
+    param_dtype, scan_layers, remat. Params come out as `head_params_from_hf` makes them.
     """
-    from bertjax import heads  # not at module level: heads imports this module
-
-    head_model = heads.head_from_hf_config(read_config_data(directory), num_labels=num_labels, **module_kwargs)
-    return head_model, heads.params_from_hf_state_dict(load_state_dict(directory), head_model)
+    head_model = hf_heads.head_from_hf_config(read_config_data(directory), num_labels=num_labels, **module_kwargs)
+    return head_model, head_params_from_hf(load_state_dict(directory), head_model)
 
 
 def save_pretrained(directory: str | os.PathLike, config: BertConfig, params: Mapping | None = None, *,
@@ -251,11 +273,9 @@ def save_pretrained(directory: str | os.PathLike, config: BertConfig, params: Ma
     """
     extra = None
     if head_model is not None:
-        from bertjax import heads  # not at module level: heads imports this module
-
         if head_model.config != config:
             raise BertjaxError("save_pretrained: head_model.config differs from config; pass the head's own config")
-        extra = heads.hf_config_fields(head_model, labels)
+        extra = hf_heads.hf_config_fields(head_model, labels)
     elif labels is not None:
         raise BertjaxError("save_pretrained: labels name the classes of a head; pass head_model too")
     state_dict = None
@@ -283,9 +303,9 @@ def write_tokenizer_files(directory: Path, vocab_file: str | os.PathLike, do_low
     """vocab.txt and a tokenizer_config.json that both transformers and bertjax's tokenizer read."""
     if do_lower_case is None:
         raise BertjaxError(f"the casing of {vocab_file} is unknown; pass do_lower_case")
-    source = tokenizer.resolve_vocab_path(vocab_file)
-    target = paths.path(directory) / tokenizer.VOCAB_FILE
+    source = vocab_files.resolve_vocab_path(vocab_file)
+    target = paths.path(directory) / vocab_files.VOCAB_FILE
     if source != target:
         target.write_bytes(source.read_bytes())
     strip_accents = do_lower_case if strip_accents is None else strip_accents
-    tokenizer.write_tokenizer_config(directory, do_lower_case, strip_accents, model_max_length)
+    vocab_files.write_tokenizer_config(directory, do_lower_case, strip_accents, model_max_length)

@@ -34,15 +34,12 @@ from absl import logging
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from bertjax import heads as heads_lib
-from bertjax import paths
-from bertjax.convert import hf, tensor_bundle, tf_checkpoint
-from bertjax.data import tokenizer
+from bertjax import paths, workdir_layout
+from bertjax.convert import hf, hf_heads, tensor_bundle, tf_checkpoint
+from bertjax.data import vocab_files
 from bertjax.errors import BertjaxError
 from bertjax.model import BertConfig, BertForPreTraining, abstract_params, init_params, unpad_vocab, unstack_layers
 
-CHECKPOINTS_DIR = "checkpoints"
-MODEL_DIR = "model"  # <workdir>/model: config.json, vocab.txt, tokenizer_config.json of a run (no weights)
 TF_CONFIG_NAME = "bert_config.json"
 
 BERTJAX_RUN, HUGGING_FACE, ORIGINAL_TF = "bertjax checkpoint", "Hugging Face directory", "original TF checkpoint"
@@ -75,7 +72,7 @@ def detect(path: str | Path) -> str:
                            "original TF checkpoint directory")
     if not path.is_dir():
         raise BertjaxError(f"{path} is a file; pass the directory that holds it")
-    if (path / CHECKPOINTS_DIR).is_dir() or (path / "state").is_dir():
+    if (path / workdir_layout.CHECKPOINTS_DIR).is_dir() or workdir_layout.is_step_dir(path):
         return BERTJAX_RUN
     if (path / hf.CONFIG_NAME).is_file():
         return HUGGING_FACE
@@ -134,15 +131,15 @@ def complete_heads(flat_params: dict, config: BertConfig, allow_missing_heads: b
 
 def _with_head(pretrained: Pretrained, config_data: dict) -> Pretrained:
     """`pretrained` with the head its config.json names (if it names one)."""
-    if heads_lib.hf_architecture(config_data) is None:
+    if hf_heads.hf_architecture(config_data) is None:
         return pretrained
-    return dataclasses.replace(pretrained, head=heads_lib.head_from_hf_config(config_data),
-                               labels=heads_lib.hf_labels(config_data))
+    return dataclasses.replace(pretrained, head=hf_heads.head_from_hf_config(config_data),
+                               labels=hf_heads.hf_labels(config_data))
 
 
 def _split_head(pretrained: Pretrained, source: str) -> Pretrained:
     """A fine-tuned checkpoint's {path: array} -> head_params (all of the head's) and params ({"bert": encoder})."""
-    architecture = heads_lib.head_spec(pretrained.head).architecture
+    architecture = hf_heads.head_spec(pretrained.head).architecture
     template = traverse_util.flatten_dict(abstract_params(pretrained.head))
     missing = sorted("/".join(p) for p in set(template) - set(pretrained.params))
     unexpected = sorted("/".join(p) for p in set(pretrained.params) - set(template))
@@ -159,16 +156,16 @@ def _split_head(pretrained: Pretrained, source: str) -> Pretrained:
 
 def _run_paths(path: Path) -> tuple[Path, Path | None]:
     """(the run's workdir, the checkpoint step directory or None for "latest") of a workdir or a step dir."""
-    if (path / "state").is_dir():
+    if workdir_layout.is_step_dir(path):
         return path.parent.parent, path
     return path, None
 
 
 def _load_bertjax(path: Path, read_params: bool) -> Pretrained:
     workdir, step_dir = _run_paths(path)
-    model_dir = workdir / MODEL_DIR
+    model_dir = workdir / workdir_layout.MODEL_DIR
     if not (model_dir / hf.CONFIG_NAME).is_file():
-        raise BertjaxError(f"{workdir} has no {MODEL_DIR}/{hf.CONFIG_NAME} (written when a run starts); point at a "
+        raise BertjaxError(f"{workdir} has no {workdir_layout.MODEL_DIR}/{hf.CONFIG_NAME} (written when a run starts); point at a "
                            "workdir of a bertjax run, or at its export directory")
     data = hf.read_config_data(model_dir)
     config = BertConfig.from_dict(data)
@@ -177,18 +174,16 @@ def _load_bertjax(path: Path, read_params: bool) -> Pretrained:
     if read_params:
         step_dir = step_dir or _latest_step_dir(workdir)
         # A vocab-padded run (config.model.vocab_pad_multiple) stores W rows; what leaves a run has V.
-        params = _flat(unpad_vocab(_read_checkpoint_params(step_dir / "state"), config.vocab_size))
+        params = _flat(unpad_vocab(_read_checkpoint_params(step_dir / workdir_layout.STATE_ITEM), config.vocab_size))
     return _with_head(Pretrained(BERTJAX_RUN, path, config, params, vocab, lower, strip, casing_from), data)
 
 
 def _latest_step_dir(workdir: Path) -> Path:
-    checkpoints = workdir / CHECKPOINTS_DIR
-    steps = sorted((int(p.name) for p in checkpoints.iterdir() if p.name.isdigit() and (p / "state").is_dir()),
-                   reverse=True) if checkpoints.is_dir() else []
-    if not steps:
-        raise BertjaxError(f"{workdir} has no finished checkpoint in {CHECKPOINTS_DIR}/; train first, or point at "
-                           "its export directory")
-    return checkpoints / str(steps[0])
+    step = workdir_layout.latest_step(workdir)
+    if step is None:
+        raise BertjaxError(f"{workdir} has no finished checkpoint in {workdir_layout.CHECKPOINTS_DIR}/; train first, "
+                           "or point at its export directory")
+    return workdir / workdir_layout.CHECKPOINTS_DIR / str(step)
 
 
 def _read_checkpoint_params(state_dir: Path) -> dict:
@@ -278,13 +273,13 @@ def _vocab_and_casing(directory: Path, from_name: bool | None) -> tuple[Path | N
     tokenizer_config.json wins; then the directory's name (original TF downloads); then the vocab itself (uncased if
     at most 1% of its entries have upper case, as BertTokenizer.from_vocab guesses).
     """
-    vocab = directory / tokenizer.VOCAB_FILE
+    vocab = directory / vocab_files.VOCAB_FILE
     if not vocab.is_file():
         return None, None, None, "no vocab.txt"
-    stored = tokenizer.read_tokenizer_config(directory)
+    stored = vocab_files.read_tokenizer_config(directory)
     if stored is not None:
-        return vocab, stored["do_lower_case"], stored["strip_accents"], tokenizer.CONFIG_FILE
+        return vocab, stored["do_lower_case"], stored["strip_accents"], vocab_files.CONFIG_FILE
     if from_name is not None:
         return vocab, from_name, from_name, f"the directory name {_real_name(directory)!r}"
-    lower = tokenizer.guess_do_lower_case(tokenizer.read_vocab(vocab))
+    lower = vocab_files.guess_do_lower_case(vocab_files.read_vocab(vocab))
     return vocab, lower, lower, "the vocab, which has " + ("no upper-case entries" if lower else "upper-case entries")

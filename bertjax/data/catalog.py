@@ -17,7 +17,7 @@ import numpy as np
 
 from bertjax import paths
 from bertjax.data.features import check_lengths, count_records, example_shapes, feature_dtype
-from bertjax.data.tokenizer import VOCAB_FILE, vocab_sha256, write_tokenizer_config
+from bertjax.data.vocab_files import VOCAB_FILE, vocab_sha256, write_tokenizer_config
 from bertjax.errors import BertjaxError
 
 DATASET_NAME = "bert_pretraining"

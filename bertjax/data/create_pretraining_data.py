@@ -39,7 +39,8 @@ from typing import Any, Sequence
 
 from bertjax import paths
 from bertjax.data import catalog, masking, shard_worker, staged_output, text, worker_pool
-from bertjax.data.tokenizer import BertTokenizer, vocab_sha256
+from bertjax.data.tokenizer import BertTokenizer
+from bertjax.data.vocab_files import vocab_sha256
 from bertjax.errors import VERBOSE_HELP, BertjaxError, OneLineArgumentParser, exit_on_bad_input, flag_bool
 
 MAX_AUTO_SHARD_MB = 1.0  # automatic shard size: corpus / 16, between these bounds

@@ -23,13 +23,14 @@ cost nothing):
 """
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 from absl import flags, logging
 
-from bertjax.data import catalog, features, masking, tokenizer
+from bertjax.data import catalog, features, masking, tokenizer, vocab_files
 from bertjax.errors import BertjaxError
 
 Example = dict[str, np.ndarray]
@@ -107,9 +108,9 @@ class DynamicMasker:
 
     def __init__(self, manifest: Mapping[str, Any], data_dir: str):
         vocab_path = catalog.dataset_vocab_path(data_dir)
-        if tokenizer.vocab_sha256(vocab_path) != manifest["vocab_sha256"]:
+        if vocab_files.vocab_sha256(vocab_path) != manifest["vocab_sha256"]:
             raise BertjaxError(f"{vocab_path} does not match the manifest's vocab_sha256; recreate the dataset")
-        vocab = tokenizer.BertTokenizer(tokenizer.read_vocab(vocab_path), do_lower_case=manifest["do_lower_case"],
+        vocab = tokenizer.BertTokenizer(vocab_files.read_vocab(vocab_path), do_lower_case=manifest["do_lower_case"],
                                         strip_accents=manifest["strip_accents"])
         self._settings = masking.masking_args(vocab, masked_lm_prob=float(manifest["masked_lm_prob"]),
                                               max_predictions_per_seq=int(manifest["max_predictions_per_seq"]),
@@ -169,7 +170,10 @@ class BatchReader:
         global_size = len(record_ids)
         local_size = global_size if self._local_batch_size is None else self._local_batch_size
         ids = [int(i) for i in record_ids[self._first_row:self._first_row + local_size]]
-        examples = [features.parse_example(record) for record in self._source.__getitems__(ids)]
+        try:
+            examples = [features.parse_example(record) for record in self._source.__getitems__(ids)]
+        except Exception as e:  # noqa: BLE001  (array_record: bare RuntimeErrors; protobuf: DecodeError)
+            raise self._unreadable_record(ids, e) from e
         batch = {name: np.stack([example[name] for example in examples]) for name in examples[0]}
         if self._masker is None:
             return batch
@@ -177,6 +181,31 @@ class BatchReader:
         rngs = [np.random.default_rng((self._seed, (first + j) // self._examples_per_epoch, record_id))
                 for j, record_id in enumerate(ids)]
         return self._masker(batch, masking.RowGenerators(rngs))
+
+    def _unreadable_record(self, ids: list[int], error: Exception) -> Exception:
+        """A BertjaxError naming the shard file and record of `ids` that does not read (a shard corrupted after
+        its index, e.g. bytes overwritten in the middle: the file opens, the checksum of the record's chunk fails
+        when it is read), or `error` itself when every record reads on its own."""
+        starts = [0]
+        for path in self._paths:  # the indexes only (they opened; one changed since is named as it is)
+            try:
+                starts.append(starts[-1] + features.count_records(path))
+            except Exception as e:  # noqa: BLE001  (see __call__)
+                return _corrupt_shard(path, "", e)
+        for record_id in ids:
+            try:
+                features.parse_example(self._source[record_id])
+            except Exception as e:  # noqa: BLE001  (see __call__)
+                shard = bisect.bisect_right(starts, record_id) - 1
+                count = starts[shard + 1] - starts[shard]
+                return _corrupt_shard(self._paths[shard], f" at record {record_id - starts[shard]} of {count}", e)
+        return error
+
+
+def _corrupt_shard(path: str, where: str, error: Exception) -> BertjaxError:
+    reason = " ".join(f"{type(error).__name__}: {error}".split())   # one line
+    return BertjaxError(f"{path} is corrupt{where} ({reason}); restore the file, or rebuild the dataset with "
+                        "create_pretraining_data --overwrite")
 
 
 def _unreadable_shard(filepaths: list[str], split: str) -> str:

@@ -25,7 +25,8 @@ does BERT's basic tokenization on all texts of a batch at once, with string meth
 precomputed character classes, and runs WordPiece (`tokenizers`' model) once per distinct word, whose pieces it
 keeps for later batches (up to CACHE_WORDS words).
 
-The settings live in ``tokenizer_config.json`` next to ``vocab.txt``; `BertTokenizer.from_vocab` reads them back
+The settings live in ``tokenizer_config.json`` next to ``vocab.txt`` (`bertjax.data.vocab_files`, which reads, checks,
+hashes and writes both); `BertTokenizer.from_vocab` reads them back
 and refuses an explicit conflicting ``do_lower_case`` or ``strip_accents``. Without that file an explicit setting
 is used, else the casing is guessed from the vocab (next to no upper-case entries: uncased).
 """
@@ -33,10 +34,7 @@ from __future__ import annotations
 
 import collections
 import functools
-import hashlib
-import io
 import itertools
-import json
 import os
 import re
 import unicodedata
@@ -47,15 +45,10 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 
 from bertjax import paths
-from bertjax.errors import BertjaxError
+from bertjax.data.vocab_files import (CLS, MASK, MAX_INPUT_CHARS_PER_WORD, PAD, SEP, UNK, check_special_tokens,
+                                     read_vocab, resolve_casing, resolve_vocab_path)
 
-VOCAB_FILE = "vocab.txt"
-CONFIG_FILE = "tokenizer_config.json"
-PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
-SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, CLS, SEP, MASK)
-REQUIRED_TOKENS: tuple[str, ...] = (UNK, CLS, SEP, MASK)
 CONTINUATION_PREFIX = "##"
-MAX_INPUT_CHARS_PER_WORD = 200
 CACHE_WORDS = 500_000  # distinct words whose pieces a BertTokenizer keeps (then it starts afresh)
 WORDPIECE_RUN = 1000  # words per backend input in BertTokenizer._wordpieces
 _TEXT_END = "\x00"  # ends each text in encode_batch (cleaning drops NUL, so no text holds it)
@@ -69,97 +62,6 @@ _CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700,
 _SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate cannot go to `tokenizers` (not UTF-8)
 
 
-def resolve_vocab_path(vocab: str | os.PathLike) -> paths.epath.Path:
-    """The vocab.txt file named by `vocab` (the file itself or its directory); BertjaxError if missing."""
-    path = paths.path(vocab)
-    if path.is_dir():
-        path = path / VOCAB_FILE
-    if not path.is_file():
-        raise BertjaxError(f"vocab file {str(path)!r} does not exist; pass --vocab_file pointing to a vocab.txt "
-                           "(train one with `python -m bertjax.data.vocab`)")
-    return path
-
-
-def read_vocab(vocab: str | os.PathLike) -> list[str]:
-    """Tokens of a vocab.txt (one per line, id = line number), checked for the special tokens BERT needs."""
-    path = resolve_vocab_path(vocab)
-    with io.TextIOWrapper(io.BytesIO(path.read_bytes()), encoding="utf-8", errors="replace") as f:
-        tokens = [line.strip() for line in f]  # as the original's load_vocab (lines as open() splits them)
-    while tokens and not tokens[-1]:
-        tokens.pop()
-    missing = [t for t in REQUIRED_TOKENS if t not in set(tokens)]
-    if missing:
-        raise BertjaxError(f"vocab file {str(path)!r} lacks the special token(s) {', '.join(missing)}; "
-                           f"a BERT vocab needs {', '.join(REQUIRED_TOKENS)} "
-                           "(train one with `python -m bertjax.data.vocab`)")
-    return tokens
-
-
-def vocab_sha256(vocab: str | os.PathLike) -> str:
-    """Hex sha256 of the vocab file's bytes (stored in dataset manifests)."""
-    return hashlib.sha256(resolve_vocab_path(vocab).read_bytes()).hexdigest()
-
-
-def write_tokenizer_config(directory: str | os.PathLike, do_lower_case: bool, strip_accents: bool,
-                           model_max_length: int | None = None) -> paths.epath.Path:
-    """Store the casing settings of the vocab in `directory`/tokenizer_config.json.
-
-    The file is also a Hugging Face tokenizer config: `transformers.BertTokenizerFast.from_pretrained(directory)`
-    reads it with the vocab.txt beside it and tokenizes as bertjax does.
-    """
-    path = paths.path(directory) / CONFIG_FILE
-    config = {"do_lower_case": bool(do_lower_case), "strip_accents": bool(strip_accents),
-              "max_input_chars_per_word": MAX_INPUT_CHARS_PER_WORD, "special_tokens": list(SPECIAL_TOKENS),
-              "tokenizer_class": "BertTokenizer", "tokenize_chinese_chars": True,
-              "clean_up_tokenization_spaces": False, "unk_token": UNK, "sep_token": SEP, "pad_token": PAD,
-              "cls_token": CLS, "mask_token": MASK}
-    if model_max_length is not None:
-        config["model_max_length"] = model_max_length
-    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def read_tokenizer_config(directory: str | os.PathLike) -> dict | None:
-    """The stored casing settings next to a vocab, or None when there is no tokenizer_config.json or it does not
-    say (Hugging Face's may leave do_lower_case out; its strip_accents null means: as do_lower_case)."""
-    path = paths.path(directory) / CONFIG_FILE
-    if not path.is_file():
-        return None
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-        if config.get("do_lower_case") is None:
-            return None
-        lower = bool(config["do_lower_case"])
-        strip = config.get("strip_accents")
-        return {"do_lower_case": lower, "strip_accents": lower if strip is None else bool(strip)}
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise BertjaxError(f"{str(path)!r} is not a valid tokenizer config ({e}); delete it or rewrite it with "
-                           '{"do_lower_case": true|false, "strip_accents": true|false}') from e
-
-
-def guess_do_lower_case(tokens: Sequence[str]) -> bool:
-    """A vocab with (almost) no upper-case entries is taken as uncased: at most 1% of the entries, special
-    tokens aside (an uncased vocab may hold a few odd characters that have a lower-case form)."""
-    words = [t for t in tokens if not (t.startswith("[") and t.endswith("]"))]
-    return sum(t != t.lower() for t in words) <= 0.01 * len(words)
-
-
-def resolve_casing(vocab_path: paths.epath.Path, do_lower_case: bool | None, strip_accents: bool | None,
-                   tokens: Sequence[str]) -> tuple[bool, bool]:
-    """(do_lower_case, strip_accents): stored settings win; an explicit conflicting value is an error."""
-    stored = read_tokenizer_config(vocab_path.parent)
-    if stored is None:
-        lower = guess_do_lower_case(tokens) if do_lower_case is None else bool(do_lower_case)
-        return lower, lower if strip_accents is None else bool(strip_accents)
-    for name, given in (("do_lower_case", do_lower_case), ("strip_accents", strip_accents)):
-        if given is not None and bool(given) != stored[name]:
-            raise BertjaxError(
-                f"{name}={bool(given)} conflicts with {name}={stored[name]} stored in "
-                f"{str(vocab_path.parent / CONFIG_FILE)!r} for this vocab; drop the flag or use a vocab made "
-                f"with {name}={bool(given)}")
-    return stored["do_lower_case"], stored["strip_accents"]
-
-
 class BertTokenizer:
     """Text -> wordpieces / ids with BERT FullTokenizer semantics (see module doc)."""
 
@@ -171,10 +73,7 @@ class BertTokenizer:
         self.do_lower_case = bool(do_lower_case)
         self.strip_accents = self.do_lower_case if strip_accents is None else bool(strip_accents)
         self.vocab_path = vocab_path
-        missing = [t for t in REQUIRED_TOKENS if t not in self.vocab]
-        if missing:
-            raise BertjaxError(f"vocab lacks the special token(s) {', '.join(missing)}; "
-                               f"a BERT vocab needs {', '.join(REQUIRED_TOKENS)}")
+        check_special_tokens(self.vocab)
         self.backend = build_wordpiece(self.vocab)  # WordPiece of single words (see _wordpieces)
         self._cache = _PieceCache()
         self._whole_words: dict[str, int] | None = None  # vocab entries a whole word can be

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer, pre_tokenizers, trainers
 from tokenizers.models import WordPiece
 
 from bertjax import paths
-from bertjax.data import text, tokenizer
+from bertjax.data import text, tokenizer, vocab_files
 from bertjax.errors import VERBOSE_HELP, BertjaxError, OneLineArgumentParser, exit_on_bad_input
 
 TRAIN_BATCH_LINES = 1000
@@ -49,43 +49,43 @@ def train_vocab(input_files: str | Sequence[str], vocab_size: int, output_dir: s
     files = text.expand_input_files(input_files)
     if paths.path(output_dir).is_file():
         raise BertjaxError(f"--output {output_dir} is a file; pass a directory for vocab.txt and tokenizer_config.json")
-    if vocab_size < len(tokenizer.SPECIAL_TOKENS) + 1:
-        raise BertjaxError(f"vocab_size={vocab_size} is too small; it must exceed the {len(tokenizer.SPECIAL_TOKENS)} "
+    if vocab_size < len(vocab_files.SPECIAL_TOKENS) + 1:
+        raise BertjaxError(f"vocab_size={vocab_size} is too small; it must exceed the {len(vocab_files.SPECIAL_TOKENS)} "
                            "special tokens (BERT uses 30522)")
     strip = do_lower_case if strip_accents is None else strip_accents
-    backend = Tokenizer(WordPiece(unk_token=tokenizer.UNK, continuing_subword_prefix=tokenizer.CONTINUATION_PREFIX,
-                                  max_input_chars_per_word=tokenizer.MAX_INPUT_CHARS_PER_WORD))
+    backend = Tokenizer(WordPiece(unk_token=vocab_files.UNK, continuing_subword_prefix=tokenizer.CONTINUATION_PREFIX,
+                                  max_input_chars_per_word=vocab_files.MAX_INPUT_CHARS_PER_WORD))
     backend.normalizer = tokenizer.build_normalizer(do_lower_case, strip)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=list(tokenizer.SPECIAL_TOKENS), show_progress=show_progress,
+                                        special_tokens=list(vocab_files.SPECIAL_TOKENS), show_progress=show_progress,
                                         continuing_subword_prefix=tokenizer.CONTINUATION_PREFIX)
     backend.train_from_iterator(_line_batches(files), trainer=trainer)
     vocab = sorted(backend.get_vocab().items(), key=lambda kv: kv[1])
-    if len(vocab) <= len(tokenizer.SPECIAL_TOKENS):
+    if len(vocab) <= len(vocab_files.SPECIAL_TOKENS):
         raise BertjaxError(f"input {input_files!r} holds no text to learn a vocab from; pass non-empty text files")
 
     output = paths.path(output_dir)
     if paths.is_remote(output):  # objects appear whole: written locally, uploaded with vocab.txt last
         with tempfile.TemporaryDirectory(prefix="bertjax-vocab-") as local:
             _write_vocab_files(Path(local), vocab, do_lower_case, strip)
-            paths.upload_tree(local, output, last=[tokenizer.VOCAB_FILE])
-        return output / tokenizer.VOCAB_FILE
+            paths.upload_tree(local, output, last=[vocab_files.VOCAB_FILE])
+        return output / vocab_files.VOCAB_FILE
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         _write_vocab_files(staging, vocab, do_lower_case, strip)
         output.mkdir(exist_ok=True)
-        for name in (tokenizer.VOCAB_FILE, tokenizer.CONFIG_FILE):
+        for name in (vocab_files.VOCAB_FILE, vocab_files.CONFIG_FILE):
             os.replace(staging / name, output / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return output / tokenizer.VOCAB_FILE
+    return output / vocab_files.VOCAB_FILE
 
 
 def _write_vocab_files(directory: Path, vocab: list[tuple[str, int]], do_lower_case: bool, strip: bool) -> None:
-    (directory / tokenizer.VOCAB_FILE).write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
-    tokenizer.write_tokenizer_config(directory, do_lower_case, strip)
+    (directory / vocab_files.VOCAB_FILE).write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
+    vocab_files.write_tokenizer_config(directory, do_lower_case, strip)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = train_vocab(args.input, args.vocab_size, args.output, do_lower_case=args.lowercase,
                        strip_accents=args.strip_accents, min_frequency=args.min_frequency)
     size = len(path.read_text(encoding="utf-8").splitlines())
-    print(f"wrote {path} ({size} tokens) and {path.parent / tokenizer.CONFIG_FILE}")
+    print(f"wrote {path} ({size} tokens) and {path.parent / vocab_files.CONFIG_FILE}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ import numpy as np
 
 from bertjax.errors import BertjaxError
 
-IGNORE_LABEL = -100  # label id ignored by the loss and the metrics (tagging: non-first pieces, specials, padding)
 
 
 def bad_input(path: str | os.PathLike, line: int | None, problem: str, fix: str) -> BertjaxError:

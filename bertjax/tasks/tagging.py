@@ -20,7 +20,8 @@ import numpy as np
 
 from bertjax import paths
 from bertjax.errors import BertjaxError
-from bertjax.tasks._common import IGNORE_LABEL, bad_input, check_max_seq_length, pack_row, stack_rows
+from bertjax.tasks import IGNORE_LABEL
+from bertjax.tasks._common import bad_input, check_max_seq_length, pack_row, stack_rows
 
 DOCSTART = "-DOCSTART-"
 OUTSIDE = "O"

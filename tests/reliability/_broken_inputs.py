@@ -6,9 +6,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import _tiny_dataset
-from _train_helpers import REPO_ROOT, tiny_config
+from _train_helpers import REPO_ROOT, load_config, tiny_config
 from test_fault_checkpoints import CORRUPTIONS
-from test_instances import small_vocab, write_corpus
+from test_instances import small_vocab, write_corpus, write_small_vocab
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
@@ -43,12 +43,7 @@ def make_world(root: Path) -> SimpleNamespace:
     w.corpus_dir = root / "corpus_dir"
     w.corpus_dir.mkdir()
     (w.corpus_dir / "a.txt").write_text("hello world .\n")
-    w.vocab_dir = root / "vocab"
-    w.vocab_dir.mkdir()
-    (w.vocab_dir / "vocab.txt").write_text("".join(t + "\n" for t in small_vocab()))
-    from bertjax.data import tokenizer  # noqa: PLC0415
-
-    tokenizer.write_tokenizer_config(w.vocab_dir, do_lower_case=True, strip_accents=True)
+    w.vocab_dir = write_small_vocab(root / "vocab")
     w.empty_vocab = root / "empty_vocab" / "vocab.txt"
     w.empty_vocab.parent.mkdir()
     w.empty_vocab.write_text("")
@@ -91,4 +86,30 @@ def add_trained_runs(world: SimpleNamespace) -> SimpleNamespace:
     world.corrupt_run = world.root / "corrupt_run"
     shutil.copytree(world.run, world.corrupt_run)
     CORRUPTIONS["truncated_array_data"](world.corrupt_run / "checkpoints" / "2")
+    world.finetuned = world.root / "finetuned"
+    train_and_evaluate(classification_config(world, world.run), str(world.finetuned))
     return world
+
+
+# A 2-class TSV task on configs/finetune_glue.py: these fields, in the trained run and on main.py's command line.
+CLASSIFICATION_FIELDS = {"task": "classification", "data.text_columns": "sentence", "data.label_column": "label",
+                         "data.max_seq_length": 16, "train.batch_size": 8, "eval.batch_size": 8}
+CLASSIFICATION_ARGS = tuple(f"--config.{name}={value}" for name, value in CLASSIFICATION_FIELDS.items())
+
+
+def classification_config(world: SimpleNamespace, init_from: Path):
+    """The CLASSIFICATION_FIELDS run on a task of 16 train rows (two steps of 8) and 8 dev rows, from `init_from`."""
+    world.cls_task = world.root / "cls_task"
+    world.cls_task.mkdir(exist_ok=True)
+    for split, rows in (("train", 16), ("dev", 8)):
+        lines = [f"the corpus {'good' if i % 2 else 'bad'} line {i}\t{i % 2}" for i in range(rows)]
+        (world.cls_task / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(lines) + "\n")
+    config = load_config("finetune_glue")
+    for name, value in CLASSIFICATION_FIELDS.items():
+        *section, field = name.split(".")
+        (config[section[0]] if section else config)[field] = value
+    config.data.dir = str(world.cls_task)
+    config.train.init_from = str(init_from)
+    config.train.num_epochs = 1
+    config.log.tensorboard = False
+    return config

@@ -18,7 +18,7 @@ from typing import Callable
 import pytest
 from absl import flags
 
-from _broken_inputs import FIXTURES, add_trained_runs, make_world
+from _broken_inputs import CLASSIFICATION_ARGS, FIXTURES, add_trained_runs, make_world
 from _entry_points import forget_flags_defined_since, run_entry, snapshot
 from _train_helpers import REPO_ROOT
 from bertjax.errors import BertjaxError
@@ -224,6 +224,12 @@ CASES = [
     Case("incompatible_workdir", "checkpoint", "main",
          _main("--workdir={w.run}", "--config.model.hidden_size=64", "--config.model.max_position_embeddings=64"),
          _name("{w.run}"), r"incompatible run: config.model.hidden_size was 32, now 64", trained=True),
+    Case("finetune_workdir_with_another_head", "checkpoint", "main",
+         _main(*CLASSIFICATION_ARGS, "--config.data.dir={w.cls_task}", "--config.train.init_from={w.run}",
+               "--workdir={w.finetuned}", "--config.data.regression=True", config="finetune_glue.py", data=False),
+         _name("{w.finetuned}"), r"holds checkpoints \(up to step 2\) of a BertForSequenceClassification with 2 "
+         r"labels \(0, 1\), but this run trains a BertForSequenceClassification with 1 output \(regression\): "
+         r"--config.data.regression=True \(was False\)", trained=True),
     Case("init_from_missing", "checkpoint", "main", _main("--config.train.init_from={w.root}/nothing"),
          _name("{w.root}/nothing"), r"does not exist; pass a bertjax workdir"),
     Case("init_from_a_file", "checkpoint", "main", _main("--config.train.init_from={w.a_file}"),

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from _train_helpers import params_digest, synthetic_data, tiny_config
-from bertjax import checkpoint
+from bertjax import checkpoint, workdir_layout
 from bertjax.errors import BertjaxError
 from bertjax.train import train_and_evaluate
 
@@ -120,7 +120,7 @@ def test_fallback_resumes_from_the_previous_step_and_keeps_the_corrupt_one(finis
     seen = _train(workdir, fallback=True)
     assert seen["steps"] == list(range(STEPS - EVERY + 1, STEPS + 1))  # resumed from step 4
     assert seen["params"] == finished_run[1]  # bitwise the uninterrupted run's
-    kept = workdir / checkpoint.CORRUPT_DIR / str(STEPS)
+    kept = workdir / workdir_layout.CORRUPT_DIR / str(STEPS)
     assert sorted(p.relative_to(kept) for p in kept.rglob("*")) == corrupt_files  # set aside, not deleted
     # The rerun saved a fresh, readable step 6 in its place; resuming again has nothing left to train.
     assert checkpoint.Checkpointer(str(workdir), every_steps=EVERY, keep=3).all_steps() == [2, 4, 6]
@@ -134,7 +134,7 @@ def test_fallback_skips_several_corrupt_steps(finished_run, tmp_path):
     seen = _train(workdir, fallback=True)
     assert seen["steps"] == list(range(STEPS - 2 * EVERY + 1, STEPS + 1))
     assert seen["params"] == finished_run[1]
-    assert sorted(p.name for p in (workdir / checkpoint.CORRUPT_DIR).iterdir()) == [str(STEPS - EVERY), str(STEPS)]
+    assert sorted(p.name for p in (workdir / workdir_layout.CORRUPT_DIR).iterdir()) == [str(STEPS - EVERY), str(STEPS)]
 
 
 @pytest.mark.slow

@@ -8,9 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from _train_helpers import VOCAB_SIZE, grain_batches, make_batch, params_digest, tiny_config
+from _batches import VOCAB_SIZE, make_batch
+from _train_helpers import grain_batches, params_digest, tiny_config
 from bertjax.errors import BertjaxError
-from bertjax.train import DataSource, train_and_evaluate
+from bertjax.task import DataSource
+from bertjax.train import train_and_evaluate
 from bertjax.train_state import nonfinite_counts
 
 

@@ -5,17 +5,10 @@ The next save is one error line (exit 2) naming the workdir, that it is not writ
 checkpoint; the earlier checkpoints stay intact and a rerun, once write access is back, resumes from them.
 """
 import os
-import subprocess
-import sys
 
 import pytest
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_disk_full_worker.py")
-
-
-def _run(workdir, *extra):
-    return subprocess.run([sys.executable, WORKER, "--workdir", str(workdir), *map(str, extra)],
-                          capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+from test_fault_disk_full import _run  # _disk_full_worker.py, which also injects this fault
 
 
 def _files(directory):

@@ -1,12 +1,13 @@
-"""Find the run's dataset; for configs with `data.build` (the demo), build vocab and dataset on first use."""
+"""Find a pretraining run's dataset; for configs with `data.build` (the demo), build vocab and dataset on first use
+into <workdir>/data (`workdir_layout.BUILT_DATA_DIR`)."""
 import os
 
 import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from bertjax import paths
-from bertjax.data import create_pretraining_data, tokenizer, vocab
+from bertjax import paths, workdir_layout
+from bertjax.data import create_pretraining_data, vocab, vocab_files
 from bertjax.errors import BertjaxError
 
 
@@ -21,7 +22,7 @@ def dataset_dir(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, s
                 f"--config.data.dir={config.data.dir} does not exist; create the dataset with "
                 "`python -m bertjax.data.create_pretraining_data --output_dir=...` or fix the path.")
         return config.data.dir, config.data.vocab_file
-    if config.data.get("build") is not None:
+    if "build" in config.data:
         return build_demo_dataset(config, workdir)
     raise BertjaxError("--config.data.dir is not set; point it at a dataset made by "
                        "`python -m bertjax.data.create_pretraining_data`.")
@@ -37,8 +38,8 @@ def build_demo_dataset(config: ml_collections.ConfigDict, workdir: str) -> tuple
     build = config.data.build
     if not paths.glob(build.corpus):
         raise BertjaxError(f"--config.data.build.corpus={build.corpus} does not exist; fix the path.")
-    cache_dir = build.cache_dir or os.path.join(workdir, "data")
-    vocab_file = os.path.join(cache_dir, "vocab", tokenizer.VOCAB_FILE)
+    cache_dir = build.cache_dir or os.path.join(workdir, workdir_layout.BUILT_DATA_DIR)
+    vocab_file = os.path.join(cache_dir, "vocab", vocab_files.VOCAB_FILE)
     data_dir = os.path.join(cache_dir, "dataset")
     # Casing (optional fields; the demo's defaults: lower-cased, accents stripped). A cached vocab made with other
     # settings is refused by create_pretraining_data.
