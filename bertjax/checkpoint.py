@@ -89,8 +89,10 @@ class Checkpointer:
             ]),
             preservation_policy=policies.LatestN(keep),
             enable_async_checkpointing=async_save,
-            create=True,
+            create=False,  # made by the first save (`_make_directory`): a run that stops earlier leaves none
         )
+        self._every_steps = every_steps
+        self._directory_made = self.directory.is_dir()
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._write_failed = False
         self._sigterm = SigtermFlag() if jax.process_count() == 1 else None
@@ -136,6 +138,10 @@ class Checkpointer:
             items[workdir_layout.DATA_ITEM] = grain.checkpoint.CheckpointSave(data_iter)
         if config is not None:
             items[workdir_layout.CONFIG_ITEM] = ocp.args.JsonSave(config)
+        if not self._directory_made and (force or step % self._every_steps == 0
+                                         or self._manager.reached_preemption(step)):
+            self._writing(lambda: self.directory.mkdir(parents=True, exist_ok=True))
+            self._directory_made = True
         self._writing(self._check_writable)
         return self._writing(lambda: self._manager.save(step, args=ocp.args.Composite(**items), force=force))
 
@@ -160,7 +166,7 @@ class Checkpointer:
             raise
         except Exception as e:  # noqa: BLE001  (tensorstore/IO errors of an async save surface here, many types)
             self._write_failed = True
-            finished = sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
+            finished = workdir_layout.finished_steps(self.workdir)
             intact = f"checkpoints up to step {finished[-1]} are intact" if finished else "no checkpoint finished"
             refused = isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
             where = f"{self.directory} is not writable: " if refused else ""

@@ -258,10 +258,14 @@ def _data_source(config, tokenizer: BertTokenizer, train_arrays: dict, eval_arra
         return {name: values[indices] for name, values in arrays.items()}
 
     def train_iterator():
+        """Global batches of shuffled rows; host i takes rows [i B/P, (i+1) B/P) of each, as the pretraining pipeline
+        does, so every example meets the same dropout mask on any number of hosts."""
         host_batch = config.train.batch_size // process_count
+        first = process_index * host_batch
         dataset = grain.MapDataset.range(num_train).seed(config.data.seed).shuffle().repeat(None)
-        dataset = dataset[process_index::process_count].batch(host_batch, drop_remainder=True)
-        return iter(dataset.map(lambda indices: rows(train_arrays, np.asarray(indices))).to_iter_dataset())
+        dataset = dataset.batch(config.train.batch_size, drop_remainder=True)
+        return iter(dataset.map(lambda indices: rows(train_arrays, np.asarray(indices)[first:first + host_batch]))
+                    .to_iter_dataset())
 
     def eval_iterator():
         batch_size = config.eval.batch_size

@@ -36,16 +36,23 @@ def _start(tmp_path, name: str, processes: int) -> list[subprocess.Popen]:
 def test_two_process_fine_tuning_equals_one_process(tmp_path, tiny_checkpoint):  # noqa: F811
     data = tmp_path / "sst2"
     data.mkdir()
-    _sentiment_task(data, seed=5, num_train=96, num_dev=40)  # dev: 2 eval batches of 32, the last one padded
-    config = _config("finetune_glue", "sst2", data, tiny_checkpoint, train__num_epochs=2)  # 6 steps an epoch
+    _sentiment_task(data, seed=5, num_train=320, num_dev=40)  # dev: 2 eval batches of 32, the last one padded
+    config = _config("finetune_glue", "sst2", data, tiny_checkpoint, train__num_epochs=3)  # 20 steps an epoch
     config.mesh.data, config.mesh.fsdp = 1, 2  # batches and parameter shards (fsdp) cross the process boundary
     config.mesh.min_shard_size = 64            # (the matrices of a 64-wide model are sharded)
-    config.model.hidden_dropout_prob = 0.1  # the recipe's dropout: masks drawn over the global batch
+    # The recipe's dropout: its masks are drawn over the global batch, so they fall on the same examples only if
+    # the rows of every global batch come in the same order whatever the number of processes.
+    config.model.hidden_dropout_prob = 0.1
     (tmp_path / "config.json").write_text(config.to_json())
 
     two = _start(tmp_path, "two", processes=2)
     one = _start(tmp_path, "one", processes=1)
-    outputs = _finish(one) + _finish(two)
+    try:
+        outputs = _finish(one) + _finish(two)
+    finally:
+        for process in one + two:  # none is left running when another failed
+            if process.poll() is None:
+                process.kill()
     assert "on 2 devices (2 cpu), mesh {'data': 1, 'fsdp': 2}, 1 processes" in outputs[0], outputs[0][-3000:]
     assert "on 2 devices (2 cpu), mesh {'data': 1, 'fsdp': 2}, 2 processes" in outputs[1], outputs[1][-3000:]
     reports = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("one", "two")}
@@ -60,11 +67,12 @@ def test_two_process_fine_tuning_equals_one_process(tmp_path, tiny_checkpoint): 
         assert exported["architectures"] == ["BertForSequenceClassification"], exported
     one, two = tmp_path / "one", tmp_path / "two"
 
-    # Only the order of the all-reduces differs (gloo across processes, XLA within one), so the numbers agree to
-    # float32 rounding over 12 steps (rtol 1e-4, as the pretraining multi-process test); predictions (argmaxes far
-    # from ties) and their scores exactly.
+    # The same examples, masks and updates; only the collectives differ (gloo across processes, XLA's within one) and
+    # may sum in another order, so the numbers agree to float32 rounding over 60 steps (rtol 1e-4, as in the
+    # pretraining multi-process test; on these 2 devices they agree bitwise); the predictions (argmaxes) exactly.
     assert reports["two"]["metrics"] == pytest.approx(reports["one"]["metrics"], rel=1e-4)
     assert reports["one"]["metrics"]["eval_batches"] == 2
+    assert reports["one"]["metrics"]["accuracy"] >= 0.9  # it learned: the predictions are not one constant label
     assert (two / "predictions_dev.tsv").read_text() == (one / "predictions_dev.tsv").read_text()
     assert len((one / "predictions_dev.tsv").read_text().splitlines()) == 41
     assert json.loads((two / "best" / "metrics.json").read_text()) == pytest.approx(
@@ -74,6 +82,3 @@ def test_two_process_fine_tuning_equals_one_process(tmp_path, tiny_checkpoint): 
         assert sorted(got) == sorted(want) and "classifier.weight" in want
         for name in want:
             np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6, err_msg=f"{directory}: {name}")
-    init = load_file(tiny_checkpoint / "model.safetensors")   # and it trained: the encoder moved from its init
-    query = "bert.encoder.layer.0.attention.self.query.weight"
-    assert not np.allclose(load_file(one / "export" / "model.safetensors")[query], init[query], rtol=1e-4, atol=1e-6)
