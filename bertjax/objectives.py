@@ -37,6 +37,7 @@ class Objective:
     """The model and loss of a run (see the module docstring); subclasses fill in the task-specific parts."""
 
     name = ""
+    vocab_pad_multiple = 1  # rows of the vocab axis padded to a multiple of this (only Pretraining's model pads)
     batch_keys: tuple[str, ...] = ("input_ids", "input_mask", "segment_ids")
     log_metrics: tuple[str, ...] = ("loss",)  # shown on the step line, in this order
 

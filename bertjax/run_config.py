@@ -87,7 +87,8 @@ def _check_pretraining(config: ml_collections.ConfigDict, workdir: str, pretrain
     validate_optimizer_config(config.optimizer, config.train.num_train_steps)
     if vocab_size is not None:
         model = bert_config(config, vocab_size, pretrained)
-        return RunSpec(model, resolved_config(config, model), task_lib.pretraining(config, None, vocab_size))
+        task = task_lib.pretraining(config, None, vocab_size)
+        return RunSpec(model, resolved_config(config, model, task), task)
     data_dir, vocab_file = prepare.dataset_dir(config, workdir)
     manifest = catalog.read_manifest(data_dir)
     catalog.check_shards(data_dir)
@@ -96,8 +97,9 @@ def _check_pretraining(config: ml_collections.ConfigDict, workdir: str, pretrain
     if pretrained is not None and pretrained.vocab_file is not None:
         check_same_vocab(pretrained, dataset_vocab, manifest, data_dir)
     model = bert_config(config, vocab_size, pretrained)
-    return RunSpec(model, resolved_config(config, model), task_lib.pretraining(config, data_dir, vocab_size), data_dir,
-                   dataset_vocab, bool(manifest["do_lower_case"]), bool(manifest["strip_accents"]))
+    task = task_lib.pretraining(config, data_dir, vocab_size)
+    return RunSpec(model, resolved_config(config, model, task), task, data_dir, dataset_vocab,
+                   bool(manifest["do_lower_case"]), bool(manifest["strip_accents"]))
 
 
 def check_run_on_every_host(config: ml_collections.ConfigDict, workdir: str, *, num_devices: int,
@@ -208,7 +210,7 @@ def _check_finetuning(config: ml_collections.ConfigDict, workdir: str, pretraine
         _positive(resolved, path)
     validate_optimizer_config(resolved.optimizer, resolved.train.num_train_steps)
     model = bert_config(resolved, tokenizer.vocab_size, pretrained)
-    return RunSpec(model, resolved_config(resolved, model), task, None, str(tokenizer.vocab_path),
+    return RunSpec(model, resolved_config(resolved, model, task), task, None, str(tokenizer.vocab_path),
                    tokenizer.do_lower_case, tokenizer.strip_accents)
 
 
@@ -257,15 +259,15 @@ def check_same_head(config: ml_collections.ConfigDict, pretrained: sources.Pretr
             f"checkpoint with {ours_n} labels, or from a pretrained (not fine-tuned) one.")
 
 
-def resolved_config(config: ml_collections.ConfigDict, bert_config: BertConfig) -> ml_collections.ConfigDict:
+def resolved_config(config: ml_collections.ConfigDict, bert_config: BertConfig,
+                    task: task_lib.Task) -> ml_collections.ConfigDict:
     """A copy of the config with the model fields the run actually trains (from the named size, the data or
-    init_from); it is what checkpoints store and compare on resume. A fine-tuning head has no vocab-wide matmul, so
-    its vocab_pad_multiple is 1 whatever the config says."""
+    init_from, and the objective's vocab padding: 1 for a fine-tuning head, which has no vocab-wide matmul); it is
+    what checkpoints store and compare on resume."""
     resolved = ml_collections.ConfigDict(config.to_dict())
     for name in ("vocab_size", *MODEL_FIELDS):
         resolved.model[name] = getattr(bert_config, name)
-    if not task_lib.is_pretraining(config):
-        resolved.model.vocab_pad_multiple = 1
+    resolved.model.vocab_pad_multiple = task.objective.vocab_pad_multiple
     return resolved
 
 
