@@ -52,6 +52,14 @@ def tiny_config(**train_overrides) -> ml_collections.ConfigDict:
     return config
 
 
+def checkpointed_config(num_train_steps: int = 6, every_steps: int = 2) -> ml_collections.ConfigDict:
+    """tiny_config with `num_train_steps` steps and a checkpoint every `every_steps`; by default the config of the
+    shared synthetic run (conftest.py `synthetic_run`: checkpoints 2, 4 and 6)."""
+    config = tiny_config(num_train_steps=num_train_steps)
+    config.checkpoint.every_steps = every_steps
+    return config
+
+
 def grain_batches(global_batch_size: int, *, num_batches: int, seed: int, repeat: bool):
     """A checkpointable Grain iterator of this process's rows of global batches 0, 1, 2, ..."""
     import grain  # noqa: PLC0415

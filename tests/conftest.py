@@ -3,6 +3,7 @@ compilation cache for the whole test session; the fixtures that several test mod
 import os
 import shutil
 import tempfile
+from types import SimpleNamespace
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -67,3 +68,25 @@ def vocab_dir(tmp_path_factory):
     from test_instances import write_small_vocab  # noqa: PLC0415
 
     return write_small_vocab(tmp_path_factory.mktemp("vocab"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory):
+    """A finished tiny pretraining run on the synthetic data (_train_helpers.checkpointed_config(): 6 steps,
+    checkpoints 2, 4 and 6), trained once per test process for the tests that need a trained workdir: read it, and
+    copy it (shutil.copytree) to change it. Its `workdir`, `config` (a copy of the one it ran), `metrics` (the final
+    evaluation) and `params` (params_digest of the params after step 6)."""
+    from _train_helpers import checkpointed_config, params_digest, synthetic_data  # noqa: PLC0415
+    from bertjax.train import train_and_evaluate  # noqa: PLC0415
+
+    config = checkpointed_config()
+    final = {}
+
+    def keep_final_params(info):
+        if info.step == config.train.num_train_steps:
+            final["params"] = params_digest(info.state.params)
+
+    workdir = tmp_path_factory.mktemp("synthetic_run") / "run"
+    metrics = train_and_evaluate(config.copy_and_resolve_references(), str(workdir), data=synthetic_data(config),
+                                 hooks=[keep_final_params])
+    return SimpleNamespace(workdir=workdir, config=config, metrics=metrics, params=final["params"])

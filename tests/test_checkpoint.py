@@ -1,5 +1,5 @@
 """Checkpoints: round trip onto another device count, params export / init_from, and clear errors."""
-import os
+import shutil
 
 import jax
 import numpy as np
@@ -70,37 +70,39 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_exports_params_resumes_and_refuses_another_models_workdir(tmp_path):
-    workdir = str(tmp_path / "run")
-    config = tiny_config(num_train_steps=4)
-    config.checkpoint.every_steps = 2
-    metrics = train_and_evaluate(config, workdir, data=synthetic_data(config))
+def test_run_exports_params_resumes_and_refuses_another_models_workdir(synthetic_run, tmp_path):
+    workdir, config, metrics = synthetic_run.workdir, synthetic_run.config, synthetic_run.metrics
     assert set(metrics) >= {"masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy",
                             "next_sentence_loss", "loss", "perplexity", "masked_lm_accuracy_baseline"}
-    assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4]
-    assert (tmp_path / "run" / "export" / "config.json").is_file()
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [2, 4, 6]
+    assert (workdir / "export" / "config.json").is_file()
     # The export is also a Hugging Face checkpoint that bertjax.convert reads back.
-    hf_config, hf_params = hf.load_hf_checkpoint(tmp_path / "run" / "export")
+    hf_config, hf_params = hf.load_hf_checkpoint(workdir / "export")
     assert hf_config.hidden_size == config.model.hidden_size
-    assert (tmp_path / "run" / "config.json").is_file()
+    assert (workdir / "config.json").is_file()
 
     # Phase-2 style: params from the export (and from the workdir's checkpoints) initialise a new run.
-    trainer = _trainer(config, jax.devices())
+    trainer = _trainer(config.copy_and_resolve_references(), jax.devices())
     abstract = trainer.abstract_state_with_shardings().params
-    exported = checkpoint.load_params(os.path.join(workdir, "export"), abstract)
-    from_checkpoints = checkpoint.load_params(workdir, abstract)
+    exported = checkpoint.load_params(str(workdir / "export"), abstract)
+    from_checkpoints = checkpoint.load_params(str(workdir), abstract)
     assert params_digest(exported) == params_digest(from_checkpoints)
     # (The run pads its vocab to 128 rows, configs/base.py; the export has the real VOCAB_SIZE rows.)
     exported_hf, loaded_hf = hf.params_to_hf(unpad_vocab(exported, VOCAB_SIZE)), hf.params_to_hf(hf_params)
     assert exported_hf.keys() == loaded_hf.keys()
     assert all(np.array_equal(exported_hf[k], loaded_hf[k]) for k in exported_hf)
-    phase2 = tiny_config(num_train_steps=4, init_from=workdir, eval_only=True)
+    phase2 = tiny_config(num_train_steps=config.train.num_train_steps, init_from=str(workdir), eval_only=True)
     assert train_and_evaluate(phase2, str(tmp_path / "phase2"), data=synthetic_data(phase2)) == metrics
 
     # Same workdir, different model: refuse (naming the field and the fix) instead of overwriting.
-    config.model.hidden_size = 64
+    own = tmp_path / "run"  # a copy: the shared run stays as it is whatever happens
+    shutil.copytree(workdir, own)
+    before = {str(p.relative_to(own)): p.read_bytes() for p in own.rglob("*") if p.is_file()}
+    other = config.copy_and_resolve_references()
+    other.model.hidden_size = 64
     with pytest.raises(BertjaxError, match=r"incompatible run: config.model.hidden_size was 32, now 64.*--workdir"):
-        train_and_evaluate(config, workdir, data=synthetic_data(config))
+        train_and_evaluate(other, str(own), data=synthetic_data(other))
+    assert {str(p.relative_to(own)): p.read_bytes() for p in own.rglob("*") if p.is_file()} == before
 
 
 def test_init_from_nothing_is_a_clear_error(tmp_path):

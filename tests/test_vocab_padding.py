@@ -7,6 +7,7 @@ model's (float32, max abs difference <= 1e-6), that padded rows get no gradient 
 Hugging Face directory that transformers loads, and init_from pads or cuts whatever it is given.
 """
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -174,14 +175,16 @@ def _abstract_params(config, objective=None):
 
 
 @pytest.mark.slow
-def test_padded_run_exports_unpadded_and_init_from_pads_or_cuts(tmp_path):
+def test_padded_run_exports_unpadded_and_init_from_pads_or_cuts(synthetic_run, tmp_path):
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
-    padded_config = tiny_config(num_train_steps=2)
+    # The padded run: the shared synthetic run (configs/base.py pads its vocab), copied, since it is resumed below.
+    padded_config = synthetic_run.config.copy_and_resolve_references()
+    assert padded_config.model.vocab_pad_multiple == 128
+    padded_dir, plain_dir = tmp_path / "padded", tmp_path / "plain"
+    shutil.copytree(synthetic_run.workdir, padded_dir)
     plain_config = tiny_config(num_train_steps=2)
     plain_config.model.vocab_pad_multiple = 1
-    padded_dir, plain_dir = tmp_path / "padded", tmp_path / "plain"
-    train_and_evaluate(padded_config, str(padded_dir), data=synthetic_data(padded_config))
     train_and_evaluate(plain_config, str(plain_dir), data=synthetic_data(plain_config))
 
     # The export is unpadded: [V, H] and [V], config.json vocab_size V; transformers loads it as it is.
@@ -239,7 +242,8 @@ def test_padded_run_exports_unpadded_and_init_from_pads_or_cuts(tmp_path):
         assert abs(metrics_padded[name] - value) <= 1e-6, name
 
     # The padded workdir resumes: its checkpoint restores onto the padded state and training continues.
-    more = tiny_config(num_train_steps=3)
+    more = padded_config.copy_and_resolve_references()
+    more.train.num_train_steps += 1
     assert np.isfinite(train_and_evaluate(more, str(padded_dir), data=synthetic_data(more))["loss"])
     # Resuming it unpadded is refused before anything is restored, naming the field.
     more.model.vocab_pad_multiple = 1

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from _train_helpers import params_digest, synthetic_data, tiny_config
+from _train_helpers import checkpointed_config, params_digest, synthetic_data
 from bertjax import checkpoint, workdir_layout
 from bertjax.errors import BertjaxError
 from bertjax.train import train_and_evaluate
@@ -21,8 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _config(fallback: bool):
-    config = tiny_config(num_train_steps=STEPS)
-    config.checkpoint.every_steps = EVERY
+    config = checkpointed_config(STEPS, EVERY)
     config.checkpoint.fallback = fallback
     return config
 
@@ -42,12 +41,13 @@ def _train(workdir, fallback: bool = False) -> dict:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """An uninterrupted run's workdir (checkpoints 2, 4, 6) and its final params."""
-    workdir = tmp_path_factory.mktemp("reference") / "run"
-    seen = _train(workdir)
+def finished_run(synthetic_run):
+    """An uninterrupted run's workdir (checkpoints 2, 4, 6) and its final params: the shared synthetic run
+    (conftest.py), which the tests copy before they corrupt it."""
+    assert synthetic_run.config.to_dict() == _config(fallback=False).to_dict()  # what _train resumes it with
+    workdir = synthetic_run.workdir
     assert sorted(checkpoint.Checkpointer(str(workdir), every_steps=EVERY, keep=3).all_steps()) == [2, 4, 6]
-    return workdir, seen["params"]
+    return workdir, synthetic_run.params
 
 
 def _files(step_dir, pattern):

@@ -23,11 +23,19 @@ DURATION = 2.5  # seconds from the first step to the end of the run, about, on a
 TIMEOUT = 180
 
 
+def _env() -> dict:
+    """The killed processes keep their XLA compilation cache (conftest.py) apart from the other tests' processes: a
+    kill inside JAX's write of an entry would leave it half-written for every later reader."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if "JAX_COMPILATION_CACHE_DIR" in env:
+        env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(env["JAX_COMPILATION_CACHE_DIR"], "killed_processes")
+    return env
+
+
 def _start(workdir, report):
     command = [sys.executable, WORKER, "--workdir", str(workdir), "--report", str(report), "--steps", str(STEPS),
                "--checkpoint_every", "1", "--step_delay", str(DELAY)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
 
 
 def _read(report) -> dict:
