@@ -228,20 +228,15 @@ def check_workdir_task(spec: RunSpec, workdir: str) -> None:
         return
     run_json = workdir_layout.path(workdir, workdir_layout.CONFIG_JSON)
     saved_run = json.loads(run_json.read_text()) if run_json.is_file() else {}
-    changed = [f"--config.{section}.{name}={_get(spec.config, section, name)!r} (was "
-               f"{saved_run.get(section, {}).get(name)!r})" for section, name in (("data", "regression"),)
-               if saved_run.get(section, {}).get(name) != _get(spec.config, section, name)]
-    if saved_run.get("task") != spec.config.task:
-        changed.insert(0, f"--config.task={spec.config.task} (was {saved_run.get('task')})")
+    # The settings that choose the head and its labels: the task, and for generic classification, regression.
+    ours_fields = {"task": spec.config.task, "data.regression": spec.config.data.get("regression")}
+    theirs_fields = {"task": saved_run.get("task"), "data.regression": saved_run.get("data", {}).get("regression")}
+    changed = [f"--config.{name}={value} (was {theirs_fields[name]})" for name, value in ours_fields.items()
+               if value != theirs_fields[name]]
     what = "; ".join(changed) or "the labels of the task's training file"
     raise BertjaxError(
         f"--workdir {workdir} holds checkpoints (up to step {step}) of a {hf_heads.describe(saved)}, but this run "
         f"trains a {hf_heads.describe(ours)}: {what}; use a new --workdir, or the settings of the run that wrote it.")
-
-
-def _get(config: ml_collections.ConfigDict, section: str, name: str):
-    """config.<section>.<name>, or None where the config has no such field (a task-specific one)."""
-    return config[section].get(name) if section in config else None
 
 
 def check_same_head(config: ml_collections.ConfigDict, pretrained: sources.Pretrained,
