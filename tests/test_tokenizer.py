@@ -1,15 +1,46 @@
-"""Tokenizer: BERT FullTokenizer semantics (checked against a pure-Python FullTokenizer), Korean-safe settings, long
-words, and the casing stored beside the vocab. tests/test_tokenizer_unicode.py: any Unicode text."""
+"""Tokenizer: BERT FullTokenizer semantics (checked against a pure-Python FullTokenizer), Korean text through the
+numpy path, WordPiece in numpy, hash collisions, Korean-safe settings, long words, and the casing stored beside the
+vocab. tests/test_tokenizer_unicode.py: any Unicode text."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bertjax.data import vocab_files
+from bertjax.data import tokenizer, vocab_files, wordpiece
 from bertjax.data.tokenizer import BertTokenizer
 from bertjax.errors import BertjaxError
 
 import reference_original
+
+SETTINGS = [(True, True), (False, False), (True, False), (False, True)]  # (do_lower_case, strip_accents)
+KOREAN_CORPUS = Path(__file__).resolve().parents[1] / "data" / "demo_ko" / "corpus.txt"
+# Hangul with Latin, digits, punctuation (ASCII and CJK), emoji (ZWJ, skin tone, variation selector), jamo runs,
+# anagram words, CJK ideographs, combining marks, private use, words of 200 and 201 characters, ASCII-only texts.
+MIXED_KOREAN = [
+    "ㅋㅋㅋㅋ 재밌다ㅠㅠ!! 진짜... 별로;; ㅡㅡ", "영화 화영 영화가 가영화 ㅎㅎ ㅋ", "최고의 영화👍👍 10/10 ★★★★☆",
+    "Oscar 수상작 『기생충』(2019) - 봉준호 감독!", "한국어 English 中文 日本語 カタカナ ひらがな", "ㅏㅑㅓㅕ ᄀᄁᄂ 갂 힣 ㄱㄴㄷ",
+    "Éé 가\u0301 ﬁle İstanbul ΟΔΟΣ", "👨\u200d👩\u200d👧 ❤️ 👍🏽 😀😀😀", "\ue000가 나\u200b다 라\x00마", "ㅋ" * 200,
+    "ㅠ" * 201 + " 끝", "The movie was great, 10/10!", "plain ascii text only", "", " \t ", "「재밌다」、ＯＫ！"]
+
+
+def _korean_texts() -> list[str]:
+    lines = KOREAN_CORPUS.read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line][:1200] + MIXED_KOREAN * 2
+
+
+def _korean_vocab(texts: list[str], lower: bool, strip: bool) -> list[str]:
+    """Specials, a third of the words whole, most characters alone and as ## pieces, some two-character ## pieces:
+    WordPiece then matches whole words, splits others and leaves some [UNK]."""
+    rng = np.random.default_rng(5)
+    ref = reference_original.FullTokenizer(["[UNK]"], do_lower_case=lower, strip_accents=strip)
+    words = sorted({w for text in texts for w in ref.basic_tokenize(text)})
+    chars = sorted({c for w in words for c in w})
+    entries = [w for w in words if rng.random() < 0.3]
+    entries += [c for c in chars if rng.random() < 0.95] + ["##" + c for c in chars if rng.random() < 0.95]
+    entries += ["##" + w[1:3] for w in words if len(w) > 2 and rng.random() < 0.3]
+    return list(vocab_files.SPECIAL_TOKENS) + list(dict.fromkeys(entries))
+
 
 WORDS = ["the", "cafe", "café", "naive", "resume", "hello", "world", "un", "##aff", "##able", "##s", "a", "##a",
          "Hello", "World", "The", "中", "文", "한국어", "한", "국", "어", "ᄒ", "##ᅡ", "##ᆫ", "##ᄀ", "##ᅮ", "##ᆨ", "ᄋ",
@@ -158,3 +189,66 @@ def test_ascii_text_gives_the_original_ids_on_random_text(lower):
     expected = [[ref.vocab[t] for t in ref.tokenize(text)] for text in texts]
     assert lengths.tolist() == [len(ids) for ids in expected]
     assert flat.tolist() == [i for ids in expected for i in ids]
+
+
+@pytest.mark.parametrize("lower,strip", SETTINGS)
+def test_korean_text_gives_the_original_ids_through_the_numpy_path(lower, strip, monkeypatch):
+    """Korean text (data/demo_ko) and mixed Hangul/Latin/punctuation/emoji/jamo strings: encode_batch (words split,
+    hashed and told apart in numpy, WordPiece on many words at once, the piece cache carried from batch to batch)
+    gives exactly the ids of the plain per-text original, whatever the batches: all at once, in small batches, in
+    slices of a few characters (BATCH_CHARS), and text by text."""
+    texts = _korean_texts()
+    vocab = _korean_vocab(texts, lower, strip)
+    ref = reference_original.FullTokenizer(vocab, do_lower_case=lower, strip_accents=strip)
+    pieces = [ref.tokenize(text) for text in texts]
+    expected = [[ref.vocab[t] for t in p] for p in pieces]
+    assert sum(map(len, pieces)) > 20_000 and sum(p.count("[UNK]") for p in pieces) > 5
+    assert sum(t.startswith("##") for p in pieces for t in p) > 2_000
+    tok = BertTokenizer(vocab, do_lower_case=lower, strip_accents=strip)
+    flat, lengths = tok.encode_batch(texts)
+    assert lengths.tolist() == [len(e) for e in expected]
+    assert flat.tolist() == [i for e in expected for i in e]
+    tok = BertTokenizer(vocab, do_lower_case=lower, strip_accents=strip)
+    monkeypatch.setattr(tokenizer, "BATCH_CHARS", 500)
+    for start in range(0, len(texts), 97):
+        flat, lengths = tok.encode_batch(texts[start:start + 97])
+        assert flat.tolist() == [i for e in expected[start:start + 97] for i in e]
+    assert [tok.encode(text).tolist() for text in texts[::5]] == expected[::5]
+
+
+def test_wordpiece_table_gives_the_ids_of_tokenizers_wordpiece(monkeypatch):
+    """WordPieceTable (numpy rounds; the last few words in Python) equals `tokenizers`' WordPiece model word by word:
+    whole entries, splits, words no entry covers, words of 200 and 201 characters, long runs, astral characters."""
+    rng = np.random.default_rng(11)
+    alphabet = list("abcdeéxyz영화재밌다ㅋㅠ中😀") + ["\U00020000"]
+    vocab = list(vocab_files.SPECIAL_TOKENS)
+    vocab += ["".join(rng.choice(alphabet, size=rng.integers(1, 5))) for _ in range(300)]
+    vocab += ["##" + "".join(rng.choice(alphabet, size=rng.integers(1, 4))) for _ in range(300)]
+    vocab += ["a", "##a", "ㅋ", "##ㅋ", "##ㅋㅋㅋ", "##", "####a", "##\U00020000"]
+    words = ["".join(rng.choice(alphabet, size=rng.integers(1, 12))) for _ in range(3000)]
+    words += ["a" * 200, "a" * 201, "ㅋ" * 199, "a" + "ㅋ" * 150, "z", "#"]
+    ids = {t: i for i, t in enumerate(vocab)}
+    backend = tokenizer.build_wordpiece(ids)
+    expected = [backend.encode(w, add_special_tokens=False).ids for w in words]
+    assert sum(e == [ids["[UNK]"]] for e in expected) > 100 and sum(len(e) > 2 for e in expected) > 100
+    for finish_in_python in (0, 32, 10_000):
+        monkeypatch.setattr(wordpiece, "FINISH_IN_PYTHON", finish_in_python)
+        table = wordpiece.WordPieceTable(ids, ids["[UNK]"], wordpiece.PolynomialHash())
+        flat, counts = table.encode_words(words)
+        assert counts.tolist() == [len(e) for e in expected]
+        assert flat.tolist() == [i for e in expected for i in e]
+
+
+def test_hash_collisions_cost_time_not_ids(monkeypatch):
+    """With a hash under which anagrams collide (multiplier 1: the sum of the characters), a collision between the
+    words of one batch, or between a word and a cached word, is found by comparing characters, and the tokenizer
+    starts afresh with the next hash: the ids stay the original's."""
+    monkeypatch.setattr(wordpiece, "hash_base", lambda attempt: 1 if attempt < 2 else 0x9E3779B97F4A7C15)
+    vocab = list(vocab_files.SPECIAL_TOKENS) + ["영화", "##가", "가", "##영", "화", "ab", "##c", "c"]
+    ref = reference_original.FullTokenizer(vocab, do_lower_case=False)
+    tok = BertTokenizer(vocab, do_lower_case=False)
+    batches = [["영화 가 ab é"], ["화영 ba é"], ["영화가 화영 ab ba é"]]  # 2nd: vs the cache; 3rd: within the batch
+    for batch, attempt in zip(batches, [0, 1, 2]):
+        flat, _ = tok.encode_batch(batch)
+        assert tok.convert_ids_to_tokens(flat) == [t for text in batch for t in ref.tokenize(text)]
+        assert tok._hasher.attempt == attempt

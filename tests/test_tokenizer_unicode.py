@@ -94,7 +94,7 @@ def test_the_piece_cache_starting_afresh_changes_nothing(monkeypatch):
     monkeypatch.setattr(tokenizer, "CACHE_WORDS", 50)
     tok = BertTokenizer(vocab)
     parts = [tok.encode_batch(texts[start:start + 40]) for start in range(0, len(texts), 40)]
-    assert len(tok._cache.slot) < len(whole._cache.slot)  # it started afresh
+    assert tok._cache.size < whole._cache.size  # it started afresh
     assert np.concatenate([flat for flat, _ in parts]).tolist() == expected[0].tolist()
     assert np.concatenate([lengths for _, lengths in parts]).tolist() == expected[1].tolist()
 
@@ -148,7 +148,12 @@ def test_whole_string_steps_equal_per_word_steps():
     """What lets BertTokenizer lower-case and strip accents on joined texts, not word by word as the original: on
     every code point, lower() and NFD map whitespace (str.split's) to whitespace only and nothing else to any and
     never make NUL (the text end); whitespace and NUL have combining class 0 (no canonical reordering
-    across them); and final-sigma lower-casing does not look across them."""
+    across them); and final-sigma lower-casing does not look across them. What lets it split CJK ideographs after
+    those steps, not before as the original: they map a CJK ideograph to one CJK ideograph, and no other character
+    to any. And no whitespace lies beyond the BMP (BertTokenizer's table of character kinds reads it there)."""
+    def is_cjk(char: str) -> bool:
+        return any(first <= ord(char) <= last for first, last in tokenizer._CJK_RANGES)
+
     for cp in range(sys.maxunicode + 1):
         char = chr(cp)
         if 0xD800 <= cp <= 0xDFFF:
@@ -156,6 +161,9 @@ def test_whole_string_steps_equal_per_word_steps():
         for mapped in (char.lower(), unicodedata.normalize("NFD", char), unicodedata.normalize("NFD", char.lower())):
             assert all(c.isspace() for c in mapped) if char.isspace() else not any(c.isspace() for c in mapped), cp
             assert ("\x00" in mapped) == (cp == 0), cp
+            if mapped != char:
+                assert [is_cjk(c) for c in mapped] == ([True] if is_cjk(char) else [False] * len(mapped)), cp
+        assert cp < 0x10000 or not char.isspace()
         if char.isspace() or cp == 0:
             assert unicodedata.combining(char) == 0
             assert ("ΑΣ" + char + "Β").lower() == "ας" + char.lower() + "β"

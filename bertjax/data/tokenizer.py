@@ -21,9 +21,13 @@ same when lower-casing). A cased vocabulary (do_lower_case=False) strips no acce
 ``strip_accents=False`` keeps syllables intact even when lower-casing, so a syllable-level vocab stays usable.
 
 Speed: `BertTokenizer.encode_batch` (what create_pretraining_data uses; `encode` and `tokenize` are a batch of one)
-does BERT's basic tokenization on all texts of a batch at once, with string methods and regular expressions over
-precomputed character classes, and runs WordPiece (`tokenizers`' model) once per distinct word, whose pieces it
-keeps for later batches (up to CACHE_WORDS words).
+does BERT's basic tokenization on all texts of a batch at once: the pure-ASCII texts with string methods and one
+dict lookup per word; the others cleaned, lower-cased and stripped of accents as one string (regular expressions
+over precomputed character classes), then split by a table of character kinds and their words told apart by hash
+keys, all in numpy (`bertjax.data.wordpiece`; a key is always checked by the characters, so a collision costs time,
+never a wrong id). WordPiece (greedy longest match, in numpy on many words at once: `bertjax.data.wordpiece`, the
+ids of `tokenizers`' WordPiece model) runs once per distinct word, whose pieces the tokenizer keeps for later
+batches (up to CACHE_WORDS words).
 
 The settings live in ``tokenizer_config.json`` next to ``vocab.txt`` (`bertjax.data.vocab_files`, which reads, checks,
 hashes and writes both); `BertTokenizer.from_vocab` reads them back
@@ -37,6 +41,7 @@ import functools
 import itertools
 import os
 import re
+import sys
 import unicodedata
 from typing import Iterable, NamedTuple, Sequence
 
@@ -47,19 +52,21 @@ from tokenizers.models import WordPiece
 from bertjax import paths
 from bertjax.data.vocab_files import (CLS, MASK, MAX_INPUT_CHARS_PER_WORD, PAD, SEP, UNK, check_special_tokens,
                                      read_vocab, resolve_casing, resolve_vocab_path)
+from bertjax.data.wordpiece import (CONTINUATION_PREFIX, GrowingArray, HashCollision, KeyTable, PolynomialHash,
+                                    WordPieceTable, code_points, equal_spans, group_keys)
 
-CONTINUATION_PREFIX = "##"
 CACHE_WORDS = 500_000  # distinct words whose pieces a BertTokenizer keeps (then it starts afresh)
-WORDPIECE_RUN = 1000  # words per backend input in BertTokenizer._wordpieces
+BATCH_CHARS = 1 << 21  # characters that encode_batch handles at once (its numpy arrays: ~40 bytes a character)
 _TEXT_END = "\x00"  # ends each text in encode_batch (cleaning drops NUL, so no text holds it)
-_END_SLOT = 0  # the text end's slot in the piece cache (it has no pieces)
+_LONG_SLOT, _END_SLOT = 0, 1  # piece-cache slots: any word longer than MAX_INPUT_CHARS_PER_WORD ([UNK]); a text end
+_WORD, _SPACE, _SINGLE, _END = range(4)  # kinds of characters for the split (_split)
 _ASCII_PUNCTUATION = "".join(c for c in map(chr, range(33, 127)) if not c.isalnum())  # all of it is BERT punctuation
 # BERT's cleaning drops control characters (NUL aside, the text end here); tab, newline and CR are whitespace.
 _ASCII_DROP_CONTROL = str.maketrans(dict.fromkeys([c for c in [*range(1, 32), 127] if c not in b"\t\n\r"]))
 # The original's _is_chinese_char: CJK ideographs (not Hangul, kana or CJK punctuation).
 _CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
                (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
-_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate cannot go to `tokenizers` (not UTF-8)
+_ANY_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
 class BertTokenizer:
@@ -74,9 +81,9 @@ class BertTokenizer:
         self.strip_accents = self.do_lower_case if strip_accents is None else bool(strip_accents)
         self.vocab_path = vocab_path
         check_special_tokens(self.vocab)
-        self.backend = build_wordpiece(self.vocab)  # WordPiece of single words (see _wordpieces)
-        self._cache = _PieceCache()
-        self._whole_words: dict[str, int] | None = None  # vocab entries a whole word can be
+        self._hasher = PolynomialHash()
+        self._cache = _PieceCache(self.unk_id)
+        self._wordpiece: WordPieceTable | None = None  # built on first use
 
     @classmethod
     def from_vocab(cls, vocab: str | os.PathLike, do_lower_case: bool | None = None,
@@ -131,23 +138,47 @@ class BertTokenizer:
 
     def encode(self, text: str) -> np.ndarray:
         """int32 ids of `text` (no special tokens added); as `encode_batch` on [text]."""
-        return self._pieces(self._words(_join([text])))[0]
+        return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Ids of many texts at once: (flat int32 ids, int64 lengths); text i is ids[off[i]:off[i]+len[i]].
 
-        The pure-ASCII texts and the others are each joined with an end marker and split into words by `_words`
-        in a few passes over the whole string; WordPiece runs once per distinct word (`_word_slots`), and numpy
+        The pure-ASCII texts and the others go apart, each group joined with an end marker: the ASCII ones are
+        split with string methods and their words looked up in a dict (`_ascii_slots`); the others are normalised
+        as one string (`_normalize`), split and told apart in numpy (`_unicode_slots`), BATCH_CHARS characters or so
+        at a time. WordPiece runs once per distinct word, whose pieces the cache keeps for later batches, and numpy
         lays the pieces out per word, then per text in the given order.
         """
+        while True:
+            try:
+                return self._encode_batch(texts)
+            except HashCollision:  # never seen: start afresh with another hash
+                self._hasher = PolynomialHash(self._hasher.attempt + 1)
+                self._wordpiece, self._cache = None, _PieceCache(self.unk_id)
+
+    def _encode_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`encode_batch`, under the current hash (HashCollision if it fails)."""
+        if self._cache.size > CACHE_WORDS:
+            self._cache = _PieceCache(self.unk_id)
         is_ascii = np.fromiter(map(str.isascii, texts), bool, len(texts))
         num_ascii = int(is_ascii.sum())
         order = np.concatenate([np.flatnonzero(is_ascii), np.flatnonzero(~is_ascii)]).tolist()
-        words: list[str] = []
-        for group in (order[:num_ascii], order[num_ascii:]):
-            if group:
-                words += self._words(_join([texts[i] for i in group]))
-        flat, text_ends = self._pieces(words)
+        parts = [self._ascii_slots(_join([texts[i] for i in order[:num_ascii]]))] if num_ascii else []
+        others = [texts[i] for i in order[num_ascii:]]
+        sizes = np.cumsum(np.fromiter(map(len, others), np.int64, len(others)))
+        start = 0
+        while start < len(others):
+            done = sizes[start - 1] if start else 0
+            stop = max(start + 1, int(np.searchsorted(sizes, done + BATCH_CHARS, "right")))
+            parts.append(self._unicode_slots(self._normalize(_join(others[start:stop]))))
+            start = stop
+        firsts = np.cumsum([0] + [len(slots) for slots, _ in parts])
+        slots = np.concatenate([np.zeros(0, np.int64)] + [slots for slots, _ in parts])
+        word_ends = np.concatenate([np.zeros(0, np.int64)] + [ends + first for (_, ends), first in zip(parts, firsts)])
+        cache = self._cache
+        counts = cache.counts.array[slots]
+        flat = _gather_spans(cache.ids.array, cache.starts.array[slots], counts)
+        text_ends = np.concatenate([[0], np.cumsum(counts)])[word_ends]
         lengths = np.zeros(len(texts), np.int64)
         lengths[order] = np.diff(text_ends, prepend=0)
         if num_ascii in (0, len(texts)):
@@ -156,90 +187,96 @@ class BertTokenizer:
         starts[order] = text_ends - lengths[order]
         return _gather_spans(flat, starts, lengths), lengths
 
-    def _pieces(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The ids of `_words`' output: (flat int32 ids, int64 end of each text in them)."""
-        slots = self._word_slots(words)
-        cache = self._cache
-        counts = cache.counts[slots]
-        return _gather_spans(cache.ids, cache.starts[slots], counts), np.cumsum(counts)[slots == _END_SLOT]
+    def _ascii_slots(self, joined: str) -> tuple[np.ndarray, np.ndarray]:
+        """Piece-cache slots of the words of pure-ASCII texts joined by (and ending with) _TEXT_END, text ends
+        included (_END_SLOT), and the index after each text's last word: BERT's basic tokenization with string
+        methods (no CJK, accents or non-ASCII punctuation: cleaning, casing and splitting are simple)."""
+        joined = joined.translate(_ASCII_DROP_CONTROL)
+        if self.do_lower_case:
+            joined = joined.lower()
+        for char in _ASCII_PUNCTUATION + _TEXT_END:  # faster than a regular expression
+            if char in joined:
+                joined = joined.replace(char, f" {char} ")
+        words = joined.split()
+        cache, base = self._cache, self._cache.size
+        cache.words.default_factory = itertools.count(base).__next__  # a new word gets the next slot
+        slots = np.fromiter(map(cache.words.__getitem__, words), np.int64, len(words))  # one dict pass
+        new = np.flatnonzero(slots >= base)
+        if len(new):
+            new_slots = slots[new]  # base, base + 1, ... each first where it is larger than all before it
+            firsts = new[new_slots > np.maximum.accumulate(np.concatenate([[base - 1], new_slots[:-1]]))]
+            cache.add(*self._wordpieces().encode_words([words[i] for i in firsts.tolist()]))
+        return slots, np.flatnonzero(slots == _END_SLOT) + 1
 
-    def _words(self, joined: str) -> list[str]:
-        """BERT's BasicTokenizer on texts joined by (and ending with) _TEXT_END: their words, punctuation characters
-        and text ends, in order.
+    def _unicode_slots(self, joined: str) -> tuple[np.ndarray, np.ndarray]:
+        """Piece-cache slots of the words of `_normalize`d texts joined by (and ending with) _TEXT_END, and the
+        number of words before each text end.
 
-        The original's steps in its order, each on the whole string: cleaning, spaces around CJK ideographs,
-        lower-casing, NFD and dropping category Mn, then splitting on whitespace and punctuation. The original
-        lower-cases and strips accents per whitespace-separated word; on the whole string the result is the same,
-        since these steps map whitespace to whitespace and nothing else to whitespace, and neither final-sigma
-        lower-casing nor canonical reordering looks across whitespace or the text end (tests/test_tokenizer_unicode.py
-        checks this on every code point).
+        The words are runs of characters that are neither whitespace (str.split's, which the original splits on)
+        nor punctuation nor CJK ideographs, and single punctuation characters and CJK ideographs (`_split`). They
+        are told apart by hash keys, checked by characters (HashCollision if two differ); the distinct words not in
+        the cache yet go through WordPiece and get the next slots.
         """
-        if joined.isascii():  # no CJK, accents or non-ASCII punctuation: cleaning and casing are simple
-            joined = joined.translate(_ASCII_DROP_CONTROL)
-            if self.do_lower_case:
-                joined = joined.lower()
-            for char in _ASCII_PUNCTUATION + _TEXT_END:  # on ASCII, faster than _word_pattern's findall
-                if char in joined:
-                    joined = joined.replace(char, f" {char} ")
-            return joined.split()
-        classes = _unicode_classes()
-        astral = classes.astral.search(joined) is not None  # the slow parts of the classes are needed
-        joined = _sub(classes.drop, "", joined, astral)
-        if classes.cjk.search(joined):
-            joined = classes.cjk.sub(r" \g<0> ", joined)
+        chars = code_points(joined)
+        starts, lengths, text_ends = _split(_unicode_classes(astral=False).kinds[chars])
+        slots = np.full(len(starts), _LONG_SLOT, np.int64)
+        short = np.flatnonzero(lengths <= MAX_INPUT_CHARS_PER_WORD)  # the others are [UNK], whatever they hold
+        starts, lengths = starts[short], lengths[short]
+        prefix = self._hasher.prefix(chars)
+        keys = self._hasher.keys(prefix, starts, lengths)
+        group, first = group_keys(keys)  # first: a word of each group of equal keys
+        same = np.flatnonzero(first[group] != np.arange(len(keys)))  # to compare with the first of their group
+        if not keys.all() or not np.array_equal(lengths[same], lengths[first[group[same]]]) or not equal_spans(
+                chars, starts[same], chars, starts[first[group[same]]], lengths[same], each=False):
+            raise HashCollision("words of a batch")
+        keys, starts, lengths = keys[first], starts[first], lengths[first]
+        distinct = self._cache.find(keys, chars, starts, lengths)
+        new = np.flatnonzero(distinct < 0)
+        if len(new):
+            pieces = self._wordpieces().pieces(chars, prefix, starts[new], lengths[new])
+            distinct[new] = self._cache.add(*pieces, keys[new], chars, starts[new], lengths[new])
+        slots[short] = distinct[group]
+        return slots, text_ends
+
+    def _wordpieces(self) -> WordPieceTable:
+        """The vocab's WordPieceTable (built on first use, with the current hash)."""
+        if self._wordpiece is None:
+            self._wordpiece = WordPieceTable(self.vocab, self.unk_id, self._hasher)
+        return self._wordpiece
+
+    def _normalize(self, joined: str) -> str:
+        """BERT's BasicTokenizer up to the split, on texts joined by (and ending with) _TEXT_END.
+
+        The original's steps in its order, each on the whole string: cleaning, lower-casing, NFD and dropping
+        category Mn (spaces around CJK ideographs, its step before lower-casing, come with the split: these steps
+        keep a CJK ideograph one CJK ideograph and make none from other characters). The original lower-cases and
+        strips accents per whitespace-separated word; on the whole string the result is the same, since these steps
+        map whitespace to whitespace and nothing else to whitespace, and neither final-sigma lower-casing nor
+        canonical reordering looks across whitespace or the text end (tests/test_tokenizer_unicode.py checks all
+        this on every code point).
+        """
+        astral = _ANY_ASTRAL.search(joined) is not None  # the classes beyond the BMP are needed
+        joined = _sub("drop", "", joined, astral)
         if self.do_lower_case:
             joined = joined.lower()
         if self.strip_accents:
             joined = unicodedata.normalize("NFD", joined)  # a copy only if it changes
         if (self.do_lower_case or self.strip_accents) and not astral:  # NFD takes a few ideographs beyond the BMP
-            astral = classes.astral.search(joined) is not None
+            astral = _ANY_ASTRAL.search(joined) is not None
         if self.strip_accents:
-            joined = _sub(classes.marks, "", joined, astral)
+            joined = _sub("marks", "", joined, astral)
         if astral:  # punctuation beyond the BMP becomes a word of its own by the spaces around it
-            joined = _sub(classes.punctuation, r" \g<0> ", joined, astral, bmp=False)
-        return classes.words.findall(joined)
+            joined = _sub("punctuation", r" \g<0> ", joined, astral, bmp=False)
+        return joined
 
-    def _word_slots(self, words: list[str]) -> np.ndarray:
-        """int64 slot of each word in the piece cache; words not yet there get the next slots, in order of first
-        occurrence, and their WordPiece ids."""
-        cache = self._cache
-        if len(cache.slot) > CACHE_WORDS:
-            cache = self._cache = _PieceCache()
-        base = len(cache.slot)
-        slots = np.fromiter(map(cache.slot.__getitem__, words), np.int64, len(words))  # one dict pass
-        new = np.flatnonzero(slots >= base)
-        if len(new):
-            new_slots = slots[new]  # base, base + 1, ... each first where it is larger than all before it
-            firsts = new[new_slots > np.maximum.accumulate(np.concatenate([[base - 1], new_slots[:-1]]))]
-            cache.add(*self._wordpieces([words[i] for i in firsts.tolist()]))
-        return slots
-
-    def _wordpieces(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """WordPiece ids of distinct single words (no whitespace, punctuation only alone): (flat int32 ids, int64
-        piece count per word). A word that is a vocab entry is that entry (as greedy longest-match gives); the
-        others go to the WordPiece backend in runs of WORDPIECE_RUN words."""
-        if self._whole_words is None:
-            self._whole_words = {t: i for t, i in self.vocab.items() if len(t) <= MAX_INPUT_CHARS_PER_WORD}
-        direct = np.fromiter(map(self._whole_words.get, words, itertools.repeat(-1)), np.int64, len(words))
-        misses = [words[i] for i in np.flatnonzero(direct < 0).tolist()]
-        if misses and _SURROGATE.search("".join(misses)):  # no vocab entry holds one, so no piece covers the word
-            direct[[i for i, word in enumerate(words) if direct[i] < 0 and _SURROGATE.search(word)]] = self.unk_id
-            misses = [words[i] for i in np.flatnonzero(direct < 0).tolist()]
-        counts = np.ones(len(words), np.int64)
-        if not misses:
-            return direct.astype(np.int32), counts
-        # Each miss is followed by the word [SEP], whose id ends it: no miss holds [SEP]'s id, as its brackets are
-        # punctuation, which is never part of a longer word.
-        runs = [f" {SEP} ".join(misses[start:start + WORDPIECE_RUN]) + f" {SEP}"
-                for start in range(0, len(misses), WORDPIECE_RUN)]
-        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
-        encodings = encode(runs, add_special_tokens=False)
-        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), np.int32)
-        is_end = ids == self.sep_id
-        counts[direct < 0] = np.diff(np.flatnonzero(is_end), prepend=-1) - 1
-        flat = np.repeat(direct, counts).astype(np.int32)  # a miss's pieces take its places, in order
-        flat[np.repeat(direct < 0, counts)] = ids[~is_end]
-        return flat, counts
+    def _words(self, joined: str) -> list[str]:
+        """The words `encode_batch` finds in texts joined by (and ending with) _TEXT_END, as strings, each text
+        followed by _TEXT_END (BERT's BasicTokenizer, for checks)."""
+        joined = self._normalize(joined)
+        starts, lengths, text_ends = _split(_unicode_classes(astral=False).kinds[code_points(joined)])
+        words = [joined[a:a + n] for a, n in zip(starts.tolist(), lengths.tolist())]
+        bounds = [0, *text_ends.tolist()]
+        return [w for a, b in zip(bounds, bounds[1:]) for w in [*words[a:b], _TEXT_END]]
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
         """Vocab tokens of `ids`."""
@@ -247,21 +284,63 @@ class BertTokenizer:
 
 
 class _PieceCache:
-    """WordPiece ids of the distinct words seen so far: word -> slot; slot -> its ids[starts:starts+counts]."""
+    """WordPiece ids of the distinct words seen so far, slot -> ids[starts:starts+counts]: ASCII words found by string
+    (`words`), the others by key (`table`) and checked by the characters kept for each slot. Slot _LONG_SLOT is every
+    word longer than MAX_INPUT_CHARS_PER_WORD characters (one [UNK]), _END_SLOT a text end (no pieces)."""
 
-    def __init__(self):
-        slots = itertools.count()
-        # A new word gets the next slot; the text end comes first (_END_SLOT) and has no pieces.
-        self.slot: dict[str, int] = collections.defaultdict(slots.__next__, {_TEXT_END: next(slots)})
-        self.starts = np.zeros(1, np.int64)
-        self.counts = np.zeros(1, np.int64)
-        self.ids = np.zeros(0, np.int32)
+    def __init__(self, unk_id: int):
+        self.words = collections.defaultdict(None, {_TEXT_END: _END_SLOT})
+        self.table = KeyTable()
+        self.chars = GrowingArray(np.uint32)
+        self.char_starts, self.lengths = GrowingArray(np.int64, [0, 0]), GrowingArray(np.int64, [0, 0])
+        self.ids = GrowingArray(np.int32, [unk_id])
+        self.starts, self.counts = GrowingArray(np.int64, [0, 1]), GrowingArray(np.int64, [1, 0])
 
-    def add(self, ids: np.ndarray, counts: np.ndarray) -> None:
-        """Append the pieces of the next len(counts) slots."""
-        self.starts = np.concatenate([self.starts, len(self.ids) + np.cumsum(counts) - counts])
-        self.counts = np.concatenate([self.counts, counts])
-        self.ids = np.concatenate([self.ids, ids])
+    @property
+    def size(self) -> int:
+        """Number of slots."""
+        return self.counts.size
+
+    def find(self, keys: np.ndarray, chars: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Slot of each distinct word chars[starts[i]:starts[i]+lengths[i]] with key keys[i], or -1 if new."""
+        slots = self.table.get(keys)
+        known = np.flatnonzero(slots >= 0)
+        if not np.array_equal(self.lengths.array[slots[known]], lengths[known]) or not equal_spans(
+                chars, starts[known], self.chars.array, self.char_starts.array[slots[known]], lengths[known],
+                each=False):
+            raise HashCollision("a word and a cached word")
+        return slots
+
+    def add(self, ids: np.ndarray, counts: np.ndarray, keys: np.ndarray | None = None, chars: np.ndarray | None = None,
+            starts: np.ndarray | None = None, lengths: np.ndarray | None = None) -> np.ndarray:
+        """Keep the pieces (flat ids, count per word) of new distinct words, with their keys and characters (as
+        `find`'s arguments) if given; their slots."""
+        slots = np.arange(self.size, self.size + len(counts))
+        self.starts.extend(self.ids.size + np.cumsum(counts) - counts)
+        self.counts.extend(counts)
+        self.ids.extend(ids)
+        if keys is None:
+            lengths = np.zeros(len(counts), np.int64)
+        else:
+            self.table.insert(keys, slots)
+        self.char_starts.extend(self.chars.size + np.cumsum(lengths) - lengths)
+        self.lengths.extend(lengths)
+        if keys is not None:
+            self.chars.extend(_gather_spans(chars, starts, lengths))
+        return slots
+
+
+def _split(kinds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Words of joined texts from their characters' kinds (_WORD, _SPACE, _SINGLE, _END): a run of _WORD characters,
+    or one _SINGLE character. (start, length) of each, and the number of words before each text end."""
+    word, single = kinds == _WORD, kinds == _SINGLE
+    first, last = single.copy(), single.copy()
+    first[:1] |= word[:1]
+    first[1:] |= word[1:] & ~word[:-1]
+    last[-1:] |= word[-1:]
+    last[:-1] |= word[:-1] & ~word[1:]
+    starts = np.flatnonzero(first)
+    return starts, np.flatnonzero(last) + 1 - starts, np.searchsorted(starts, np.flatnonzero(kinds == _END))
 
 
 def _class_body(mask: np.ndarray, code_points: np.ndarray) -> str:
@@ -272,63 +351,55 @@ def _class_body(mask: np.ndarray, code_points: np.ndarray) -> str:
                    for a, b in zip(starts.tolist(), ends.tolist()))
 
 
-def _word_pattern(punctuation: str) -> re.Pattern:
-    """A text end, one punctuation character, or a run of characters that are neither and not whitespace (re's
-    \\s is str.split's whitespace, which the original splits on)."""
-    return re.compile(f"{_TEXT_END}|[{punctuation}]|[^\\s{_TEXT_END}{punctuation}]+")
-
-
-class _CharClass(NamedTuple):
-    """A character class as two regular expressions: `re` tests a class of BMP characters with a bitmap but one
-    holding characters beyond the BMP range by range, so those are kept apart and used only on text that has any."""
-    bmp: re.Pattern
-    astral: re.Pattern
-
-
 class _UnicodeClasses(NamedTuple):
-    drop: _CharClass  # cleaning: categories Cc and Cf except tab, newline and CR, and U+FFFD (NUL is the text end)
-    cjk: re.Pattern  # one CJK ideograph
-    marks: _CharClass  # category Mn, dropped when stripping accents
-    punctuation: _CharClass  # ASCII symbols and categories P*
-    words: re.Pattern  # see _word_pattern, with BMP punctuation
-    astral: re.Pattern  # any character beyond the BMP
+    drop: re.Pattern  # cleaning: categories Cc and Cf except tab, newline and CR, and U+FFFD (NUL is the text end)
+    marks: re.Pattern  # category Mn, dropped when stripping accents
+    punctuation: re.Pattern  # ASCII symbols and categories P*
+    kinds: np.ndarray | None  # the BMP's: uint8 kind (_WORD ...) of every code point (see _kinds); None beyond it
 
 
-def _sub(char_class: _CharClass, replacement: str, text: str, astral: bool, bmp: bool = True) -> str:
-    """`text` with each character of the class replaced; the part beyond the BMP only if `astral`."""
-    for pattern in [char_class.bmp] * bmp + [char_class.astral] * astral:
+def _sub(name: str, replacement: str, text: str, astral: bool, bmp: bool = True) -> str:
+    """`text` with each character of a class of _UnicodeClasses replaced; the part beyond the BMP only if `astral`
+    (`re` tests a class of BMP characters with a bitmap but one beyond it range by range: keep those apart)."""
+    for part in [False] * bmp + [True] * astral:
+        pattern = getattr(_unicode_classes(part), name)
         if pattern.search(text):
             text = pattern.sub(replacement, text)
     return text
 
 
 @functools.cache
-def _unicode_classes() -> _UnicodeClasses:
-    """BERT's character classes as regular expressions, from `unicodedata` (as the original reads it), on first use.
+def _unicode_classes(astral: bool) -> _UnicodeClasses:
+    """BERT's character classes as regular expressions, from `unicodedata` (as the original reads it), on first use:
+    of the BMP, or (astral=True, only for text that has any) of the planes beyond it.
 
     Planes 4-13 hold no assigned code point and planes 15-16 are private use (Co) in every Unicode version so far,
-    so only planes 0-3 and 14 are read.
+    so beyond the BMP only planes 1-3 and 14 are read.
     """
-    code_points = np.concatenate([np.arange(0x40000), np.arange(0xE0000, 0xF0000)])
+    code_points = np.concatenate([np.arange(0x10000, 0x40000), np.arange(0xE0000, 0xF0000)]) if astral \
+        else np.arange(0x10000)
     categories = "".join(map(unicodedata.category, map(chr, code_points.tolist())))
     major, minor = np.frombuffer(categories.encode("ascii"), np.uint8).reshape(-1, 2).T
-    in_bmp = code_points < 0x10000
-
-    def char_class(mask: np.ndarray) -> _CharClass:
-        return _CharClass(*(re.compile(f"[{_class_body(mask & part, code_points)}]") for part in (in_bmp, ~in_bmp)))
-
     drop = (major == ord("C")) & ((minor == ord("c")) | (minor == ord("f")))
     drop &= ~np.isin(code_points, [0, ord("\t"), ord("\n"), ord("\r")])
     drop |= code_points == 0xFFFD
-    cjk = np.zeros(len(code_points), bool)
-    for first, last in _CJK_RANGES:
-        cjk |= (code_points >= first) & (code_points <= last)
     punctuation = (major == ord("P")) | np.isin(code_points, [ord(c) for c in _ASCII_PUNCTUATION])
-    return _UnicodeClasses(drop=char_class(drop), cjk=re.compile(f"[{_class_body(cjk, code_points)}]"),
-                           marks=char_class((major == ord("M")) & (minor == ord("n"))),
-                           punctuation=char_class(punctuation),
-                           words=_word_pattern(_class_body(punctuation & in_bmp, code_points)),
-                           astral=re.compile("[\U00010000-\U0010ffff]"))
+    return _UnicodeClasses(*(re.compile(f"[{_class_body(mask, code_points)}]")
+                             for mask in (drop, (major == ord("M")) & (minor == ord("n")), punctuation)),
+                           kinds=None if astral else _kinds(punctuation))
+
+
+def _kinds(punctuation: np.ndarray) -> np.ndarray:
+    """uint8: the kind of every code point for `_split`: _SPACE (str.isspace: the original splits with str.split;
+    none lies beyond the BMP), _SINGLE (a word of its own: BMP punctuation, where `punctuation` holds, and CJK
+    ideographs), _END (NUL, the text end), else _WORD (punctuation beyond the BMP is spaced by `_normalize`)."""
+    kinds = np.full(sys.maxunicode + 1, _WORD, np.uint8)
+    kinds[np.flatnonzero(np.fromiter(map(str.isspace, map(chr, range(0x10000))), bool, 0x10000))] = _SPACE
+    kinds[np.flatnonzero(punctuation)] = _SINGLE
+    for first, last in _CJK_RANGES:
+        kinds[first:last + 1] = _SINGLE
+    kinds[0] = _END
+    return kinds
 
 
 def _join(texts: list[str]) -> str:
@@ -354,7 +425,8 @@ def build_normalizer(do_lower_case: bool, strip_accents: bool) -> normalizers.No
 
 
 def build_wordpiece(vocab: dict[str, int]) -> Tokenizer:
-    """`tokenizers`' WordPiece (200 characters per word) on whitespace-separated words, with no normalisation."""
+    """`tokenizers`' WordPiece (200 characters per word) on whitespace-separated words, with no normalisation: what
+    `bertjax.data.wordpiece` gives the ids of (tests compare the two)."""
     backend = Tokenizer(WordPiece(vocab, unk_token=UNK, continuing_subword_prefix=CONTINUATION_PREFIX,
                                   max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
