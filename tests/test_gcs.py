@@ -124,3 +124,18 @@ def test_conversion_cli_reads_and_writes_gs(gcs_env, gcs_dir, tmp_path, monkeypa
     refused = subprocess.run([sys.executable, "-m", "bertjax.convert", "from-hf", "--input", f"{gcs_dir}/hf",
                               "--output", f"{gcs_dir}/back"], capture_output=True, text=True, timeout=180)
     assert refused.returncode == 2 and "exists and is not empty" in refused.stderr
+
+
+@pytest.mark.parametrize("fmt,compression", [("jsonl", ".zst"), ("parquet", ""), ("documents", ".gz")])
+def test_corpus_formats_read_from_gs_as_locally(gcs_dir, tmp_path, fmt, compression):
+    from test_corpus import documents, write_corpus  # noqa: PLC0415
+
+    from bertjax.data import corpus, corpus_formats  # noqa: PLC0415
+
+    local = write_corpus(tmp_path, fmt, compression)
+    remote = f"{gcs_dir}/corpus/{local.name}"
+    _upload(local, remote)
+    files = [paths.path(remote)]
+    spec = corpus.CorpusSpec(input_format=corpus_formats.resolve_format(files, fmt), text_field="text")
+    corpus_formats.check_inputs(files, spec.input_format, spec.text_field)
+    assert documents(files, spec)[0] == documents([local], spec)[0] != []

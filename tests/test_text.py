@@ -4,23 +4,12 @@ import random
 import numpy as np
 import pytest
 
-from bertjax.data import text
+from bertjax.data import corpus, text
 
 
 def _shard_docs(shards):
     """Documents (lists of non-blank lines) of each shard, as the workers read them."""
-    out = []
-    for shard in shards:
-        lines, _ = text.read_shard_text(shard)
-        docs, doc = [], []
-        for line in lines:
-            if line:
-                doc.append(line)
-            elif doc:
-                docs.append(doc)
-                doc = []
-        out.append(docs)
-    return out
+    return [corpus.blank_line_documents(text.read_shard_text(shard)[0]) for shard in shards]
 
 
 def _all_docs(files):

@@ -2,6 +2,13 @@
 
     python -m bertjax.data.create_pretraining_data --input_file='corpus/*.txt' --output_dir=data/wiki128 \\
         --vocab_file=vocab/vocab.txt [--max_seq_length=128 --max_predictions_per_seq=20 --dupe_factor=10 ...]
+    python -m bertjax.data.create_pretraining_data --input_file='wiki/*.jsonl.zst' --text_field=text ...
+    python -m bertjax.data.create_pretraining_data --input_file=reviews.txt.gz --input_format=documents ...
+
+Input: the original format (one sentence per line, a blank line between documents), or paragraph lines, one
+document per line, JSONL or Parquet records, any of them .gz or .zst (`bertjax.data.corpus_formats`); every format
+but the original is cleaned and split into sentences by --sentence_splitter (`bertjax.data.corpus`,
+`bertjax.data.sentences`; auto: Kiwi for Korean, the multilingual one for the rest).
 
 The flags and defaults are the original's; the algorithm is the original's (see `bertjax.data.instances`), with
 these differences:
@@ -34,11 +41,12 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from typing import Any, Sequence
 
 from bertjax import paths
-from bertjax.data import catalog, masking, shard_worker, staged_output, text, worker_pool
+from bertjax.data import catalog, corpus, corpus_formats, masking, sentences, shard_worker, staged_output, text
+from bertjax.data import worker_pool
 from bertjax.data.tokenizer import BertTokenizer
 from bertjax.data.vocab_files import vocab_sha256
 from bertjax.errors import VERBOSE_HELP, BertjaxError, OneLineArgumentParser, exit_on_bad_input, flag_bool
@@ -104,6 +112,7 @@ def summarize(stats: dict[str, int], num_examples: dict[str, int], seconds: floa
         "short_target_fraction": stats["short_target"] / instance_count,
         "masked_fraction": stats["masked_tokens"] / max(1, stats["instance_tokens"]),
         "mean_instance_tokens": stats["instance_tokens"] / instance_count,
+        "full_length_fraction": stats["full_length"] / instance_count,
         "padding_fraction": 1.0 - stats["instance_tokens"] / max(1, stats["rows"] * max_seq_length),
         "seconds": round(seconds, 3),
         "instances_per_second": round(stats["instances"] / max(seconds, 1e-9), 1),
@@ -118,7 +127,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{summary['padding_fraction']:.1%}, mean length {summary['mean_instance_tokens']:.1f}, random next {summary['random_next_fraction']:.2%}, "
             f"short target {summary['short_target_fraction']:.2%}, masked {summary['masked_fraction']:.2%}\n"
             f"invalid UTF-8 lines {summary['invalid_utf8_lines']:,}, split long lines {summary['split_long_lines']:,}, "
-            f"{summary['seconds']:.1f} s, {summary['instances_per_second']:,.0f} instances/s")
+            f"{summary['seconds']:.1f} s, {summary['instances_per_second']:,.0f} instances/s"
+            + "".join(f", {key.replace('_', ' ')} {summary[key]:,}" for key in corpus.COUNT_KEYS[:-1] if summary[key])
+            + (f"\nsentence splitting {summary['segmenting_ms'] / 1000:.1f} CPU-s" if summary["segmenting_ms"] else ""))
 
 
 def create_pretraining_data(
@@ -144,6 +155,13 @@ def create_pretraining_data(
     show_progress: bool = True,
     max_non_text_fraction: float = DEFAULT_MAX_NON_TEXT_FRACTION,
     max_pairs_per_seq: int = 0,
+    input_format: str = corpus_formats.AUTO,
+    text_field: str = corpus.DEFAULT_TEXT_FIELD,
+    sentence_splitter: str = sentences.AUTO,
+    language: str | None = None,
+    dedup_documents: bool = False,
+    min_document_sentences: int = 0,
+    skip_bad_records: bool = False,
 ) -> dict[str, Any]:
     """Build the dataset at output_dir (see module doc) and return the summary (also stored in the manifest).
 
@@ -160,12 +178,15 @@ def create_pretraining_data(
     _check_args(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, dupe_factor, masking,
                 whole_word, eval_fraction, num_workers, shard_size_mb, max_pairs_per_seq)
     files = text.expand_input_files(input_file)
-    text.check_is_text(files, max_non_text_fraction)
+    spec = corpus.corpus_spec(files, input_format, text_field, sentence_splitter, language, dedup_documents,
+                              min_document_sentences, skip_bad_records)
+    if spec.input_format != corpus_formats.PARQUET:
+        text.check_is_text(files, max_non_text_fraction, corpus_formats.text_sample)
     sizes = [text.file_size(f) for f in files]
     total_bytes = sum(sizes)
     if total_bytes == 0:
         raise BertjaxError(f"input {input_file!r} is empty; pass text files with one sentence per line and blank "
-                           "lines between documents")
+                           "lines between documents, or another --input_format")
     if shard_size_mb is None:
         shard_size_mb = auto_shard_mb(total_bytes)
     workers = worker_pool.prepare_workers(num_workers, total_bytes, int(shard_size_mb * (1 << 20)))
@@ -176,9 +197,10 @@ def create_pretraining_data(
         masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor, random_seed=random_seed,
         masking=masking, whole_word_mask=whole_word, eval_fraction=eval_fraction,
         shard_bytes=int(shard_size_mb * (1 << 20)),
-        inputs=tuple((os.fspath(f), size) for f, size in zip(files, sizes)), max_pairs_per_seq=max_pairs_per_seq)
+        inputs=tuple((os.fspath(f), size) for f, size in zip(files, sizes)), max_pairs_per_seq=max_pairs_per_seq,
+        corpus=spec)
     output = paths.path(output_dir)
-    existing = staged_output.existing_dataset(output, asdict(settings), overwrite)
+    existing = staged_output.existing_dataset(output, asdict(settings), overwrite, _setting_defaults())
     if existing is not None:
         print(f"{output} already holds this dataset (same settings and inputs); nothing to do "
               "(pass --overwrite to rebuild it)", file=sys.stderr)
@@ -186,6 +208,8 @@ def create_pretraining_data(
 
     started = time.perf_counter()
     with staged_output.staging_dir(output) as staging:
+        init_args = (str(tok.vocab_path), settings, str(staging))
+        keep = _first_copies(files, settings, workers, init_args, tok, show_progress) if dedup_documents else None
         bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="create_pretraining_data",
                    disable=not show_progress, file=sys.stderr)
         made = {"instances": 0}
@@ -195,14 +219,15 @@ def create_pretraining_data(
             bar.update(num_bytes)
             bar.set_postfix(instances=made["instances"], refresh=False)
 
-        shards = text.plan_text_shards(files, settings.shard_bytes)
-        results = worker_pool.run_shards(shards, workers, (str(tok.vocab_path), settings, str(staging)), tok,
-                                         progress)
+        results = worker_pool.run_shards(_shards(files, settings, keep), workers, init_args, tok, progress)
         bar.close()
         stats = {k: sum(r.stats[k] for r in results) for k in shard_worker.STAT_KEYS}
         if stats["documents_with_2plus_sentences"] == 0:
-            raise BertjaxError(f"input {input_file!r} has no document with at least 2 sentences; put one sentence per "
-                               "line and separate documents with blank lines")
+            raise BertjaxError(f"input {input_file!r} has no document with at least 2 sentences; "
+                               + ("put one sentence per line and separate documents with blank lines"
+                                  if not spec.splits_sentences else
+                                  f"read as --input_format={spec.input_format}, split by {spec.sentence_splitter}: "
+                                  "check --input_format, or give longer documents"))
         split_shards = {split: [r.files[split] for r in results if split in r.files] for split in ("train", "eval")}
         split_shards = {s: files for s, files in split_shards.items() if sum(n for _, n in files) > 0}
         if "train" not in split_shards:
@@ -229,6 +254,34 @@ def create_pretraining_data(
     return summary
 
 
+def _shards(files: Sequence[Any], settings: shard_worker.Settings, keep: list | None = None):
+    """The corpus's shards (`corpus_formats.plan_shards`), each told which documents to keep (--dedup_documents)."""
+    for shard in corpus_formats.plan_shards(files, settings.corpus.input_format, settings.shard_bytes,
+                                            settings.corpus.text_field):
+        if keep is not None:
+            shard.keep = keep[shard.index]
+        yield shard
+
+
+def _first_copies(files: Sequence[Any], settings: shard_worker.Settings, workers: int, init_args: tuple, tok,
+                  show_progress: bool) -> list:
+    """--dedup_documents' first pass: every document hashed, in the workers; per shard, which documents to keep."""
+    from tqdm import tqdm  # noqa: PLC0415  (see create_pretraining_data)
+
+    with tqdm(total=sum(map(text.file_size, files)), unit="B", unit_scale=True, desc="dedup: hashing documents",
+              disable=not show_progress, file=sys.stderr) as bar:
+        hashed = worker_pool.run_shards(_shards(files, settings), workers, init_args, tok,
+                                        lambda num_bytes, _: bar.update(num_bytes), work=shard_worker.hash_shard)
+    return corpus.keep_first([result.hashes for result in hashed])
+
+
+def _setting_defaults() -> dict[str, Any]:
+    """The settings added since the first datasets, with the values those datasets were made with."""
+    defaults = {f.name: f.default for f in fields(shard_worker.Settings) if f.default is not MISSING}
+    return {name: asdict(value) if hasattr(value, "__dataclass_fields__") else value
+            for name, value in defaults.items()}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
 
@@ -237,7 +290,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The original flags (absl style `--flag=value` works) plus the bertjax ones."""
     p = OneLineArgumentParser(prog="python -m bertjax.data.create_pretraining_data", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input_file", required=True, help="input text: globs and comma-separated lists")
+    p.add_argument("--input_file", required=True, help="input files: globs and comma-separated lists")
+    p.add_argument("--input_format", choices=(corpus_formats.AUTO, *corpus_formats.FORMATS),
+                   default=corpus_formats.AUTO,
+                   help="sentences: the original (one sentence per line, blank line between documents); paragraphs: "
+                        "paragraph lines, blank line between documents; documents: one document per line; jsonl; "
+                        "parquet. auto: by file name (.jsonl/.json/.ndjson, .parquet, else sentences); .gz/.zst "
+                        "are decompressed")
+    p.add_argument("--text_field", default=corpus.DEFAULT_TEXT_FIELD,
+                   help="JSONL field / Parquet column holding a document's text")
+    p.add_argument("--sentence_splitter", choices=(sentences.AUTO, *sentences.SPLITTERS), default=sentences.AUTO,
+                   help="splits every format but the original into sentences; auto: by the script of the text "
+                        "(Korean / other), or by --language")
+    p.add_argument("--language", default=None, help="ISO code of the corpus language (e.g. en, ko, de) for the "
+                                                     "sentence splitter; default: by script")
+    p.add_argument("--dedup_documents", action="store_true",
+                   help="drop exact-duplicate documents (after whitespace/NFC cleaning), keeping the first")
+    p.add_argument("--min_document_sentences", type=int, default=0, help="drop documents with fewer sentences")
+    p.add_argument("--skip_bad_records", action="store_true",
+                   help="skip (and count) JSONL records that are not JSON objects with a text field, instead of "
+                        "stopping")
     p.add_argument("--output_dir", required=True, help="dataset directory to create (TFDS ArrayRecord)")
     p.add_argument("--vocab_file", required=True, help="vocab.txt (or its directory) the model will be trained with")
     p.add_argument("--do_lower_case", type=flag_bool, nargs="?", const=True, default=None,
@@ -291,7 +363,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         masking=args.masking, eval_fraction=args.eval_fraction, num_workers=args.num_workers,
         shard_size_mb=args.shard_size_mb, overwrite=args.overwrite, show_progress=not args.no_progress,
         max_non_text_fraction=args.max_non_text_fraction,
-        max_pairs_per_seq=args.max_pairs_per_seq if args.pack else 0)
+        max_pairs_per_seq=args.max_pairs_per_seq if args.pack else 0, input_format=args.input_format,
+        text_field=args.text_field, sentence_splitter=args.sentence_splitter, language=args.language,
+        dedup_documents=args.dedup_documents, min_document_sentences=args.min_document_sentences,
+        skip_bad_records=args.skip_bad_records)
     print(format_summary(summary))
 
 

@@ -1,7 +1,8 @@
 """One text shard -> ArrayRecord files of pretraining examples, in any process of create_pretraining_data.
 
 `bertjax.data.worker_pool` runs it in the worker processes and in the main one. `init_worker` loads the tokenizer
-once per process; `process_shard` reads a shard's text (`bertjax.data.text`), tokenizes its documents once, makes
+once per process; `process_shard` reads a shard's sentences (`bertjax.data.corpus`: any input format, split into
+sentences and cleaned), tokenizes its documents once, makes
 their instances with the original algorithm (`bertjax.data.instances`), masks them (`bertjax.data.masking`, static
 masking) and writes one file per split. All randomness comes from SeedSequence([random_seed, shard index]).
 """
@@ -14,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from bertjax.data import features, instances, masking, packing, text
+from bertjax.data import corpus, features, instances, masking, packing, sentences, text
 from bertjax.data.tokenizer import BertTokenizer
 
 MASK_BLOCK_ROWS = 4096  # instances masked / serialised at a time (bounds temporary memory)
 STAT_KEYS = ("documents", "documents_with_2plus_sentences", "sentences", "tokens", "unk_tokens", "instances",
-             "rows", "instance_tokens", "random_next", "short_target", "masked_tokens", "lines", "invalid_utf8_lines",
-             "split_long_lines", "bytes")
+             "rows", "instance_tokens", "full_length", "random_next", "short_target", "masked_tokens", "lines",
+             "invalid_utf8_lines", "split_long_lines", "bytes", *corpus.COUNT_KEYS)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Settings:
     shard_bytes: int
     inputs: tuple[tuple[str, int], ...]  # (absolute path, size in bytes) of every input file
     max_pairs_per_seq: int = 0  # > 0: pairs packed, up to this many a row (bertjax.data.packing)
+    corpus: corpus.CorpusSpec = corpus.CorpusSpec()  # input format, sentence splitter, cleaning
 
 
 @dataclass
@@ -65,7 +67,10 @@ def init_worker(vocab_path: str, settings: Settings, staging: str, tokenizer: Be
     mask_args = masking.masking_args(tok, masked_lm_prob=settings.masked_lm_prob,
                                      max_predictions_per_seq=settings.max_predictions_per_seq,
                                      whole_word=settings.whole_word_mask)
-    WORKER_STATE.update(tokenizer=tok, settings=settings, staging=staging, mask_args=mask_args)
+    spec = settings.corpus
+    splitter = sentences.SentenceSplitter(spec.sentence_splitter, spec.language or None) if spec.splits_sentences \
+        else None
+    WORKER_STATE.update(tokenizer=tok, settings=settings, staging=staging, mask_args=mask_args, splitter=splitter)
 
 
 def _write_split(docs: instances.Documents, path: str, walk_rng: random.Random, np_rng: np.random.Generator,
@@ -101,6 +106,7 @@ def _write_split(docs: instances.Documents, path: str, walk_rng: random.Random, 
                 rows = packing.pack(rows, num_tokens, plan, settings.max_pairs_per_seq)
             writer.write_batch(rows)
             stats["instance_tokens"] += int(num_tokens.sum())
+            stats["full_length"] += int((num_tokens == settings.max_seq_length).sum())
             stats["random_next"] += int(block.is_random_next.sum())
             stats["short_target"] += int(block.short_target.sum())
     stats["instances"] += len(made)
@@ -114,9 +120,9 @@ def process_shard(shard: text.TextShard) -> ShardResult:
     tok: BertTokenizer = WORKER_STATE["tokenizer"]
     result = ShardResult(shard.index)
     stats = result.stats
-    lines, text_stats = text.read_shard_text(shard)
+    lines, text_stats, counts = corpus.shard_lines(shard, settings.corpus, WORKER_STATE["splitter"])
     stats.update(lines=text_stats.lines, invalid_utf8_lines=text_stats.invalid_utf8_lines,
-                 split_long_lines=text_stats.split_long_lines, bytes=text_stats.bytes)
+                 split_long_lines=text_stats.split_long_lines, bytes=text_stats.bytes, **counts)
     docs = instances.tokenize_documents(lines, tok.encode_batch)
     stats.update(documents=docs.num_documents, sentences=docs.num_sentences, tokens=int(len(docs.tokens)),
                  unk_tokens=int(np.count_nonzero(docs.tokens == tok.unk_id)),
@@ -134,3 +140,17 @@ def process_shard(shard: text.TextShard) -> ShardResult:
                              os.path.join(WORKER_STATE["staging"], name), walk_rng, np_rng, pack_rng, stats)
         result.files[split] = (name, count)
     return result
+
+
+@dataclass
+class ShardHashes:
+    """The first pass of --dedup_documents over one shard: its documents' hashes, in order."""
+
+    index: int
+    hashes: np.ndarray
+    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAT_KEYS, 0))
+
+
+def hash_shard(shard: text.TextShard) -> ShardHashes:
+    """Hash every document of a shard (`bertjax.data.corpus.document_hashes`)."""
+    return ShardHashes(shard.index, corpus.document_hashes(shard, WORKER_STATE["settings"].corpus))

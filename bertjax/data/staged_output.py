@@ -27,10 +27,12 @@ from bertjax.errors import BertjaxError
 DATASET_MARKER = "dataset_info.json"  # TFDS reads a directory as a dataset when this file is there
 
 
-def existing_dataset(output: epath.Path, settings: Mapping[str, Any], overwrite: bool) -> dict[str, Any] | None:
+def existing_dataset(output: epath.Path, settings: Mapping[str, Any], overwrite: bool,
+                     defaults: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """The manifest of a dataset already at `output` made with the same settings (reuse it), else None.
 
-    `settings` is everything that determines the dataset's content, as its manifest stores it under "settings". A
+    `settings` is everything that determines the dataset's content, as its manifest stores it under "settings";
+    `defaults` fill in the settings a dataset made before they existed does not store. A
     dataset made with other settings needs overwrite=True; a non-empty directory that is not a bertjax dataset is
     never touched.
     """
@@ -45,7 +47,7 @@ def existing_dataset(output: epath.Path, settings: Mapping[str, Any], overwrite:
     except BertjaxError:
         raise BertjaxError(f"output_dir {output} is not empty and holds no bertjax dataset; choose an empty or "
                            "new --output_dir (nothing there was changed)") from None
-    stored = {"max_pairs_per_seq": 0, **(manifest.get("settings") or {})}  # datasets from before packing existed
+    stored = {**(defaults or {}), **(manifest.get("settings") or {})}
     if stored == json.loads(json.dumps(settings)) and not overwrite:
         return manifest
     if not overwrite:

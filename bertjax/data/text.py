@@ -15,7 +15,7 @@ import io
 import os
 import re
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 from etils import epath
@@ -53,19 +53,26 @@ TEXT_SAMPLE_BYTES = 1 << 20  # how much of each input file `check_is_text` looks
 _NOT_TEXT = re.compile("[\ufffd\x00-\x08\x0e-\x1f\x7f]")  # invalid UTF-8 (replaced) and control characters
 
 
-def non_text_fraction(path: str | os.PathLike) -> float:
-    """Fraction of the characters in the first TEXT_SAMPLE_BYTES of a file that are invalid UTF-8 or control
-    characters (tab, newlines, form feed and the like excluded): near 0 for text, large for binary files."""
-    with paths.path(path).open("rb") as f:
-        sample = f.read(TEXT_SAMPLE_BYTES)
+def non_text_fraction(path: str | os.PathLike, read_sample: Callable[[str | os.PathLike, int], bytes] | None = None
+                      ) -> float:
+    """Fraction of the characters in the first TEXT_SAMPLE_BYTES of a file (as `read_sample(path, n)` gives them;
+    default: its raw bytes) that are invalid UTF-8 or control characters (tab, newlines, form feed and the like
+    excluded): near 0 for text, large for binary files."""
+    sample = (read_sample or _raw_sample)(path, TEXT_SAMPLE_BYTES)
     decoded = sample[:char_boundary(sample)].decode("utf-8", errors="replace") if sample else ""
     return len(_NOT_TEXT.findall(decoded)) / max(len(decoded), 1)
 
 
-def check_is_text(files: Sequence[str | os.PathLike], max_non_text_fraction: float) -> None:
+def _raw_sample(path: str | os.PathLike, num_bytes: int) -> bytes:
+    with paths.path(path).open("rb") as f:
+        return f.read(num_bytes)
+
+
+def check_is_text(files: Sequence[str | os.PathLike], max_non_text_fraction: float,
+                  read_sample: Callable[[str | os.PathLike, int], bytes] | None = None) -> None:
     """BertjaxError naming the first input file whose sample is more than `max_non_text_fraction` non-text."""
     for path in files:
-        fraction = non_text_fraction(path)
+        fraction = non_text_fraction(path, read_sample)
         if fraction > max_non_text_fraction:
             raise BertjaxError(f"input {os.fspath(path)} does not look like text: {fraction:.1%} of its first "
                                f"{TEXT_SAMPLE_BYTES >> 20} MB is invalid UTF-8 or control characters (at most "
@@ -135,15 +142,24 @@ def _decode(raw: bytes, stats: TextStats) -> str:
 
 @dataclass
 class TextShard:
-    """A bounded slice of the corpus: byte ranges (path, start, end) of one or more files, read by a worker."""
+    """A bounded slice of the corpus, read by a worker: byte ranges (path, start, end) of one or more files, or
+    parts that carry their text (`bertjax.data.corpus_formats.Part`: compressed files, records, Parquet)."""
 
     index: int
     spans: list[tuple[str, int, int]] = field(default_factory=list)
+    parts: list[Any] = field(default_factory=list)
+    input_bytes: int = 0  # bytes of the input files the parts stand for (compressed: fewer than their text)
+    keep: Any = None  # --dedup_documents: numpy packbits of the documents to keep, in order (None: all)
 
     @property
     def num_bytes(self) -> int:
         """Bytes of text in the shard."""
-        return sum(end - start for _, start, end in self.spans)
+        return sum(end - start for _, start, end in self.spans) + sum(part.num_bytes for part in self.parts)
+
+    @property
+    def progress_bytes(self) -> int:
+        """Bytes of the input files the shard stands for (for a progress bar over the files' sizes)."""
+        return self.input_bytes if self.parts else self.num_bytes
 
 
 def plan_text_shards(files: Sequence[str | os.PathLike], shard_bytes: int) -> Iterator[TextShard]:
@@ -199,13 +215,21 @@ def _find_cut(f: BinaryIO, start: int, file_size: int, wanted: int, limit: int) 
 
 
 def read_shard_text(shard: TextShard) -> tuple[list[str], TextStats]:
-    """The lines of a shard, "" for each blank line and after each span (the end of a span ends a document).
+    """The lines of a shard, "" for each blank line and after each span or part (its end ends a document).
 
     The common case (valid UTF-8, no line over MAX_LINE_BYTES) is decoded in bulk; otherwise `iter_lines` reads
     the span line by line.
     """
     stats = TextStats()
     lines: list[str] = []
+    for raw in shard_bytes(shard, stats):
+        lines.extend(raw_lines(raw, stats))
+        lines.append("")
+    return lines, stats
+
+
+def shard_bytes(shard: TextShard, stats: TextStats) -> Iterator[bytes]:
+    """The bytes of each span, then of each part, of a shard (a part's data must be bytes); counted in `stats`."""
     for path, start, end in shard.spans:
         with paths.path(path).open("rb") as f:
             f.seek(start)
@@ -213,22 +237,29 @@ def read_shard_text(shard: TextShard) -> tuple[list[str], TextStats]:
         stats.bytes += len(raw)
         if not raw.endswith(b"\n") and end < file_size(path):
             stats.split_long_lines += 1  # the span ends inside a long line
-        text = _decode_lines(raw)
-        if text is None:
-            span_stats = TextStats()
-            span_lines = list(iter_lines(io.BytesIO(raw), span_stats))
-            stats.invalid_utf8_lines += span_stats.invalid_utf8_lines
-            stats.split_long_lines += span_stats.split_long_lines
-        else:
-            span_lines = text.split("\n")
-            if raw.endswith(b"\n"):
-                span_lines.pop()
-            if "\r" in text:
-                span_lines = [line.rstrip("\r\n") for line in span_lines]
-        stats.lines += len(span_lines)
-        lines.extend(line if line and not line.isspace() else "" for line in span_lines)
-        lines.append("")
-    return lines, stats
+        yield raw
+    for part in shard.parts:
+        stats.bytes += len(part.data)
+        yield part.data
+
+
+def raw_lines(raw: bytes, stats: TextStats) -> list[str]:
+    """The lines of a piece of a text file ending at a line end (or at the file end), "" for blank lines; invalid
+    UTF-8 replaced and lines over MAX_LINE_BYTES cut, as `iter_lines` (counted in `stats`, as the lines are)."""
+    text = _decode_lines(raw)
+    if text is None:
+        span_stats = TextStats()
+        span_lines = list(iter_lines(io.BytesIO(raw), span_stats))
+        stats.invalid_utf8_lines += span_stats.invalid_utf8_lines
+        stats.split_long_lines += span_stats.split_long_lines
+    else:
+        span_lines = text.split("\n")
+        if raw.endswith(b"\n"):
+            span_lines.pop()
+        if "\r" in text:
+            span_lines = [line.rstrip("\r\n") for line in span_lines]
+    stats.lines += len(span_lines)
+    return [line if line and not line.isspace() else "" for line in span_lines]
 
 
 def _decode_lines(raw: bytes) -> str | None:

@@ -1,15 +1,22 @@
 """Train a WordPiece vocab with `tokenizers`: vocab.txt plus tokenizer_config.json (the casing) in one directory.
 
     python -m bertjax.data.vocab --input 'corpus/*.txt' --vocab_size 30522 --output vocab_dir [--no-lowercase]
+    python -m bertjax.data.vocab --input 'reviews/*.jsonl.gz' --text_field review --dedup_documents ...
 
 Special tokens come first: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4. Text is read line by line with invalid
 UTF-8 replaced; it is normalised and pre-tokenised exactly as `bertjax.data.tokenizer.BertTokenizer` will.
+The input formats are create_pretraining_data's (`bertjax.data.corpus_formats`): every format but the original is
+cleaned as there (NFC, whitespace; `bertjax.data.corpus`) and read paragraph by paragraph, unsplit: sentence
+boundaries do not change WordPiece's word counts, since words never cross whitespace. --dedup_documents counts each
+distinct document once, as create_pretraining_data keeps it once.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
+import sys
 import tempfile
 from typing import Iterator, Sequence
 
@@ -18,41 +25,79 @@ from tokenizers import Tokenizer, pre_tokenizers, trainers
 from tokenizers.models import WordPiece
 
 from bertjax import paths
-from bertjax.data import text, tokenizer, vocab_files
+from bertjax.data import corpus, corpus_formats, sentences, text, tokenizer, vocab_files
 from bertjax.errors import VERBOSE_HELP, BertjaxError, OneLineArgumentParser, exit_on_bad_input
 
 TRAIN_BATCH_LINES = 1000
 
 
-def _line_batches(files: Sequence[Path]) -> Iterator[list[str]]:
-    stats = text.TextStats()
+READ_SHARD_BYTES = 1 << 20  # text read at a time from formats other than the original
+
+
+def _line_batches(files: Sequence[Path], spec: corpus.CorpusSpec) -> Iterator[list[str]]:
     batch: list[str] = []
-    for path in files:
-        for line in text.iter_lines(path, stats):
-            if line.strip():
-                batch.append(line)
-                if len(batch) >= TRAIN_BATCH_LINES:
-                    yield batch
-                    batch = []
+    for line in _lines(files, spec):
+        batch.append(line)
+        if len(batch) >= TRAIN_BATCH_LINES:
+            yield batch
+            batch = []
     if batch:
         yield batch
 
 
+def _lines(files: Sequence[Path], spec: corpus.CorpusSpec) -> Iterator[str]:
+    """The non-blank lines (original format) or cleaned paragraphs of the corpus, once per distinct document with
+    --dedup_documents."""
+    if spec.input_format == corpus_formats.SENTENCES and not spec.dedup_documents:
+        stats = text.TextStats()
+        for path in files:
+            yield from (line for line in text.iter_lines(path, stats) if line.strip())
+        return
+    seen: set[int] = set()
+    for shard in corpus_formats.plan_shards(files, spec.input_format, READ_SHARD_BYTES, spec.text_field):
+        for document in corpus.shard_documents(shard, spec, text.TextStats(), dict.fromkeys(corpus.COUNT_KEYS, 0)):
+            if spec.dedup_documents:
+                digest = corpus.document_hash(document)
+                if digest in seen:
+                    continue
+                seen.add(digest)
+            yield from document
+
+
+HANGUL_SAMPLE_LINES = 200  # lines (paragraphs) looked at to decide whether a corpus is mostly Korean
+
+
+def _mostly_hangul(files: Sequence[Path], spec: corpus.CorpusSpec) -> bool:
+    """Whether most of the corpus's first HANGUL_SAMPLE_LINES lines are mostly Hangul."""
+    votes = [sentences.is_mostly_hangul(line) for line in itertools.islice(_lines(files, spec), HANGUL_SAMPLE_LINES)]
+    return 2 * sum(votes) > len(votes)
+
+
 def train_vocab(input_files: str | Sequence[str], vocab_size: int, output_dir: str | os.PathLike, *,
                 do_lower_case: bool = True, strip_accents: bool | None = None, min_frequency: int = 2,
-                show_progress: bool = True) -> Path:
-    """Train WordPiece on the text files named by `input_files` (globs); returns the path of vocab.txt.
+                show_progress: bool = True, input_format: str = corpus_formats.AUTO,
+                text_field: str = corpus.DEFAULT_TEXT_FIELD, dedup_documents: bool = False,
+                skip_bad_records: bool = False) -> Path:
+    """Train WordPiece on the files named by `input_files` (globs); returns the path of vocab.txt.
 
-    strip_accents defaults to do_lower_case (the original); the casing is stored in tokenizer_config.json.
+    strip_accents defaults to do_lower_case (the original), except for a mostly Hangul corpus (then False: NFD would
+    split syllables into jamo); the casing is stored in tokenizer_config.json. input_format, text_field,
+    dedup_documents and skip_bad_records read the corpus as create_pretraining_data does.
     The directory is written atomically (a temporary sibling renamed at the end).
     """
     files = text.expand_input_files(input_files)
+    spec = corpus.corpus_spec(files, input_format, text_field, None, dedup_documents=dedup_documents,
+                              skip_bad_records=skip_bad_records)
     if paths.path(output_dir).is_file():
         raise BertjaxError(f"--output {output_dir} is a file; pass a directory for vocab.txt and tokenizer_config.json")
     if vocab_size < len(vocab_files.SPECIAL_TOKENS) + 1:
         raise BertjaxError(f"vocab_size={vocab_size} is too small; it must exceed the {len(vocab_files.SPECIAL_TOKENS)} "
                            "special tokens (BERT uses 30522)")
     strip = do_lower_case if strip_accents is None else strip_accents
+    if strip_accents is None and strip and _mostly_hangul(files, spec):
+        strip = False
+        print("the corpus is mostly Hangul: accents are not stripped (NFD would split every syllable into jamo); "
+              "pass --strip_accents to strip them anyway", file=sys.stderr)
     backend = Tokenizer(WordPiece(unk_token=vocab_files.UNK, continuing_subword_prefix=tokenizer.CONTINUATION_PREFIX,
                                   max_input_chars_per_word=vocab_files.MAX_INPUT_CHARS_PER_WORD))
     backend.normalizer = tokenizer.build_normalizer(do_lower_case, strip)
@@ -60,7 +105,7 @@ def train_vocab(input_files: str | Sequence[str], vocab_size: int, output_dir: s
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                         special_tokens=list(vocab_files.SPECIAL_TOKENS), show_progress=show_progress,
                                         continuing_subword_prefix=tokenizer.CONTINUATION_PREFIX)
-    backend.train_from_iterator(_line_batches(files), trainer=trainer)
+    backend.train_from_iterator(_line_batches(files, spec), trainer=trainer)
     vocab = sorted(backend.get_vocab().items(), key=lambda kv: kv[1])
     if len(vocab) <= len(vocab_files.SPECIAL_TOKENS):
         raise BertjaxError(f"input {input_files!r} holds no text to learn a vocab from; pass non-empty text files")
@@ -92,13 +137,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line flags of the vocab trainer."""
     parser = OneLineArgumentParser(prog="python -m bertjax.data.vocab", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, help="text file(s): a glob or a comma-separated list of globs")
+    parser.add_argument("--input", required=True, help="corpus file(s): a glob or a comma-separated list of globs")
+    parser.add_argument("--input_format", choices=(corpus_formats.AUTO, *corpus_formats.FORMATS),
+                        default=corpus_formats.AUTO, help="as create_pretraining_data's --input_format")
+    parser.add_argument("--text_field", default=corpus.DEFAULT_TEXT_FIELD,
+                        help="JSONL field / Parquet column holding a document's text")
+    parser.add_argument("--dedup_documents", action="store_true", help="count each distinct document once")
+    parser.add_argument("--skip_bad_records", action="store_true",
+                        help="skip JSONL records that are not JSON objects with a text field, instead of stopping")
     parser.add_argument("--vocab_size", type=int, required=True, help="number of vocab entries, specials included")
     parser.add_argument("--output", required=True, help="directory for vocab.txt and tokenizer_config.json")
     parser.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=True,
                         help="lower-case text (uncased vocab); --no-lowercase for a cased vocab")
     parser.add_argument("--strip_accents", action=argparse.BooleanOptionalAction, default=None,
-                        help="strip accents (NFD; decomposes Hangul); default: same as --lowercase")
+                        help="strip accents (NFD; decomposes Hangul); default: same as --lowercase, but off for a "
+                             "mostly Hangul corpus")
     parser.add_argument("--min_frequency", type=int, default=2, help="minimum count of a merged piece")
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     return parser.parse_args(argv)
@@ -109,7 +162,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Train a vocab from the command line."""
     args = parse_args(argv)
     path = train_vocab(args.input, args.vocab_size, args.output, do_lower_case=args.lowercase,
-                       strip_accents=args.strip_accents, min_frequency=args.min_frequency)
+                       strip_accents=args.strip_accents, min_frequency=args.min_frequency,
+                       input_format=args.input_format, text_field=args.text_field,
+                       dedup_documents=args.dedup_documents, skip_bad_records=args.skip_bad_records)
     size = len(path.read_text(encoding="utf-8").splitlines())
     print(f"wrote {path} ({size} tokens) and {path.parent / vocab_files.CONFIG_FILE}")
 

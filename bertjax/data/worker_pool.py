@@ -63,8 +63,8 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 
 
 def run_shards(shards: Iterable[text.TextShard], num_workers: int, init_args: tuple, tok: BertTokenizer,
-               progress: Progress) -> list[shard_worker.ShardResult]:
-    """Process the shards (`shard_worker.process_shard`); return their results in shard order.
+               progress: Progress, work: Callable = shard_worker.process_shard) -> list:
+    """Run `work` (`shard_worker.process_shard`, or `hash_shard`) on every shard; return its results in shard order.
 
     `init_args` are `shard_worker.init_worker`'s; this process uses `tok` instead of loading the vocab again. With
     num_workers > 1, num_workers - 1 worker processes take the shards this one is not busy with
@@ -81,10 +81,10 @@ def run_shards(shards: Iterable[text.TextShard], num_workers: int, init_args: tu
     try:
         for shard in shards:
             if pool is not None and len(pending) < IN_FLIGHT_PER_WORKER * (num_workers - 1):
-                pending.append((shard.num_bytes, pool.submit(shard_worker.process_shard, shard)))
+                pending.append((shard.progress_bytes, pool.submit(work, shard)))
             else:
-                results.append(shard_worker.process_shard(shard))
-                progress(shard.num_bytes, results[-1])
+                results.append(work(shard))
+                progress(shard.progress_bytes, results[-1])
             while pending and pending[0][1].done():
                 results.append(_collect(pending.popleft(), progress))
         while pending:

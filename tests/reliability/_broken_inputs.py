@@ -1,9 +1,14 @@
 """The pre-existing inputs of the bad-input table, built once under one root: a tiny dataset and broken copies of
 it, a corpus and vocabs (and broken ones), bad config files, a non-empty directory, fake checkpoints, and on demand
 a trained tiny workdir with a corrupt copy."""
+import gzip
+import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 import _tiny_dataset
 from _train_helpers import REPO_ROOT, load_config, tiny_config
@@ -43,6 +48,7 @@ def make_world(root: Path) -> SimpleNamespace:
     w.corpus_dir = root / "corpus_dir"
     w.corpus_dir.mkdir()
     (w.corpus_dir / "a.txt").write_text("hello world .\n")
+    _add_broken_corpora(w, root)
     w.vocab_dir = write_small_vocab(root / "vocab")
     w.empty_vocab = root / "empty_vocab" / "vocab.txt"
     w.empty_vocab.parent.mkdir()
@@ -69,6 +75,26 @@ def make_world(root: Path) -> SimpleNamespace:
     w.a_file = root / "a_file"
     w.a_file.write_text("not a directory")
     return w
+
+
+def _add_broken_corpora(w: SimpleNamespace, root: Path) -> None:
+    """Corpora in the other input formats, each broken in one way (and one good one-review-per-line file)."""
+    good = "".join(json.dumps({"text": f"Review {i} is fine. It has two sentences."}) + "\n" for i in range(3))
+    w.not_json = root / "not_json.jsonl"
+    w.not_json.write_text(good + '{"text": "unterminated\n' + good)
+    w.no_field = root / "no_field.jsonl"
+    w.no_field.write_text(good + json.dumps({"body": "text under another name", "id": 7}) + "\n")
+    w.parquet_no_column = root / "reviews.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "body": ["One. Two.", "Three. Four."]}), w.parquet_no_column)
+    w.mixed = root / "mixed"
+    w.mixed.mkdir()
+    (w.mixed / "a.jsonl").write_text(good)
+    (w.mixed / "b.txt").write_text("A sentence.\nAnother.\n")
+    w.truncated_gz = root / "reviews.jsonl.gz"
+    whole = gzip.compress((good * 200).encode())
+    w.truncated_gz.write_bytes(whole[: len(whole) // 2])
+    w.reviews = root / "reviews.txt"
+    w.reviews.write_text("정말 재밌었다. 또 보고 싶어요.\n배우들 연기가 좋았다. 추천합니다.\n")
 
 
 def add_trained_runs(world: SimpleNamespace) -> SimpleNamespace:

@@ -65,6 +65,7 @@ class Case:
     names: Callable
     expect: str
     trained: bool = False  # needs the trained workdir (w.run, w.corrupt_run): slow to build
+    missing_module: str = ""  # a library the case runs without (as if not installed)
 
     def __str__(self):
         return self.id
@@ -175,6 +176,22 @@ CASES = [
     Case("vocab_size_too_small", "corpus", "vocab", _args("--input={w.corpus}", "--vocab_size=3",
                                                          "--output={out}/v"), _name("vocab_size=3"),
          r"is too small; it must exceed the 5 special tokens"),
+    Case("cpd_jsonl_line_not_json", "corpus", "cpd", _cpd(corpus="{w.not_json}"), _name("line 4 of {w.not_json}"),
+         r"is not JSON .*pass --skip_bad_records to count and skip"),
+    Case("vocab_jsonl_line_not_json", "corpus", "vocab", _args("--input={w.not_json}", "--vocab_size=50",
+                                                              "--output={out}/v"), _name("line 4 of {w.not_json}"),
+         r"is not JSON"),
+    Case("cpd_jsonl_record_without_text_field", "corpus", "cpd", _cpd(corpus="{w.no_field}"),
+         _name("line 4 of {w.no_field}"), r"has no field 'text'; its fields are \['body', 'id'\]; pass --text_field"),
+    Case("cpd_parquet_without_the_column", "corpus", "cpd", _cpd(corpus="{w.parquet_no_column}"),
+         _name("{w.parquet_no_column}"), r"has no column 'text'; its columns are \['id', 'body'\]; pass --text_field"),
+    Case("cpd_glob_mixing_formats", "corpus", "cpd", _cpd(corpus="{w.mixed}/*"), _name("{w.mixed}/a.jsonl"),
+         r"the input mixes formats: .*a.jsonl \(jsonl\), .*b.txt \(sentences\); give files of one format"),
+    Case("cpd_truncated_gzip", "corpus", "cpd", _cpd(corpus="{w.truncated_gz}"), _name("{w.truncated_gz}"),
+         r"is a truncated or corrupt gzip file"),
+    Case("cpd_sentence_splitter_not_installed", "corpus", "cpd",
+         _cpd("--input_format=documents", "--sentence_splitter=kiwi", corpus="{w.reviews}"), _name("kiwi"),
+         r"pip install 'bertjax\[korean\]'", missing_module="kiwipiepy"),
     # --- vocabs
     Case("cpd_missing_vocab", "vocab", "cpd", _cpd(vocab="{w.root}/novocab/vocab.txt"),
          _name("{w.root}/novocab/vocab.txt"), r"does not exist; pass --vocab_file pointing to a vocab.txt"),
@@ -290,8 +307,10 @@ def check_case(case: Case, world, out: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize("case", [case for case in CASES if not case.trained], ids=str)
-def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, world, tmp_path, capsys):
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, world, tmp_path, capsys, monkeypatch):
     """Injects the case's bad input (see CASES)."""
+    if case.missing_module:
+        monkeypatch.setitem(sys.modules, case.missing_module, None)  # `import` raises ImportError
     check_case(case, world, tmp_path / "out", capsys)
 
 
