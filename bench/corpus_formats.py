@@ -8,7 +8,7 @@
    predictions per token; and the difference from the original format in points.
 2. Speed, on one core (--num_workers=1, CPU seconds of the run): instances per CPU-second from the re-joined JSONL
    (split into sentences on the way) against the same corpus pre-split, and the splitter's share of the CPU time;
-   the demo corpora --speed_scale times over (default 10), so that one-time start-up weighs as in a real corpus.
+   the demo corpora --speed_scale times over (default 30), so that one-time start-up weighs as in a real corpus.
    With --nsmc, also NSMC's reviews as one document per line (pre-split = the splitter's own sentences written in
    the original format, so both runs make the same instances).
 3. Memory: peak RSS of a one-worker run on the JSONL corpus at 1x and at --memory_scale times its size.
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--dupe_factor", type=int, default=10, help="of the speed runs")
     parser.add_argument("--stats_dupe_factor", type=int, default=40, help="of the same-data runs")
     parser.add_argument("--seeds", default="12345,1,2", help="the same-data runs' seeds (statistics averaged)")
-    parser.add_argument("--speed_scale", type=int, default=10,
+    parser.add_argument("--speed_scale", type=int, default=30,
                         help="the speed runs' corpus: this many copies of the demo corpus (start-up costs amortised)")
     parser.add_argument("--memory_scale", type=int, default=10)
     parser.add_argument("--vocab_size", type=int, default=8000)
