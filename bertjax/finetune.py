@@ -1,9 +1,10 @@
 """The fine-tuning Task of a run (`bertjax.task`): its files read (`bertjax.tasks`), encoded once (cached in the
 workdir's features/ once the run's checks pass), and turned into the run's Objective and data.
 
-`config.task` names it: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), "classification" (any
-TSV/CSV/JSONL with named text and label columns), "tagging" (CoNLL-2003-style files) or "squad" (SQuAD v1.1/v2.0
-JSON). Sentence-level tasks read `pooled_output`, token-level tasks `sequence_output` (`bertjax.objectives`).
+`config.task` names it: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), a Korean task (nsmc,
+klue_tc, klue_sts, klue_nli, klue_ner; `bertjax.tasks.korean`), "classification" (any TSV/CSV/JSONL with named text
+and label columns), "tagging" (CoNLL-2003-style files) or "squad" (SQuAD v1.1/v2.0 JSON). Sentence-level tasks read
+`pooled_output`, token-level tasks `sequence_output` (`bertjax.objectives`).
 
 Batches are host-local numpy dicts with the encoded arrays plus `example_weights` [B]: training batches are shuffled
 and repeat over epochs (a checkpointable Grain iterator); evaluation visits every example once, in file order, the
@@ -29,16 +30,17 @@ from bertjax.task import DataSource, Task
 from bertjax.data.tokenizer import BertTokenizer
 from bertjax.data.vocab_files import vocab_sha256
 from bertjax.errors import BertjaxError
-from bertjax.tasks import IGNORE_LABEL, classification, metrics, squad, tagging
+from bertjax.tasks import IGNORE_LABEL, classification, korean, metrics, squad, tagging
 
 FAMILIES = ("classification", "tagging", "squad")
+NAMED_TASKS = (*classification.GLUE_TASKS, *korean.KOREAN_TASKS, korean.KLUE_NER)
 
 
 def check_task(config: ml_collections.ConfigDict) -> None:
     """The task's name and data directory, before anything else is read."""
-    if config.task not in classification.GLUE_TASKS and config.task not in FAMILIES:
-        raise BertjaxError(f"--config.task={config.task!r} is unknown; use pretraining, one of the GLUE tasks "
-                           f"({', '.join(classification.GLUE_TASKS)}), classification, tagging or squad")
+    if config.task not in NAMED_TASKS and config.task not in FAMILIES:
+        raise BertjaxError(f"--config.task={config.task!r} is unknown; use pretraining, one of the GLUE or Korean "
+                           f"tasks ({', '.join(NAMED_TASKS)}), classification, tagging or squad")
     if not config.data.dir or not paths.path(config.data.dir).is_dir():
         raise BertjaxError(f"--config.data.dir={config.data.dir} is not a directory; point it at the directory of "
                            f"the task's files")
@@ -50,7 +52,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, tokenizer: BertToke
     Newly encoded features are not written yet: `task.write_pending()` caches them in the workdir."""
     check_task(config)
     pending = []
-    build = {"tagging": _tagging, "squad": _squad}.get(config.task, _classification)
+    build = {"tagging": _tagging, korean.KLUE_NER: _tagging, "squad": _squad}.get(config.task, _classification)
     task = build(config, workdir, tokenizer, pending)
     task.pending_writes.extend(pending)
     return task
@@ -99,10 +101,9 @@ def _classification(config, workdir, tokenizer, pending) -> Task:
         def scorer(predictions, gold):
             return {name: metrics.METRICS[name](predictions, gold) for name in metric_names}
     else:
-        task = classification.glue_task(config.task)
-        data_dir = paths.path(config.data.dir)
-        train = classification.read_glue(task, data_dir, "train")
-        evaluation = classification.read_glue(task, data_dir, split)
+        task = korean.KOREAN_TASKS.get(config.task) or classification.glue_task(config.task)
+        read = korean.read_korean if task.name in korean.KOREAN_TASKS else classification.read_glue
+        train, evaluation = (read(task, paths.path(config.data.dir), s) for s in ("train", split))
         labels = list(task.labels) if task.labels is not None else None
         metric_names = task.metrics
 
@@ -133,15 +134,19 @@ def _classification(config, workdir, tokenizer, pending) -> Task:
 
 def _tagging(config, workdir, tokenizer, pending) -> Task:
     split = _eval_split(config)
-    train = tagging.read_conll(_file(config, "train_file", "train.txt"))
-    evaluation = tagging.read_conll(_file(config, f"{split}_file", f"{split}.txt"))
-    labels = tagging.labels_of(train)
+    klue = config.task == korean.KLUE_NER
+    read, name = (korean.read_klue_ner, korean.KLUE_NER_FILE) if klue else (tagging.read_conll, "{split}.txt")
+    train = read(_file(config, "train_file", name.format(split="train")))
+    evaluation = read(_file(config, f"{split}_file", name.format(split=split)))
+    labels = list(korean.KLUE_NER_LABELS) if klue else tagging.labels_of(train)
     train_arrays = _cached(workdir, "train", config, tokenizer,
                            lambda: tagging.encode(train, tokenizer, config.data.max_seq_length, labels).arrays, pending)
     eval_encoding = tagging.encode(evaluation, tokenizer, config.data.max_seq_length, labels)
 
     def scorer(predicted_ids):
         predicted = tagging.decode(predicted_ids, eval_encoding)
+        if klue:
+            return metrics.klue_ner_scores([s.tags for s in evaluation], predicted, labels)
         scores = metrics.entity_scores([s.tags for s in evaluation], predicted)
         return {f"entity_{name}": value for name, value in scores.items()}
 
@@ -152,7 +157,7 @@ def _tagging(config, workdir, tokenizer, pending) -> Task:
 
     objective = objectives.TokenClassification(len(labels), scorer, writer)
     return Task(objective, _data_source(config, tokenizer, train_arrays, eval_encoding.arrays), split, labels,
-                "entity_f1", len(train))
+                "entity_macro_f1" if klue else "entity_f1", len(train))
 
 
 # ----------------------------------------------------------------------------------------------------------------

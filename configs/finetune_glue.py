@@ -4,9 +4,10 @@ Run:
   python main.py --config=configs/finetune_glue.py --workdir=runs/sst2 \
       --config.task=sst2 --config.data.dir=/path/to/glue/SST-2 --config.train.init_from=/path/to/bert
 
---config.task: cola, sst2, mrpc, qqp, stsb (regression), mnli, qnli, rte, wnli (their files, columns, labels and
-metrics are known), or "classification" with --config.data.text_columns=question,sentence
---config.data.label_column=label (and train_file/dev_file names; --config.data.regression=True for scores).
+--config.task: cola, sst2, mrpc, qqp, stsb (regression), mnli, qnli, rte, wnli, or the Korean nsmc, klue_tc,
+klue_sts (regression), klue_nli (their official files, labels and metrics are known: docs/finetuning.md), or
+"classification" with --config.data.text_columns=question,sentence --config.data.label_column=label (and
+train_file/dev_file names; --config.data.regression=True for scores).
 init_from: a bertjax workdir or export, a Hugging Face BERT directory or an original TF checkpoint directory; the
 model and its vocab come from it. Evaluates on dev at every epoch's end; the best dev params land in <workdir>/best,
 the last in <workdir>/export, dev predictions in <workdir>/predictions_dev.tsv. With --config.train.eval_only=True

@@ -8,6 +8,8 @@ Run:
 IOB2; the tag is the last column); other names with --config.data.train_file / dev_file / test_file. Only the first
 word piece of each word is labelled. Dev is scored with entity-level precision, recall and F1 (seqeval, conlleval
 semantics); predictions land in <workdir>/predictions_dev.txt (word gold predicted).
+--config.task=klue_ner reads KLUE-NER's klue-ner-v1.1_{train,dev}.tsv instead (one character per line, each character
+a word) and scores KLUE's entity and character macro F1.
 """
 import ml_collections
 

@@ -1,5 +1,7 @@
-"""Task metrics: accuracy, binary F1, Matthews correlation, Pearson/Spearman (GLUE); entity-level
-precision/recall/F1 with conlleval semantics (seqeval); SQuAD exact match and F1 (official v1.1/v2.0 scripts).
+"""Task metrics: accuracy, binary F1, Matthews correlation, Pearson/Spearman (GLUE); macro F1, STS binary F1 and
+NER entity/character macro F1 (KLUE, as KLUE-baseline's klue_baseline/metrics/functional.py, in [0, 1] rather than
+percent); entity-level precision/recall/F1 with conlleval semantics (seqeval); SQuAD exact match and F1 (official
+v1.1/v2.0 scripts).
 
 Inputs are plain sequences or numpy arrays of predictions and labels; results are Python floats.
 """
@@ -65,8 +67,35 @@ def spearman(predictions, labels) -> float:
     return float(stats.spearmanr(p.astype(np.float64), y.astype(np.float64))[0])
 
 
+def _per_class_f1(p: np.ndarray, y: np.ndarray, classes, zero_division: float) -> np.ndarray:
+    """F1 = 2 TP / (2 TP + FP + FN) of each class; `zero_division` for a class in neither p nor y."""
+    f1 = []
+    for c in classes:
+        tp, fp, fn = np.sum((p == c) & (y == c)), np.sum((p == c) & (y != c)), np.sum((p != c) & (y == c))
+        f1.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else zero_division)
+    return np.array(f1, np.float64)
+
+
+def macro_f1(predictions, labels) -> float:
+    """Unweighted mean of the per-class F1 over the classes in the labels or the predictions (KLUE-TC/YNAT;
+    sklearn f1_score(average="macro")); 0.0 for no examples."""
+    p, y = _pair(predictions, labels)
+    classes = np.unique(np.concatenate([y, p]))
+    return float(_per_class_f1(p, y, classes, 0.0).mean()) if len(classes) else 0.0
+
+
+STS_THRESHOLD = 3.0  # KLUE-STS: a pair is "similar" (binary-label 1) when its real-label is >= 3.0
+
+
+def sts_f1(predictions, labels) -> float:
+    """KLUE-STS F1: scores (predicted and real-label) binarised at >= 3.0, F1 of the similar class. In the KLUE v1.1
+    files binary-label is exactly real-label >= 3.0, so this is the F1 against binary-label."""
+    p, y = _pair(predictions, labels)
+    return f1_binary((p >= STS_THRESHOLD).astype(np.int32), (y >= STS_THRESHOLD).astype(np.int32))
+
+
 METRICS = {"accuracy": accuracy, "f1": f1_binary, "matthews": matthews_corrcoef, "pearson": pearson,
-           "spearman": spearman}
+           "spearman": spearman, "macro_f1": macro_f1, "sts_f1": sts_f1}
 
 
 def entity_scores(gold_tags: Sequence[Sequence[str]], predicted_tags: Sequence[Sequence[str]]) -> dict[str, float]:
@@ -81,6 +110,27 @@ def entity_scores(gold_tags: Sequence[Sequence[str]], predicted_tags: Sequence[S
                            "tag per gold word (tagging.decode aligns predictions with the original words)")
     return {"precision": float(precision_score(gold, pred)), "recall": float(recall_score(gold, pred)),
             "f1": float(f1_score(gold, pred))}
+
+
+def klue_ner_scores(gold_tags: Sequence[Sequence[str]], predicted_tags: Sequence[Sequence[str]],
+                    label_list: Sequence[str]) -> dict[str, float]:
+    """KLUE-NER's two metrics over sentences of character tags (IOB2): "entity_macro_f1", the mean over entity types
+    of the entity-level F1 (seqeval average="macro", mode="strict", scheme=IOB2: an entity counts only when its B-
+    and I- tags are exact), and "char_macro_f1", the mean over every tag of `label_list` ("O" included) of the
+    character-level F1, 1.0 for a tag that is in neither gold nor predictions (sklearn average="macro",
+    labels=label_list, zero_division=1)."""
+    from seqeval.metrics import f1_score
+    from seqeval.scheme import IOB2
+
+    gold, pred = [list(s) for s in gold_tags], [list(s) for s in predicted_tags]
+    if len(gold) != len(pred) or any(len(g) != len(q) for g, q in zip(gold, pred)):
+        raise BertjaxError("gold and predicted tags differ in number of sentences or characters; pass one predicted "
+                           "tag per gold character (tagging.decode aligns predictions with the characters)")
+    flat_gold = np.array([t for s in gold for t in s], dtype=object)
+    flat_pred = np.array([t for s in pred for t in s], dtype=object)
+    char_f1 = _per_class_f1(flat_pred, flat_gold, list(label_list), 1.0)
+    return {"entity_macro_f1": float(f1_score(gold, pred, average="macro", mode="strict", scheme=IOB2)),
+            "char_macro_f1": float(char_f1.mean()) if len(char_f1) else 0.0}
 
 
 # --- SQuAD (official evaluate-v1.1.py / evaluate-v2.0.py semantics) ---

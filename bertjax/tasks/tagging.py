@@ -29,12 +29,14 @@ OUTSIDE = "O"
 
 @dataclass(frozen=True)
 class Sentence:
-    """Words and their tags (IOB2), with the file and line of the first word (word k is on line + k)."""
+    """Words and their tags (IOB2), with the file and line of the first word (in CoNLL files word k is on line + k)
+    and the sentence's id where the file gives one (KLUE-NER)."""
 
     words: tuple[str, ...]
     tags: tuple[str, ...]
     path: str = ""
     line: int = 0
+    guid: str = ""
 
 
 @dataclass
