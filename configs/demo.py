@@ -12,6 +12,7 @@ import pathlib
 import ml_collections
 from ml_collections import config_dict
 
+from bertjax.data import corpus, corpus_formats
 from configs import base
 
 CORPUS = pathlib.Path(__file__).resolve().parents[1] / "data" / "demo" / "corpus.txt"
@@ -28,8 +29,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.max_predictions_per_seq = 10
 
     config.data.build = ml_collections.ConfigDict()
-    # Text to build the vocab and dataset from (one sentence per line, blank line between documents).
+    # Text to build the vocab and dataset from (one sentence per line, blank line between documents), or a corpus in
+    # another format (docs/corpora.md): --config.data.build.input_format, .text_field, .dedup_documents.
     config.data.build.corpus = str(CORPUS)
+    config.data.build.input_format = corpus_formats.AUTO
+    config.data.build.text_field = corpus.DEFAULT_TEXT_FIELD
+    config.data.build.dedup_documents = False
     # Where to put vocab/ and dataset/; unset = <workdir>/data.
     config.data.build.cache_dir = config_dict.placeholder(str)
     config.data.build.vocab_size = 4096

@@ -135,3 +135,22 @@ def test_vocab_reads_jsonl_and_counts_each_document_once(tmp_path):
                               show_progress=False).read_text().split()
     assert "zyxwv" in every and "zyxwv" not in once  # once in one distinct document: below min_frequency
     assert "common" in once and "common" in every
+
+
+def test_the_demo_config_builds_from_a_jsonl_corpus(tmp_path):
+    """config.data.build reads other formats too (main.py's build-on-first-use)."""
+    from bertjax.data import prepare  # noqa: PLC0415  (imports JAX)
+    from configs import demo  # noqa: PLC0415
+
+    docs = documents_of(DEMO)[:60]
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"body": "\n".join(rejoin_paragraphs(doc))}) + "\n" for doc in docs * 2))
+    config = demo.get_config()
+    build = config.data.build
+    build.corpus, build.text_field, build.dedup_documents = str(path), "body", True
+    build.vocab_size, build.dupe_factor, build.cache_dir = 1000, 1, str(tmp_path / "cache")
+    data_dir, vocab_file = prepare.build_demo_dataset(config, str(tmp_path / "run"))
+    manifest = catalog.read_manifest(data_dir)
+    assert manifest["settings"]["corpus"]["input_format"] == "jsonl"
+    assert manifest["statistics"]["duplicate_documents"] == len(docs)
+    assert Path(vocab_file).is_file()

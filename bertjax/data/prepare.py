@@ -32,7 +32,8 @@ def build_demo_dataset(config: ml_collections.ConfigDict, workdir: str) -> tuple
     """Train the vocab and write the dataset from config.data.build.corpus, unless already there; reused later.
 
     The vocab's casing comes from config.data.build.do_lower_case (default True) and .strip_accents (default: the
-    same as do_lower_case); Korean needs strip_accents=False to keep Hangul syllables whole.
+    same as do_lower_case, off for a mostly Hangul corpus); .input_format, .text_field and .dedup_documents read the
+    corpus as create_pretraining_data's flags do (docs/corpora.md).
     Only process 0 builds; the others wait (multi-host runs should use a prepared --config.data.dir instead).
     """
     build = config.data.build
@@ -45,19 +46,21 @@ def build_demo_dataset(config: ml_collections.ConfigDict, workdir: str) -> tuple
     # settings is refused by create_pretraining_data.
     do_lower_case = build.get("do_lower_case", True)
     strip_accents = build.get("strip_accents", None)
+    reading = dict(input_format=build.input_format, text_field=build.text_field,
+                   dedup_documents=build.dedup_documents)
     if jax.process_index() == 0:
         if not paths.path(os.path.join(data_dir, "dataset_info.json")).is_file():
             print(f"building the vocab and dataset from {build.corpus} into {cache_dir} (first use; reused later)",
                   flush=True)
         if not paths.path(vocab_file).is_file():
             vocab.train_vocab(build.corpus, build.vocab_size, os.path.dirname(vocab_file), do_lower_case=do_lower_case,
-                              strip_accents=strip_accents, show_progress=False)
+                              strip_accents=strip_accents, show_progress=False, **reading)
         create_pretraining_data.create_pretraining_data(
             build.corpus, data_dir, vocab_file, do_lower_case=do_lower_case, strip_accents=strip_accents,
             max_seq_length=config.data.max_seq_length,
             max_predictions_per_seq=config.data.max_predictions_per_seq, dupe_factor=build.dupe_factor,
             eval_fraction=build.eval_fraction, masking=build.masking, random_seed=config.data.seed,
-            show_progress=False)
+            show_progress=False, **reading)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("bertjax_build_dataset")
     return data_dir, vocab_file
