@@ -12,6 +12,7 @@ from bertjax.data.tokenizer import BertTokenizer
 from bertjax.errors import BertjaxError
 
 import reference_original
+from test_tokenizer_unicode import _vocab
 
 SETTINGS = [(True, True), (False, False), (True, False), (False, True)]  # (do_lower_case, strip_accents)
 KOREAN_CORPUS = Path(__file__).resolve().parents[1] / "data" / "demo_ko" / "corpus.txt"
@@ -30,16 +31,9 @@ def _korean_texts() -> list[str]:
 
 
 def _korean_vocab(texts: list[str], lower: bool, strip: bool) -> list[str]:
-    """Specials, a third of the words whole, most characters alone and as ## pieces, some two-character ## pieces:
-    WordPiece then matches whole words, splits others and leaves some [UNK]."""
-    rng = np.random.default_rng(5)
-    ref = reference_original.FullTokenizer(["[UNK]"], do_lower_case=lower, strip_accents=strip)
-    words = sorted({w for text in texts for w in ref.basic_tokenize(text)})
-    chars = sorted({c for w in words for c in w})
-    entries = [w for w in words if rng.random() < 0.3]
-    entries += [c for c in chars if rng.random() < 0.95] + ["##" + c for c in chars if rng.random() < 0.95]
-    entries += ["##" + w[1:3] for w in words if len(w) > 2 and rng.random() < 0.3]
-    return list(vocab_files.SPECIAL_TOKENS) + list(dict.fromkeys(entries))
+    """test_tokenizer_unicode's partial vocab of the texts (whole words, characters, ## pieces: WordPiece then
+    matches, splits and leaves some [UNK]), with a fixed seed."""
+    return _vocab(texts, lower, strip, np.random.default_rng(5))
 
 
 WORDS = ["the", "cafe", "café", "naive", "resume", "hello", "world", "un", "##aff", "##able", "##s", "a", "##a",
