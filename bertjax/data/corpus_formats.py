@@ -33,7 +33,6 @@ from bertjax.errors import BertjaxError
 AUTO = "auto"
 SENTENCES, PARAGRAPHS, DOCUMENTS, JSONL, PARQUET = "sentences", "paragraphs", "documents", "jsonl", "parquet"
 FORMATS = (SENTENCES, PARAGRAPHS, DOCUMENTS, JSONL, PARQUET)
-LINE_FORMATS = (SENTENCES, PARAGRAPHS, DOCUMENTS, JSONL)  # text files, read line by line
 BLANK_LINE_FORMATS = (SENTENCES, PARAGRAPHS)  # a blank line ends a document (else: every line is a record)
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}
 _FORMAT_OF_SUFFIX = {".jsonl": JSONL, ".ndjson": JSONL, ".json": JSONL, ".parquet": PARQUET}
@@ -85,7 +84,8 @@ def check_inputs(files: Sequence[str | os.PathLike], input_format: str, text_fie
         if compression_of(path) == "zstd":
             _zstandard()
         if input_format == PARQUET:
-            _parquet_column(path, text_field)
+            with paths.path(path).open("rb") as f:
+                _parquet_column(f, path, text_field)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -231,15 +231,16 @@ def _cut(buffer: bytes, shard_bytes: int, blank_line_ends: bool) -> int | None:
     return newline + 1 if newline >= 0 else None
 
 
-def _parquet_column(path, text_field: str):
-    """The ParquetFile of `path`, checked to hold the string column `text_field` (else BertjaxError)."""
+def _parquet_column(f, path, text_field: str):
+    """The ParquetFile of `f` (the open file `path`), checked to hold the string column `text_field` (else
+    BertjaxError)."""
     try:
         import pyarrow as pa  # noqa: PLC0415  (an optional extra)
         import pyarrow.parquet as pq  # noqa: PLC0415
     except ImportError:
         raise BertjaxError(f"Parquet input needs pyarrow: {EXTRA}") from None
     try:
-        parquet = pq.ParquetFile(paths.path(path).open("rb"))
+        parquet = pq.ParquetFile(f)
     except (pa.ArrowException, OSError) as e:
         raise BertjaxError(f"input {os.fspath(path)} does not read as a Parquet file ({e}); pass Parquet files, or "
                            "set --input_format") from None
@@ -258,20 +259,22 @@ def _parquet_parts(path, text_field: str, shard_bytes: int) -> Iterator[tuple[Pa
     """Parts of about `shard_bytes` of a Parquet file's text column (texts as str, or None for null)."""
     import pyarrow as pa  # noqa: PLC0415  (an optional extra)
 
-    parquet, source = _parquet_column(path, text_field), os.fspath(path)
-    size, rows = text.file_size(path), max(1, parquet.metadata.num_rows)
-    texts: list = []
-    num_bytes, first, row = 0, 0, 0
-    try:
-        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[text_field]):
-            column = batch.column(0)
-            texts.extend(column.to_pylist())
-            num_bytes += column.nbytes
-            row += len(column)
-            if num_bytes >= shard_bytes:
-                yield Part(source, first, texts, num_bytes), size * (row - first) // rows
-                texts, num_bytes, first = [], 0, row
-    except (pa.ArrowException, OSError) as e:
-        raise BertjaxError(f"Parquet file {source} is corrupt near row {row} ({e}); restore the file") from None
-    if texts:
-        yield Part(source, first, texts, num_bytes), size * (row - first) // rows
+    source, size = os.fspath(path), text.file_size(path)
+    with paths.path(path).open("rb") as f:
+        parquet = _parquet_column(f, path, text_field)
+        rows = max(1, parquet.metadata.num_rows)
+        texts: list = []
+        num_bytes, first, row = 0, 0, 0
+        try:
+            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[text_field]):
+                column = batch.column(0)
+                texts.extend(column.to_pylist())
+                num_bytes += column.nbytes
+                row += len(column)
+                if num_bytes >= shard_bytes:
+                    yield Part(source, first, texts, num_bytes), size * (row - first) // rows
+                    texts, num_bytes, first = [], 0, row
+        except (pa.ArrowException, OSError) as e:
+            raise BertjaxError(f"Parquet file {source} is corrupt near row {row} ({e}); restore the file") from None
+        if texts:
+            yield Part(source, first, texts, num_bytes), size * (row - first) // rows

@@ -209,7 +209,8 @@ def create_pretraining_data(
     started = time.perf_counter()
     with staged_output.staging_dir(output) as staging:
         init_args = (str(tok.vocab_path), settings, str(staging))
-        keep = _first_copies(files, settings, workers, init_args, tok, show_progress) if dedup_documents else None
+        keep = (_first_copies(files, total_bytes, settings, workers, init_args, tok, show_progress)
+                if dedup_documents else None)
         bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="create_pretraining_data",
                    disable=not show_progress, file=sys.stderr)
         made = {"instances": 0}
@@ -263,12 +264,12 @@ def _shards(files: Sequence[Any], settings: shard_worker.Settings, keep: list | 
         yield shard
 
 
-def _first_copies(files: Sequence[Any], settings: shard_worker.Settings, workers: int, init_args: tuple, tok,
-                  show_progress: bool) -> list:
+def _first_copies(files: Sequence[Any], total_bytes: int, settings: shard_worker.Settings, workers: int,
+                  init_args: tuple, tok, show_progress: bool) -> list:
     """--dedup_documents' first pass: every document hashed, in the workers; per shard, which documents to keep."""
     from tqdm import tqdm  # noqa: PLC0415  (see create_pretraining_data)
 
-    with tqdm(total=sum(map(text.file_size, files)), unit="B", unit_scale=True, desc="dedup: hashing documents",
+    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="dedup: hashing documents",
               disable=not show_progress, file=sys.stderr) as bar:
         hashed = worker_pool.run_shards(_shards(files, settings), workers, init_args, tok,
                                         lambda num_bytes, _: bar.update(num_bytes), work=shard_worker.hash_shard)
