@@ -2,7 +2,7 @@
 workdir's features/ once the run's checks pass), and turned into the run's Objective and data.
 
 `config.task` names it: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), a Korean task (nsmc,
-klue_tc, klue_sts, klue_nli, klue_ner; `bertjax.tasks.korean`), "classification" (any TSV/CSV/JSONL with named text
+klue_tc, klue_sts, klue_nli, klue_ner, klue_mrc; `bertjax.tasks.korean`), "classification" (any TSV/CSV/JSONL with named text
 and label columns), "tagging" (CoNLL-2003-style files) or "squad" (SQuAD v1.1/v2.0 JSON). Sentence-level tasks read
 `pooled_output`, token-level tasks `sequence_output` (`bertjax.objectives`).
 
@@ -33,7 +33,9 @@ from bertjax.errors import BertjaxError
 from bertjax.tasks import IGNORE_LABEL, classification, korean, metrics, squad, tagging
 
 FAMILIES = ("classification", "tagging", "squad")
-NAMED_TASKS = (*classification.GLUE_TASKS, *korean.KOREAN_TASKS, korean.KLUE_NER)
+CLASSIFICATION_METRICS = ("accuracy", "f1", "matthews", "macro_f1")
+REGRESSION_METRICS = ("pearson", "spearman", "sts_f1")
+NAMED_TASKS = (*classification.GLUE_TASKS, *korean.KOREAN_TASKS, korean.KLUE_NER, korean.KLUE_MRC)
 
 
 def check_task(config: ml_collections.ConfigDict) -> None:
@@ -52,7 +54,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, tokenizer: BertToke
     Newly encoded features are not written yet: `task.write_pending()` caches them in the workdir."""
     check_task(config)
     pending = []
-    build = {"tagging": _tagging, korean.KLUE_NER: _tagging, "squad": _squad}.get(config.task, _classification)
+    build = {"tagging": _tagging, korean.KLUE_NER: _tagging, "squad": _squad,
+             korean.KLUE_MRC: _squad}.get(config.task, _classification)
     task = build(config, workdir, tokenizer, pending)
     task.pending_writes.extend(pending)
     return task
@@ -72,6 +75,43 @@ def _eval_split(config: ml_collections.ConfigDict) -> str:
     if split not in ("dev", "test"):
         raise BertjaxError(f"--config.eval.split={split!r} must be dev or test")
     return split
+
+
+def _subsets(config: ml_collections.ConfigDict, train: list, evaluation: list) -> tuple[list, list]:
+    """`config.data.max_train_examples` / `max_eval_examples` (0: all) examples of each split: a sample fixed by
+    the counts alone (a permutation seeded with 0, whatever the run's seed), kept in file order."""
+    def subset(examples: list, count: int | None) -> list:
+        if not count or count >= len(examples):
+            return examples
+        chosen = np.sort(np.random.default_rng(0).permutation(len(examples))[:count])
+        return [examples[i] for i in chosen]
+    return (subset(train, config.data.get("max_train_examples")),
+            subset(evaluation, config.data.get("max_eval_examples")))
+
+
+def _glue_split(task: classification.GlueTask, file_name: str | None) -> str:
+    """The read_glue split of a GLUE task's eval file named in the config (None: the task's dev file)."""
+    if not file_name:
+        return "dev"
+    known = {name: Path(name).stem for name in task.dev_files}
+    if file_name not in known:
+        raise BertjaxError(f"--config.data.dev_file={file_name} is not a dev file of GLUE task {task.name}; use "
+                           f"one of {', '.join(known)}")
+    return known[file_name]
+
+
+def _metric_names(config: ml_collections.ConfigDict, regression: bool, labels: list | None) -> tuple[str, ...]:
+    """The generic classification task's metrics: `config.data.metrics` (comma separated) or the defaults (pearson
+    and spearman for regression, accuracy and the positive class's F1 for two labels, else accuracy)."""
+    named = tuple(m.strip() for m in (config.data.get("metrics") or "").split(",") if m.strip())
+    allowed = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
+    for name in named:
+        if name not in allowed:
+            kind = "regression" if regression else "classification"
+            raise BertjaxError(f"--config.data.metrics names {name!r}, not a {kind} metric; use {', '.join(allowed)}")
+    if named:
+        return named
+    return ("pearson", "spearman") if regression else (("accuracy", "f1") if len(labels) == 2 else ("accuracy",))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -95,20 +135,24 @@ def _classification(config, workdir, tokenizer, pending) -> Task:
         train = read("train_file", "train.tsv", True)
         labels = None if regression else classification.labels_of(train)
         evaluation = read(f"{split}_file", f"{split}.tsv", split == "dev", labels)
-        metric_names = ("pearson", "spearman") if regression else (
-            ("accuracy", "f1") if len(labels) == 2 else ("accuracy",))
+        metric_names = _metric_names(config, regression, labels)
 
         def scorer(predictions, gold):
             return {name: metrics.METRICS[name](predictions, gold) for name in metric_names}
     else:
         task = korean.KOREAN_TASKS.get(config.task) or classification.glue_task(config.task)
         read = korean.read_korean if task.name in korean.KOREAN_TASKS else classification.read_glue
-        train, evaluation = (read(task, paths.path(config.data.dir), s) for s in ("train", split))
+        # A GLUE dev file named in the config picks that split (MNLI's dev_mismatched.tsv); else the task's own.
+        eval_split = _glue_split(task, config.data.dev_file) if read is classification.read_glue and split == "dev" \
+            else split
+        train, evaluation = (read(task, paths.path(config.data.dir), s) for s in ("train", eval_split))
         labels = list(task.labels) if task.labels is not None else None
         metric_names = task.metrics
 
         def scorer(predictions, gold):
             return classification.glue_metrics(task, predictions, gold)
+
+    train, evaluation = _subsets(config, train, evaluation)
 
     def encode(examples):
         return classification.encode(examples, tokenizer, config.data.max_seq_length, labels)
@@ -138,6 +182,7 @@ def _tagging(config, workdir, tokenizer, pending) -> Task:
     read, name = (korean.read_klue_ner, korean.KLUE_NER_FILE) if klue else (tagging.read_conll, "{split}.txt")
     train = read(_file(config, "train_file", name.format(split="train")))
     evaluation = read(_file(config, f"{split}_file", name.format(split=split)))
+    train, evaluation = _subsets(config, train, evaluation)
     labels = list(korean.KLUE_NER_LABELS) if klue else tagging.labels_of(train)
     train_arrays = _cached(workdir, "train", config, tokenizer,
                            lambda: tagging.encode(train, tokenizer, config.data.max_seq_length, labels).arrays, pending)
@@ -166,11 +211,17 @@ def _tagging(config, workdir, tokenizer, pending) -> Task:
 
 def _squad(config, workdir, tokenizer, pending) -> Task:
     split = _eval_split(config)
-    version_2 = config.data.version_2
-    default = "v2.0" if version_2 else "v1.1"
-    train = squad.read_squad_examples(_file(config, "train_file", f"train-{default}.json"), True, version_2)
-    evaluation = squad.read_squad_examples(_file(config, f"{split}_file", f"{split}-{default}.json"), False,
-                                           version_2)
+    klue = config.task == korean.KLUE_MRC   # always SQuAD v2.0's semantics: unanswerable questions
+    version_2 = klue or config.data.version_2
+    if klue:
+        read, name = korean.read_klue_mrc, korean.KLUE_MRC_FILE
+    else:
+        def read(path, is_training):
+            return squad.read_squad_examples(path, is_training, version_2)
+        name = "{split}-" + ("v2.0" if version_2 else "v1.1") + ".json"
+    train = read(_file(config, "train_file", name.format(split="train")), True)
+    evaluation = read(_file(config, f"{split}_file", name.format(split=split)), False)
+    train, evaluation = _subsets(config, train, evaluation)
     windows = dict(max_seq_length=config.data.max_seq_length, doc_stride=config.data.doc_stride,
                    max_query_length=config.data.max_query_length)
     train_arrays = _cached(workdir, "train", config, tokenizer, lambda: squad.features_to_arrays(
@@ -187,6 +238,9 @@ def _squad(config, workdir, tokenizer, pending) -> Task:
     def scorer(starts, ends):
         if not any(example.answers for example in evaluation):
             return {}
+        if klue:
+            scores = metrics.klue_mrc_scores(predictions(starts, ends).answers, squad.gold_answers(evaluation))
+            return {f"klue_mrc_{name}": value for name, value in scores.items()}
         scores = metrics.squad_scores(predictions(starts, ends).answers, squad.gold_answers(evaluation))
         shown = [name for name in scores if not name.endswith("total") and (version_2 or "Ans_" not in name)]
         return {f"squad_{name}": scores[name] for name in shown}
@@ -199,8 +253,9 @@ def _squad(config, workdir, tokenizer, pending) -> Task:
 
     objective = objectives.QuestionAnswering(scorer, writer)
     eval_arrays = squad.features_to_arrays(eval_features)
-    return Task(objective, _data_source(config, tokenizer, train_arrays, eval_arrays), split, None, "squad_f1",
-                len(train_arrays["input_ids"]))
+    # KLUE-MRC: ROUGE-W, the metric KLUE-baseline selects checkpoints by (run_all.sh --metric_key rouge_w)
+    return Task(objective, _data_source(config, tokenizer, train_arrays, eval_arrays), split, None,
+                "klue_mrc_rouge_w" if klue else "squad_f1", len(train_arrays["input_ids"]))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -211,13 +266,20 @@ def _cached(workdir: str, split: str, config, tokenizer: BertTokenizer, encode: 
             pending: list[Callable[[], None]]) -> dict:
     """The encoded arrays of a split, from <workdir>/features/ when the inputs and settings are unchanged; else
     encoded, with their write to the cache appended to `pending`."""
+    # What decides these arrays: not the seed, the cache's place, nor the other splits' files and subset.
+    other = ("dev_file", "test_file", "max_eval_examples") if split == "train" else ("train_file", "max_train_examples")
+    data = {name: value for name, value in config.data.to_dict().items()
+            if name not in ("seed", "features_dir", *other)}
     key = hashlib.sha256(json.dumps({
-        "task": config.task, "split": split, "data": config.data.to_dict(), "vocab": tokenizer.vocab_path and
+        "task": config.task, "split": split, "data": data, "vocab": tokenizer.vocab_path and
         vocab_sha256(tokenizer.vocab_path), "lower": tokenizer.do_lower_case,
         "strip": tokenizer.strip_accents,
         "files": sorted((p.name, p.stat().length, p.stat().mtime) for p in paths.path(config.data.dir).iterdir()
                         if p.is_file())}, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = workdir_layout.path(workdir, workdir_layout.FEATURES_DIR, f"{split}-{key}.npz")
+    directory = config.data.get("features_dir")  # shared by runs (the benchmark's seeds and learning rates)
+    name = f"{split}-{key}.npz"
+    path = paths.path(directory) / name if directory else workdir_layout.path(workdir, workdir_layout.FEATURES_DIR,
+                                                                               name)
     if path.is_file():
         with np.load(io.BytesIO(path.read_bytes())) as stored:
             return dict(stored)

@@ -105,8 +105,9 @@ def files_under(directory: PathLike, *, max_depth: int | None = None,
 
 
 def open_text(location: PathLike, newline: str | None = None) -> io.TextIOWrapper:
-    """A UTF-8 text file opened for reading, local or remote, with open()'s `newline` handling."""
-    return io.TextIOWrapper(path(location).open("rb"), encoding="utf-8", newline=newline)
+    """A UTF-8 text file opened for reading, local or remote, with open()'s `newline` handling; a leading byte-order
+    mark is dropped (GLUE's MRPC files start with one)."""
+    return io.TextIOWrapper(path(location).open("rb"), encoding="utf-8-sig", newline=newline)
 
 
 def write_text_atomically(location: PathLike, text: str) -> None:

@@ -31,6 +31,11 @@ def finetune_config(task: str) -> ml_collections.ConfigDict:
     config.data.train_file = config_dict.placeholder(str)
     config.data.dev_file = config_dict.placeholder(str)
     config.data.test_file = config_dict.placeholder(str)
+    # Subsets for quick runs (0: the whole split): a fixed sample of this many examples, kept in file order.
+    config.data.max_train_examples = 0
+    config.data.max_eval_examples = 0
+    # Where the encoded features are cached; unset: <workdir>/features (the benchmark shares one per task).
+    config.data.features_dir = config_dict.placeholder(str)
     # Casing of the vocab when the init_from checkpoint does not say; unset: the checkpoint's (or a guess).
     config.data.do_lower_case = config_dict.placeholder(bool)
     config.train.batch_size = 32
@@ -59,4 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.text_columns = config_dict.placeholder(str)
     config.data.label_column = config_dict.placeholder(str)
     config.data.regression = False
+    # Generic mode's metrics, comma separated (default: accuracy and F1 for two labels, accuracy for more, pearson
+    # and spearman for regression); the first is the main one (the best/ export).
+    config.data.metrics = config_dict.placeholder(str)
     return config

@@ -8,6 +8,12 @@ Run:
 other names with --config.data.train_file / dev_file / test_file. Contexts are cut into windows of max_seq_length
 with doc_stride; answers are found by n-best start/end search (run_squad.py); dev is scored with exact match and F1
 (the official normalisation); predictions land in <workdir>/predictions_dev.json.
+
+KLUE-MRC: --config.task=klue_mrc reads klue-mrc-v1.1_train.json and klue-mrc-v1.1_dev.json (KLUE v1.1, unanswerable
+questions included whatever data.version_2 says) and scores dev with KLUE's exact match and ROUGE-W (best/ by
+klue_mrc_rouge_w):
+  python main.py --config=configs/finetune_squad.py --workdir=runs/klue_mrc --config.task=klue_mrc \
+      --config.data.dir=/path/to/klue-mrc-v1.1 --config.train.init_from=/path/to/korean-bert
 """
 import ml_collections
 

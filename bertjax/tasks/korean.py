@@ -1,9 +1,10 @@
 """Korean benchmark tasks in their official files: NSMC (github.com/e9t/nsmc) and KLUE v1.1 (github.com/
-KLUE-benchmark/KLUE, CC BY-SA 4.0) topic classification (YNAT), STS, NLI and NER.
+KLUE-benchmark/KLUE, CC BY-SA 4.0) topic classification (YNAT), STS, NLI, NER and MRC.
 
 Sentence(-pair) tasks are `GlueTask` entries (`KOREAN_TASKS`, scored by `classification.glue_metrics`) read into
 `Example`s; a KLUE text or label field may be a dotted path into a record ("labels.real-label"). NER is read into
 `tagging.Sentence`s whose "words" are characters, so the tagging pipeline's first-piece labels apply unchanged.
+KLUE-MRC is SQuAD v2.0's layout, read into `squad.SquadExample`s by `squad.read_squad_examples` (`read_klue_mrc`).
 None of these tasks has a public labelled test set: dev is NSMC's ratings_test.txt and KLUE's _dev files.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 
 from bertjax import paths
 from bertjax.errors import BertjaxError
+from bertjax.tasks import squad
 from bertjax.tasks._common import bad_input
 from bertjax.tasks.classification import Example, GlueTask
 from bertjax.tasks.tagging import OUTSIDE, Sentence
@@ -39,6 +41,8 @@ KOREAN_TASKS: dict[str, GlueTask] = {t.name: t for t in [
 ]}
 KLUE_NER = "klue_ner"
 KLUE_NER_FILE = "klue-ner-v1.1_{split}.tsv"
+KLUE_MRC = "klue_mrc"
+KLUE_MRC_FILE = "klue-mrc-v1.1_{split}.json"
 
 
 def read_korean(task: GlueTask, data_dir: str | os.PathLike, split: str = "train") -> list[Example]:
@@ -174,3 +178,20 @@ def read_klue_ner(path: str | os.PathLike) -> list[Sentence]:
             tags.append(tag)
     flush()
     return sentences
+
+
+def read_klue_mrc(path: str | os.PathLike, is_training: bool) -> list[squad.SquadExample]:
+    """Questions of a KLUE-MRC file (klue-mrc-v1.1_{train,dev}.json): SQuAD v2.0's layout {"data": [{"title",
+    "paragraphs": [{"context", "qas": [{"question", "answers", "plausible_answers", "question_type",
+    "is_impossible", "guid"}]}], "news_category", "source"}]}, read as KLUE-baseline's klue_baseline/data/klue_mrc.py
+    reads it: the id is "guid", an `is_impossible` question has no answer (its plausible_answers are not used), a
+    training question learns its first answer, and evaluation keeps every gold answer text.
+
+    The context is split into whitespace words and the answer mapped onto them exactly as SQuAD's (run_squad.py), as
+    KLUE-baseline does through transformers' squad_convert_examples_to_features. Korean needs nothing else there:
+    an answer that is part of a word (a noun before its particle, 페이스북 in 페이스북이) starts and ends inside that
+    word, the training span is narrowed to the answer's own WordPiece pieces (`_improve_answer_span`) when the vocab
+    splits the word there, and a predicted span is cut back out of the word's text by `get_final_text`. Where the
+    vocab does not split at the answer's edge, the target stays the pieces of the answer's whole words
+    (run_squad.py's fallback), for KLUE-baseline's WordPiece models too."""
+    return squad.read_squad_examples(path, is_training, version_2=True, id_field="guid", first_answer=True)

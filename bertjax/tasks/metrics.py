@@ -1,13 +1,14 @@
-"""Task metrics: accuracy, binary F1, Matthews correlation, Pearson/Spearman (GLUE); macro F1, STS binary F1 and
-NER entity/character macro F1 (KLUE, as KLUE-baseline's klue_baseline/metrics/functional.py, in [0, 1] rather than
-percent); entity-level precision/recall/F1 with conlleval semantics (seqeval); SQuAD exact match and F1 (official
-v1.1/v2.0 scripts).
+"""Task metrics: accuracy, binary F1, Matthews correlation, Pearson/Spearman (GLUE); macro F1, STS binary F1, NER
+entity/character macro F1 and MRC exact match and ROUGE-W (KLUE, as KLUE-baseline's klue_baseline/metrics/
+functional.py and utils.py, in [0, 1] rather than percent); entity-level precision/recall/F1 with conlleval semantics
+(seqeval); SQuAD exact match and F1 (official v1.1/v2.0 scripts).
 
 Inputs are plain sequences or numpy arrays of predictions and labels; results are Python floats.
 """
 from __future__ import annotations
 
 import collections
+import difflib
 import re
 import string
 from typing import Mapping, Sequence
@@ -189,3 +190,56 @@ def squad_scores(predictions: Mapping[str, str], gold_answers: Mapping[str, Sequ
             out.update({f"{name}_exact": 100.0 * float(exact_a[keep].mean()),
                         f"{name}_f1": 100.0 * float(f1_a[keep].mean()), f"{name}_total": int(keep.sum())})
     return out
+
+
+# --- KLUE-MRC (KLUE-baseline klue_baseline/metrics/utils.py and functional.py, commit 8a03c94) ---
+
+# KLUE-baseline's pattern r"[\'\"《》<>〈〉]\(\)\‘\’" closes its bracket early: it matches one of '"《》<>〈〉 followed by
+# the four characters ()‘’, not each quote or bracket on its own. Kept as published, since it defines the scores.
+_KLUE_MRC_REPLACED = re.compile("[" + re.escape("'\"《》<>〈〉") + "]" + re.escape("()‘’"))
+
+
+def normalize_klue_mrc_answer(text: str) -> str:
+    """KLUE-MRC's normalisation: lower-case, the pattern above replaced by a space, ASCII punctuation
+    (string.punctuation) dropped, whitespace runs collapsed to one space. Characters, not words: no article is
+    dropped and Korean quotation marks (《》, ‘’, “”) stay."""
+    text = _KLUE_MRC_REPLACED.sub(" ", text.lower())
+    return " ".join("".join(ch for ch in text if ch not in _PUNCTUATION).split())
+
+
+def klue_rouge_w(prediction: str, gold: str) -> float:
+    """KLUE-MRC's "ROUGE-W" of two normalised answers: the F1 (beta 1) of the longest common run of consecutive
+    characters (LCCS), precision = run / len(prediction), recall = run / len(gold); an empty gold scores 1 for an
+    empty prediction and 0 otherwise. Not Lin's weighted LCS despite the name (the KLUE paper calls it "LCCS-based
+    F1"). The run is difflib.SequenceMatcher(None, prediction, gold).find_longest_match, as KLUE-baseline finds it:
+    for a gold of 200 characters or more, difflib's autojunk keeps its characters that occur more than
+    len(gold) // 100 + 1 times from seeding the run (they can only extend it), so the run can be shorter than the
+    true longest common substring there, and the score is KLUE-baseline's all the same."""
+    if not gold:
+        return float(prediction == gold)
+    run = difflib.SequenceMatcher(None, prediction, gold).find_longest_match(0, len(prediction), 0, len(gold)).size
+    if run == 0:
+        return 0.0
+    precision, recall = run / len(prediction), run / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def klue_mrc_scores(predictions: Mapping[str, str], gold_answers: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """{"exact_match", "rouge_w"}: KLUE-MRC's scores in [0, 1], the mean over all questions of `gold_answers`
+    (qid -> answer texts, [] = unanswerable) of the best score against any gold answer. Prediction and golds are
+    normalised (`normalize_klue_mrc_answer`); an unanswerable question's only gold is "", so only an empty prediction
+    scores there (1 and 1). Unlike SQuAD's script, a gold that normalises to "" is kept as "". KLUE-baseline averages
+    over question types 1-3 after grouping by them, which is the same mean. A question without a prediction scores 0
+    (KLUE-baseline's evaluate_for_klue_mrc leaves it out; its training-time metric needs every one)."""
+    exact, rouge = [], []
+    for qid, golds in gold_answers.items():
+        if qid not in predictions:
+            exact.append(0.0)
+            rouge.append(0.0)
+            continue
+        prediction = normalize_klue_mrc_answer(predictions[qid])
+        normalized = [normalize_klue_mrc_answer(g) for g in golds] or [""]
+        exact.append(max(float(prediction == g) for g in normalized))
+        rouge.append(max(klue_rouge_w(prediction, g) for g in normalized))
+    return {"exact_match": float(np.mean(exact)) if exact else 0.0,
+            "rouge_w": float(np.mean(rouge)) if rouge else 0.0}

@@ -3,7 +3,8 @@
 * `read_squad_examples`: contexts split on whitespace into doc tokens; the answer's character span mapped to doc
   tokens (`read_squad_examples`). Policy on a bad answer (the original warns and skips): for training files, an
   `answer_start` whose context text is not the answer text is a BertjaxError naming the file and question id
-  (`skip_mismatched=True` skips such questions instead); evaluation files keep all gold texts unchecked.
+  (`skip_mismatched=True` skips such questions instead); evaluation files keep all gold texts unchecked. KLUE-MRC
+  (`korean.read_klue_mrc`) is read by the same function: ids in "guid", a training question's first answer.
 * `convert_examples_to_features`: query pieces cut to max_query_length, sliding windows over the doc pieces with
   doc_stride, `_check_is_max_context`, `_improve_answer_span`; start/end 0 ([CLS]) for impossible questions and
   answers outside the window.
@@ -84,9 +85,13 @@ def split_context(context: str) -> tuple[list[str], list[int]]:
 
 
 def read_squad_examples(path: str | os.PathLike, is_training: bool, version_2: bool = False,
-                        skip_mismatched: bool = False) -> list[SquadExample]:
+                        skip_mismatched: bool = False, *, id_field: str = "id",
+                        first_answer: bool = False) -> list[SquadExample]:
     """Examples of a SQuAD JSON file. Training: exactly one answer per answerable question, checked against the
-    context (see module doc); v2 `is_impossible` questions get no answer."""
+    context (see module doc); v2 `is_impossible` questions get no answer (their `plausible_answers` are ignored).
+
+    Other files in SQuAD's layout: `id_field` names the question id ("guid" in KLUE-MRC), and with `first_answer`
+    a training question with several answers learns its first one (KLUE-baseline) instead of being refused."""
     path = paths.path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))["data"]
@@ -100,13 +105,16 @@ def read_squad_examples(path: str | os.PathLike, is_training: bool, version_2: b
             context = paragraph["context"]
             doc_tokens, char_to_word = split_context(context)
             for qa in paragraph["qas"]:
-                qid = qa["id"]
+                if id_field not in qa:
+                    raise bad_input(path, None, f"a question of {article.get('title')!r} has no {id_field!r}",
+                                    f"give every question its id in {id_field!r}")
+                qid = qa[id_field]
                 impossible = bool(qa.get("is_impossible", False)) if version_2 else False
                 answers = [] if impossible else qa.get("answers", [])
                 example = SquadExample(qid, qa["question"], doc_tokens, [a["text"] for a in answers],
                                        is_impossible=impossible)
                 if is_training and not impossible:
-                    if len(answers) != 1:
+                    if len(answers) != 1 and not (first_answer and answers):
                         raise bad_input(path, None, f"question {qid!r} has {len(answers)} answers",
                                         "a training question needs exactly one (or is_impossible with SQuAD v2)")
                     text, start = answers[0]["text"], int(answers[0]["answer_start"])

@@ -19,12 +19,15 @@ from bertjax.errors import parse_flags
 MAIN_FLAGS = ("config", "workdir", "coordinator_address", "num_processes", "process_id", "distributed",
               "distributed_timeout")
 AOT_FLAGS = ("config", "topology", "find_batch")
+BENCHMARK_FLAGS = ("suite", "data_dir", "model", "workdir", "reference", "tasks", "max_train_examples",
+                   "max_eval_examples", "learning_rates", "seeds", "epochs", "strict")
 
 
 def _fresh_absl_flags(entry: str):
     """Forget the flags of the previous absl run (its --config.* overrides and its entry point's flags), define
     `entry`'s flags and return its main."""
-    names = [name for name in flags.FLAGS if name.startswith("config.")] + list(MAIN_FLAGS + AOT_FLAGS)
+    names = [name for name in flags.FLAGS if name.startswith("config.")] + list(MAIN_FLAGS + AOT_FLAGS +
+                                                                                 BENCHMARK_FLAGS)
     for name in dict.fromkeys(names):
         if name in flags.FLAGS:
             delattr(flags.FLAGS, name)
@@ -34,6 +37,11 @@ def _fresh_absl_flags(entry: str):
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module.main
+    if entry == "benchmark":
+        from bertjax.benchmark import __main__ as benchmark  # noqa: PLC0415
+
+        benchmark.define_flags()
+        return benchmark.main
     from bertjax import aot  # noqa: PLC0415
 
     aot.define_flags()
@@ -41,10 +49,10 @@ def _fresh_absl_flags(entry: str):
 
 
 def run_entry(entry: str, args: list[str]) -> int:
-    """Run `entry` (main, aot, cpd, vocab, convert) with command-line `args` in this process; its exit status."""
+    """Run `entry` (main, aot, benchmark, cpd, vocab, convert) with command-line `args` in this process; its exit status."""
     saved_argv, saved_env = sys.argv, dict(os.environ)
     try:
-        if entry in ("main", "aot"):
+        if entry in ("main", "aot", "benchmark"):
             main = _fresh_absl_flags(entry)
             argv = [f"{entry}.py", *args] + (["--distributed=false"] if entry == "main" else [])
             sys.argv = argv  # ml_collections reads the --config.* overrides from sys.argv

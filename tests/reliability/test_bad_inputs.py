@@ -96,6 +96,14 @@ def _args(*args):
     return lambda w, out: [a.format(w=w, out=out) for a in args]
 
 
+def _benchmark(*args, suite="glue", model=str(FIXTURES / "hf_bert"), data="{w.root}"):
+    """`python -m bertjax.benchmark`'s argv: a suite, a data dir, a model and a workdir in `out`."""
+    def build(w, out):
+        base = [f"--suite={suite}", f"--data_dir={data}", f"--model={model}", f"--workdir={out}/bench"]
+        return [a.format(w=w, out=out) for a in base + list(args)]
+    return build
+
+
 def _name(text):
     return lambda w, out: text.format(w=w, out=out)
 
@@ -277,6 +285,18 @@ CASES = [
     Case("from_hf_truncated_config_json", "checkpoint", "convert",
          _args("from-hf", "--input={w.bad_hf}", "--output={out}/o"), _name("{w.bad_hf}/config.json"),
          r"is not readable JSON .*; re-download or rewrite it"),
+    Case("benchmark_model_does_not_load", "checkpoint", "benchmark", _benchmark(model="{w.bad_hf}"),
+         _name("--model=bad_hf={w.bad_hf}"), r"does not load: .*config.json is not readable JSON"),
+    Case("benchmark_suite_file_unknown_type", "config", "benchmark",
+         _benchmark(suite=str(FIXTURES / "benchmark" / "unknown_type.yaml")), _name("'clasification'"),
+         r"task 'reviews' has unknown type 'clasification'; use one of classification, regression"),
+    Case("benchmark_suite_file_unknown_metric", "config", "benchmark",
+         _benchmark(suite=str(FIXTURES / "benchmark" / "unknown_metric.yaml")), _name("'rouge'"),
+         r"unknown metric 'rouge' for type classification; use one of accuracy"),
+    Case("benchmark_unknown_task", "config", "benchmark", _benchmark("--tasks=rte,sts-b"), _name("sts-b"),
+         r"--tasks names sts-b, not in the glue suite; its tasks: mnli, mnli_mm"),
+    Case("benchmark_strict_missing_task_data", "dataset", "benchmark", _benchmark("--tasks=rte", "--strict"),
+         _name("{w.root}/RTE"), r"--strict: .* does not exist .*leave out --strict to report them as missing"),
     Case("from_hf_on_a_workdir", "checkpoint", "convert", _args("from-hf", "--input={w.run}", "--output={out}/o"),
          _name("{w.run}"), r"is a bertjax checkpoint, not a Hugging Face directory; use `to-hf`", trained=True),
 ]
@@ -285,7 +305,7 @@ CASES = [
 def test_the_table_covers_every_kind_and_entry_point():
     assert len(CASES) >= 30 and len({case.id for case in CASES}) == len(CASES)
     assert {case.kind for case in CASES} == {"config", "corpus", "vocab", "dataset", "checkpoint"}
-    assert {case.entry for case in CASES} == {"main", "aot", "cpd", "vocab", "convert"}
+    assert {case.entry for case in CASES} == {"main", "aot", "benchmark", "cpd", "vocab", "convert"}
 
 
 def check_case(case: Case, world, out: Path, capsys) -> None:
