@@ -15,6 +15,7 @@ import pytest
 from _train_helpers import REPO_ROOT, write_random_bert
 from bertjax import workdir_layout
 from bertjax.benchmark import references, report, runner, suite_run, suites
+from bertjax.data.vocab_files import write_tokenizer_config
 from bertjax.errors import BertjaxError
 
 WORDS = ["good", "great", "fine", "bad", "awful", "poor", "the", "a", "film", "day", "was", "is", "very", "man",
@@ -260,7 +261,70 @@ def test_progress_lines_and_the_suite_eta():
     assert lines[-1].endswith("suite ETA 0:05:00")                # m2 a (task a: 100) + m1 b (m1: 100) + m2 b (100)
     progress.finish(runs[1], done(runs[1], 20), skipped=False)    # m2 a: 20 s
     assert lines[-1].endswith("suite ETA 0:02:00")                # m1 b: 100 (m1), m2 b: 20 (m2)
-    progress.finish(runs[2], done(runs[2], 0), skipped=True)      # a skipped run does not count
+    progress.finish(runs[2], done(runs[2], 0), skipped=True)      # skipped: its earlier time (none recorded here)
     assert lines[-1].startswith("benchmark [3/4] m1 b lr 2e-05 seed 0: accuracy 0.5000 (finished earlier, skipped)")
     assert lines[-1].endswith("suite ETA 0:00:20")
     assert lines[0] == "benchmark [1/4] m1 a lr 2e-05 seed 0: running in " + runs[0].workdir
+
+
+KOREAN_GOOD, KOREAN_BAD = ["최고", "재밌다", "좋다"], ["최악", "지루하다", "별로"]
+KOREAN_FILLERS = ["영화", "배우", "연기", "정말", "너무", "이", "그", "스토리", "음악", "장면"]
+
+
+def test_the_korean_suite_runs_nsmc_and_klue_sts_in_their_official_files(tmp_path):
+    """--suite=korean on synthetic files in NSMC's and KLUE's formats: the named tasks, their metrics and columns."""
+    rng = random.Random(3)
+    data = tmp_path / "data"
+    for split, count in (("train", 32), ("test", 16)):
+        rows = []
+        for i in range(count):
+            label = rng.randrange(2)
+            words = rng.sample(KOREAN_FILLERS, 3) + [rng.choice(KOREAN_GOOD if label else KOREAN_BAD)]
+            rows.append((1000 + i, " ".join(words), label))
+        _tsv(data / "nsmc" / f"ratings_{split}.txt", ["id", "document", "label"], rows)
+    for split, count in (("train", 32), ("dev", 16)):
+        records = []
+        for i in range(count):
+            first = rng.sample(KOREAN_FILLERS, 4)
+            shared = rng.randrange(5)
+            second = first[:shared] + rng.sample([w for w in KOREAN_FILLERS if w not in first], 4 - shared)
+            score = shared * 1.25
+            records.append({"guid": f"klue-sts-v1_{split}_{i:05d}", "source": "synthetic",
+                            "sentence1": " ".join(first), "sentence2": " ".join(second),
+                            "labels": {"label": round(score, 1), "real-label": score,
+                                       "binary-label": int(score >= 3)}})
+        path = data / "klue-sts-v1.1" / f"klue-sts-v1.1_{split}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(records, ensure_ascii=False))
+    write_random_bert(tmp_path / "ko", [*KOREAN_GOOD, *KOREAN_BAD, *KOREAN_FILLERS], hidden_size=32,
+                      num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    write_tokenizer_config(tmp_path / "ko", do_lower_case=False, strip_accents=False)  # Hangul stays whole
+    content = suite_run.run(suite="korean", data_dir=str(data), models=[f"ko={tmp_path / 'ko'}"],
+                            workdir=str(tmp_path / "w"), tasks=["nsmc", "klue_sts"], epochs=2, learning_rates=["1e-3"],
+                            references_named=["kobert", "klue-bert-base"], log=lambda line: None)
+    nsmc, sts = content["rows"]["ko"]["nsmc"], content["rows"]["ko"]["klue_sts"]
+    assert nsmc["status"] == sts["status"] == "done" and nsmc["metric"] == "accuracy"
+    assert sts["metric"] == "pearson" and set(sts["extra"]) == {"sts_f1"}
+    (record,) = [r for r in content["runs"] if r["task"] == "nsmc"]
+    assert record["steps"] == 2 and record["learning_rate"] == 1e-3 and record["train_examples"] == 32
+    assert 0 <= nsmc["value"] <= 100 and -100 <= sts["value"] <= 100  # numbers, not NaN
+    table = (tmp_path / "w" / report.RESULTS_MD).read_text()
+    assert "| model | NSMC (acc) | KLUE-STS (Pearson r) | average |" in table
+    assert "| kobert (published, test) | 90.1 |  |" in table
+    assert "| klue-bert-base (published, test) |  | 90.8 |" in table
+    assert "| model | KLUE-STS (F1) |" in table and "| klue-bert-base (published, test) | 82.8 |" in table
+
+
+def test_a_cell_is_the_median_at_the_best_median_learning_rate():
+    task = suites.SuiteTask("t", "regression", "T", "pearson", learning_rates=(1e-5, 2e-5), seeds=(0, 1, 2))
+
+    def record(lr, seed, value):
+        return {"status": "done", "learning_rate": lr, "seed": seed, "metrics": {"pearson": value}}
+
+    records = [record(1e-5, 0, 0.5), record(1e-5, 1, 0.9), record(1e-5, 2, 0.6),     # median 60
+               record(2e-5, 0, 0.7), record(2e-5, 1, float("nan")), record(2e-5, 2, 0.8)]  # 0, 70, 80: median 70
+    cell = report.cell(task, records)
+    assert cell["learning_rate"] == 2e-5 and cell["value"] == pytest.approx(70.0)
+    assert cell["seeds"] == pytest.approx({"0": 70.0, "1": 0.0, "2": 80.0})
+    assert cell["medians"] == pytest.approx({"1e-05": 60.0, "2e-05": 70.0}) and cell["runs_done"] == 6
+    assert report.cell(task, [{**records[0], "status": "failed", "error": "x"}])["status"] == "failed"

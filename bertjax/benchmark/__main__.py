@@ -1,7 +1,7 @@
 """Fine-tune and score one or more models on a benchmark suite, the way the field reports it.
 
   python -m bertjax.benchmark --suite=glue --data_dir=glue_data --model=runs/mybert [--model=base=models/bert-base]
-      --workdir=bench/glue [--reference=bert-base-cased-hf] [--tasks=rte,mrpc] [--strict]
+      --workdir=runs/glue [--reference=bert-base-cased-hf] [--tasks=rte,mrpc] [--strict]
 
 --suite: glue, korean, or a suite file (.yaml, .json or .py) of your own tasks. --model: a checkpoint (bertjax
 workdir or export, Hugging Face directory, original TF checkpoint), optionally LABEL=PATH; one table row each.

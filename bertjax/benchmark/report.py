@@ -4,6 +4,7 @@ and results.png (grouped bars per task, whiskers from the lowest to the highest 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 
 from bertjax import paths
@@ -20,7 +21,8 @@ def cell(task: SuiteTask, records: list[dict]) -> dict:
     """One model's result on one task from its runs' records: the reported value (percent) and how it was chosen.
 
     status "done" with `value`, `learning_rate` (the chosen one), `seeds` (values at it), `spread` (min, max,
-    standard deviation over those seeds), `medians` per learning rate and the extra metrics at the chosen rate;
+    standard deviation over those seeds), `medians` per learning rate and the extra metrics at the chosen rate (an
+    undefined correlation, NaN, counts as 0, as for constant predictions);
     or "missing"/"failed" (no run finished) with the reason."""
     done = [r for r in records if r["status"] == "done" and task.metric in r["metrics"]]
     if not done:
@@ -31,11 +33,11 @@ def cell(task: SuiteTask, records: list[dict]) -> dict:
     by_lr: dict[float, list[dict]] = {}
     for record in done:
         by_lr.setdefault(record["learning_rate"], []).append(record)
-    medians = {lr: statistics.median(100 * r["metrics"][task.metric] for r in runs) for lr, runs in by_lr.items()}
+    medians = {lr: statistics.median(_score(r, task.metric) for r in runs) for lr, runs in by_lr.items()}
     best = max(medians, key=lambda lr: (medians[lr], -lr))
     chosen = sorted(by_lr[best], key=lambda r: r["seed"])
-    values = [100 * r["metrics"][task.metric] for r in chosen]
-    extra = {metric: statistics.median(100 * r["metrics"][metric] for r in chosen if metric in r["metrics"])
+    values = [_score(r, task.metric) for r in chosen]
+    extra = {metric: statistics.median(_score(r, metric) for r in chosen if metric in r["metrics"])
              for metric in task.extra_metrics if any(metric in r["metrics"] for r in chosen)}
     planned = len(task.seeds) * len(task.learning_rates)
     return {"status": "done", "value": medians[best], "metric": task.metric, "learning_rate": best,
@@ -44,6 +46,12 @@ def cell(task: SuiteTask, records: list[dict]) -> dict:
                        "std": statistics.pstdev(values) if len(values) > 1 else 0.0},
             "medians": {f"{lr:g}": v for lr, v in sorted(medians.items())}, "extra": extra,
             "runs_done": len(done), "runs_planned": planned}
+
+
+def _score(record: dict, metric: str) -> float:
+    """A run's metric in percent; an undefined one (a correlation of constant predictions: NaN) counts as 0."""
+    value = record["metrics"][metric]
+    return 0.0 if math.isnan(value) else 100 * value
 
 
 def table(suite: Suite, models: list[Model], records: list[dict]) -> dict:

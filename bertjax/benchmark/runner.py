@@ -10,6 +10,7 @@ its own sub-workdir, skipped when finished, resumed exactly when interrupted.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import pathlib
 import sys
@@ -19,7 +20,7 @@ from collections.abc import Callable
 import ml_collections
 
 from bertjax import paths, train, workdir_layout
-from bertjax.benchmark.suites import Suite, SuiteTask
+from bertjax.benchmark.suites import TYPES, Suite, SuiteTask
 from bertjax.errors import BertjaxError
 from bertjax.metrics_writer import format_duration
 
@@ -115,8 +116,6 @@ def run_config(run: Run, options: Options, workdir: str) -> ml_collections.Confi
 
 
 def _generic_task(task: SuiteTask) -> str:
-    from bertjax.benchmark.suites import TYPES  # noqa: PLC0415
-
     return TYPES[task.type][1]
 
 
@@ -126,8 +125,6 @@ def _config_file(name: str) -> ml_collections.ConfigDict:
     root = str(CONFIGS_DIR.parent)
     if root not in sys.path:
         sys.path.insert(0, root)
-    import importlib  # noqa: PLC0415
-
     return importlib.import_module(f"configs.{pathlib.Path(name).stem}").get_config()
 
 
@@ -227,8 +224,8 @@ def _unfinished(run: Run, status: str, why: str) -> dict:
 
 class Progress:
     """One line per run: where the suite is, the run's result and time, and the whole suite's ETA (each remaining
-    run estimated by the mean wall time of this invocation's finished runs of the same model and task, else of the
-    same model, else of the same task, else of all)."""
+    run estimated by the mean wall time of the finished runs, skipped ones included, of the same model and task,
+    else of the same model, else of the same task, else of all)."""
 
     def __init__(self, runs: list[Run], log: Callable[[str], None] = print):
         self.total = len(runs)
@@ -245,7 +242,7 @@ class Progress:
         """After a run (or its skip)."""
         self.done += 1
         self.remaining.remove(run)
-        if not skipped and record["status"] == "done":
+        if record["status"] == "done" and record.get("wall_s"):  # a skipped run's time is from its own invocation
             self.seconds.setdefault((run.model.label, run.task.name), []).append(record["wall_s"])
         if record["status"] == "done":
             value = record["metrics"].get(run.task.metric)
@@ -257,7 +254,7 @@ class Progress:
         self.log(f"benchmark [{self.done}/{self.total}] {run.name}: {outcome}; suite ETA {self.eta()}")
 
     def eta(self) -> str:
-        """The estimated time left, H:MM:SS, or n/a before the first run of this invocation."""
+        """The estimated time left, H:MM:SS, or n/a before the first finished run."""
         if not self.remaining:
             return "0:00:00"
         if not self.seconds:
