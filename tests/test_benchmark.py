@@ -328,3 +328,4 @@ def test_a_cell_is_the_median_at_the_best_median_learning_rate():
     assert cell["seeds"] == pytest.approx({"0": 70.0, "1": 0.0, "2": 80.0})
     assert cell["medians"] == pytest.approx({"1e-05": 60.0, "2e-05": 70.0}) and cell["runs_done"] == 6
     assert report.cell(task, [{**records[0], "status": "failed", "error": "x"}])["status"] == "failed"
+    assert report.cell(task, [])["status"] == "pending"

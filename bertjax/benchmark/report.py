@@ -23,7 +23,9 @@ def cell(task: SuiteTask, records: list[dict]) -> dict:
     status "done" with `value`, `learning_rate` (the chosen one), `seeds` (values at it), `spread` (min, max,
     standard deviation over those seeds), `medians` per learning rate and the extra metrics at the chosen rate (an
     undefined correlation, NaN, counts as 0, as for constant predictions);
-    or "missing"/"failed" (no run finished) with the reason."""
+    or "missing"/"failed" (no run finished) with the reason; "pending" before the task's first run."""
+    if not records:
+        return {"status": "pending", "reason": "not run yet"}
     done = [r for r in records if r["status"] == "done" and task.metric in r["metrics"]]
     if not done:
         statuses = [r for r in records if r["status"] != "done"]
