@@ -15,8 +15,11 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
     # Linear warmup from 0 over this many steps.
     config.warmup_steps = 10_000
     # "bert": the original, lr = lr0*s/W then lr0*(1 - s/N) (decay counted from step 0, so it drops at s = W);
-    # "warmup_linear": peaks exactly at lr0 at s = W, then decays linearly to 0 at N.
+    # "warmup_linear": peaks exactly at lr0 at s = W, then decays linearly to 0 at N;
+    # "wsd" (warmup-stable-decay): lr0 from s = W until the last decay_fraction of the steps, then linearly to 0.
     config.schedule = "bert"
+    # The "wsd" schedule's decay: this fraction of num_train_steps at the end (other schedules ignore it).
+    config.decay_fraction = 0.1
     # Decoupled weight decay, not applied to LayerNorm params and biases.
     config.weight_decay = 0.01
     # Adam / LAMB moment decay rates and the epsilon added to sqrt(v).

@@ -31,7 +31,7 @@ from bertjax.optimizer_defaults import default_optimizer_config
 Schedule = Callable[[jax.Array | int], jax.Array]
 
 OPTIMIZER_NAMES = ("bert_adam", "adamw", "lamb")
-SCHEDULE_NAMES = ("bert", "warmup_linear")
+SCHEDULE_NAMES = ("bert", "warmup_linear", "wsd")
 
 # The original excludes a variable from weight decay when one of these occurs in its name (`re.search`):
 # every LayerNorm gamma/beta and every bias, including `cls/predictions/output_bias`.
@@ -75,7 +75,24 @@ def warmup_linear_schedule(learning_rate: float, warmup_steps: int, num_train_st
     return schedule
 
 
-_SCHEDULES = {"bert": bert_schedule, "warmup_linear": warmup_linear_schedule}
+def warmup_stable_decay_schedule(learning_rate: float, warmup_steps: int, num_train_steps: int,
+                                 decay_steps: int) -> Schedule:
+    """Warmup-stable-decay (the budget recipes' schedule, ModernBERT's "trapezoidal"): linear warmup from 0 to
+    exactly `lr` at s = W, `lr` until s = N - D, then linear decay to 0 at s = N (and 0 after N)."""
+    decay_start = num_train_steps - decay_steps
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        remaining = (num_train_steps - jnp.minimum(step, num_train_steps)) / max(decay_steps, 1)
+        value = learning_rate * jnp.where(step < decay_start, 1.0, remaining)
+        if warmup_steps == 0:
+            return value
+        return jnp.where(step < warmup_steps, learning_rate * step / warmup_steps, value)
+
+    return schedule
+
+
+_SCHEDULES = {"bert": bert_schedule, "warmup_linear": warmup_linear_schedule, "wsd": warmup_stable_decay_schedule}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -180,6 +197,11 @@ def scale_by_layerwise_trust_ratio(stacked_name: str = SCANNED_LAYERS_NAME) -> o
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def wsd_decay_steps(config: ml_collections.ConfigDict, num_train_steps: int) -> int:
+    """The decay steps D of the "wsd" schedule: `decay_fraction` of all steps, rounded."""
+    return int(round(config.decay_fraction * num_train_steps))
+
+
 def validate_optimizer_config(config: ml_collections.ConfigDict, num_train_steps: int) -> None:
     """Raises BertjaxError naming the first bad `config.optimizer` field (or `num_train_steps`) and the fix."""
     missing = [key for key in default_optimizer_config() if key not in config]
@@ -198,6 +220,13 @@ def validate_optimizer_config(config: ml_collections.ConfigDict, num_train_steps
                            f"{num_train_steps}]; lower it or train for more steps")
     if not config.learning_rate > 0:
         raise BertjaxError(f"config.optimizer.learning_rate={config.learning_rate} must be positive")
+    if config.schedule == "wsd":
+        if not 0 < config.decay_fraction <= 1:
+            raise BertjaxError(f"config.optimizer.decay_fraction={config.decay_fraction} must be in (0, 1]")
+        if config.warmup_steps + wsd_decay_steps(config, num_train_steps) > num_train_steps:
+            raise BertjaxError(f"config.optimizer.warmup_steps={config.warmup_steps} plus the wsd decay "
+                               f"({config.decay_fraction} of {num_train_steps} steps) exceed num_train_steps; lower "
+                               "one of them")
     for name in ("weight_decay", "clip_norm"):
         if not config[name] >= 0:
             raise BertjaxError(f"config.optimizer.{name}={config[name]} must be >= 0 (0 turns it off)")
@@ -225,7 +254,8 @@ def create_optimizer(
     advances on skipped steps too and stays equal to `TrainState.step`.
     """
     validate_optimizer_config(config, num_train_steps)
-    schedule = _SCHEDULES[config.schedule](config.learning_rate, config.warmup_steps, num_train_steps)
+    extra = {"decay_steps": wsd_decay_steps(config, num_train_steps)} if config.schedule == "wsd" else {}
+    schedule = _SCHEDULES[config.schedule](config.learning_rate, config.warmup_steps, num_train_steps, **extra)
 
     links = []
     if config.clip_norm > 0:

@@ -121,6 +121,8 @@ BOUNDARY_STEPS = [0, 1, 9, 10, 11, 99, 100, 101]  # W = 10, N = 100
         ("bert", [0.0, 0.1, 0.9, 0.9, 0.89, 0.01, 0.0, 0.0]),
         # peaks at exactly lr at s = W, then lr*(1 - (s - W)/(N - W)).
         ("warmup_linear", [0.0, 0.1, 0.9, 1.0, 1 - 1 / 90, 1 / 90, 0.0, 0.0]),
+        # warmup-stable-decay, decay_fraction 0.1: lr from W to N - 10, then lr*(N - s)/10.
+        ("wsd", [0.0, 0.1, 0.9, 1.0, 1.0, 0.1, 0.0, 0.0]),
     ],
 )
 def test_schedule_values_at_boundary_steps(schedule, expected):
@@ -136,6 +138,16 @@ def test_bert_schedule_drops_at_warmup_end_as_in_the_original():
     # W = 10k, N = 1M: lr(W - 1) = 0.9999e-4 and lr(W) = 0.99e-4 (decay counted from step 0).
     _, fn = create_optimizer(optimizer_config(), 1_000_000)
     np.testing.assert_allclose([fn(9_999), fn(10_000)], [1e-4 * 9_999 / 10_000, 0.99e-4], rtol=1e-5)
+
+
+def test_wsd_holds_the_peak_then_decays_over_its_fraction():
+    _, fn = create_optimizer(optimizer_config(learning_rate=1.0, warmup_steps=10, schedule="wsd",
+                                              decay_fraction=0.2), 100)
+    np.testing.assert_allclose([fn(s) for s in (5, 10, 79, 80, 81, 90, 100, 120)],
+                               [0.5, 1.0, 1.0, 1.0, 0.95, 0.5, 0.0, 0.0], atol=1e-6)
+    for fraction, match in ((0.0, "decay_fraction=0.0 must be in"), (0.95, "exceed num_train_steps")):
+        with pytest.raises(BertjaxError, match=match):
+            create_optimizer(optimizer_config(warmup_steps=10, schedule="wsd", decay_fraction=fraction), 100)
 
 
 @pytest.mark.parametrize("schedule", ["bert", "warmup_linear"])
