@@ -101,16 +101,19 @@ def pretraining_loss(mlm_logits_BxPxV: jax.Array, nsp_logits_Bx2: jax.Array, bat
 
 
 def loss_from_sums(sums: Mapping[str, jax.Array], masked_lm_weight_total: jax.Array | None = None,
-                   num_examples: jax.Array | None = None) -> jax.Array:
-    """The original training loss from `metric_sums`.
+                   num_examples: jax.Array | None = None, nsp_weight: float = 1.0) -> jax.Array:
+    """The original training loss from `metric_sums` (with `nsp_weight` 1: masked LM + NSP).
 
     The denominators default to the sums' own; pass the whole batch's (sum of masked_lm_weights, number of
     examples) to get one micro-batch's exact share of the whole-batch loss for gradient accumulation.
+    `nsp_weight` scales the NSP term (0: masked LM only; the NSP head stays and is still evaluated).
     """
     weight_total = sums["masked_lm_weight_sum"] if masked_lm_weight_total is None else masked_lm_weight_total
     count = sums["next_sentence_count"] if num_examples is None else num_examples
-    return (sums["masked_lm_loss_sum"] / (weight_total + MLM_DENOMINATOR_EPS)
-            + sums["next_sentence_loss_sum"] / count)
+    masked_lm = sums["masked_lm_loss_sum"] / (weight_total + MLM_DENOMINATOR_EPS)
+    if nsp_weight == 0:  # not 0 * loss: a non-finite NSP loss must not reach the gradient
+        return masked_lm
+    return masked_lm + nsp_weight * sums["next_sentence_loss_sum"] / count
 
 
 def metric_sums(mlm_logits_BxPxV: jax.Array, nsp_logits_Bx2: jax.Array,

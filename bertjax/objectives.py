@@ -120,9 +120,10 @@ class Pretraining(Objective):
     name = "pretraining"
     log_metrics = ("loss", "masked_lm_accuracy", "next_sentence_accuracy")
 
-    def __init__(self, max_predictions_per_seq: int, vocab_pad_multiple: int = 1):
+    def __init__(self, max_predictions_per_seq: int, vocab_pad_multiple: int = 1, nsp_weight: float = 1.0):
         self.max_predictions_per_seq = max_predictions_per_seq
         self.vocab_pad_multiple = vocab_pad_multiple
+        self.nsp_weight = nsp_weight  # the NSP term's weight in the training loss (config.train.nsp_weight)
 
     def build_model(self, bert_config, **module_kwargs):
         return BertForPreTraining(bert_config, vocab_pad_multiple=self.vocab_pad_multiple, **module_kwargs)
@@ -150,7 +151,8 @@ class Pretraining(Objective):
         return losses.metric_sums(outputs.get("mlm_logits_padded", outputs["mlm_logits"]), outputs["nsp_logits"], batch)
 
     def loss(self, sums, denominators):
-        return losses.loss_from_sums(sums, denominators["masked_lm_weight_total"], denominators["num_examples"])
+        return losses.loss_from_sums(sums, denominators["masked_lm_weight_total"], denominators["num_examples"],
+                                     self.nsp_weight)
 
     def compute_metrics(self, sums):
         return losses.compute_metrics(sums)

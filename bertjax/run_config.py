@@ -291,6 +291,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     policy = config.model.remat_policy
     if policy not in REMAT_POLICIES:
         raise BertjaxError(f"--config.model.remat_policy={policy!r} is unknown; use one of {', '.join(REMAT_POLICIES)}.")
+    if not config.train.nsp_weight >= 0:
+        raise BertjaxError(f"--config.train.nsp_weight={config.train.nsp_weight} must be >= 0 (1: the original loss; "
+                           "0: masked LM only).")
     if config.train.rng_impl not in RNG_IMPLS:
         raise BertjaxError(f"--config.train.rng_impl={config.train.rng_impl!r} is unknown; use one of "
                            f"{', '.join(RNG_IMPLS)}.")

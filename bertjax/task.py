@@ -58,7 +58,8 @@ class Task:
 
 def pretraining_objective(config: ml_collections.ConfigDict) -> objectives.Pretraining:
     """The masked LM + next sentence objective of a pretraining config."""
-    return objectives.Pretraining(config.data.max_predictions_per_seq, config.model.vocab_pad_multiple)
+    return objectives.Pretraining(config.data.max_predictions_per_seq, config.model.vocab_pad_multiple,
+                                  config.train.nsp_weight)
 
 
 def pretraining(config: ml_collections.ConfigDict, data_dir: str | None, vocab_size: int) -> Task:

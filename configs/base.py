@@ -72,6 +72,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.batch_size = 256
     # Gradient accumulation: the batch is split into this many micro-batches inside one step.
     config.train.micro_batches = 1
+    # Weight of the next-sentence loss in the training loss (1: the original; 0: masked LM only, the NSP head kept,
+    # trained no further and still evaluated; the data format is unchanged).
+    config.train.nsp_weight = 1.0
     config.train.num_train_steps = 1_000_000
     # Seed of parameter init and dropout.
     config.train.seed = 42

@@ -41,6 +41,35 @@ def test_pretraining_loss_matches_original_formula():
     np.testing.assert_allclose(float(loss), mlm + nsp, rtol=1e-6)
 
 
+def test_nsp_weight_scales_the_next_sentence_term_and_zero_leaves_it_out():
+    mlm = sum(hand_mlm_nll()) / (3 + 1e-5)
+    nsp = sum(hand_nsp_nll()) / 2
+    sums = losses.metric_sums(MLM_LOGITS, NSP_LOGITS, BATCH)
+    np.testing.assert_allclose(float(losses.loss_from_sums(sums, nsp_weight=0.5)), mlm + 0.5 * nsp, rtol=1e-6)
+    np.testing.assert_allclose(float(losses.loss_from_sums(sums, nsp_weight=0.0)), mlm, rtol=1e-6)
+
+    def loss(nsp_logits, weight):
+        return losses.loss_from_sums(losses.metric_sums(MLM_LOGITS, nsp_logits, BATCH), nsp_weight=weight)
+
+    # Weight 0: no gradient reaches the NSP logits (so none reaches the NSP head or the pooler), even non-finite ones.
+    assert np.all(np.asarray(jax.grad(loss)(jnp.asarray(NSP_LOGITS), 0.0)) == 0)
+    broken = jnp.asarray(NSP_LOGITS).at[0, 0].set(jnp.inf)
+    assert np.all(np.asarray(jax.grad(loss)(broken, 0.0)) == 0)
+    assert np.any(np.asarray(jax.grad(loss)(jnp.asarray(NSP_LOGITS), 1.0)) != 0)
+    # The eval metrics keep the original loss (masked LM + NSP) whatever the weight.
+    np.testing.assert_allclose(losses.compute_metrics(sums)["loss"], mlm + nsp, rtol=1e-5)
+
+
+def test_the_config_sets_the_pretraining_objective_s_nsp_weight():
+    from _train_helpers import load_config  # noqa: PLC0415
+    from bertjax import task  # noqa: PLC0415
+
+    config = load_config("base")
+    assert task.pretraining_objective(config).nsp_weight == 1.0  # the original recipe by default
+    config.train.nsp_weight = 0.0
+    assert task.pretraining_objective(config).nsp_weight == 0.0
+
+
 def test_metric_sums_and_metrics():
     sums = losses.metric_sums(MLM_LOGITS, NSP_LOGITS, BATCH)
     assert set(sums) == set(losses.METRIC_SUM_KEYS)
