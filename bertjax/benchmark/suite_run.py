@@ -57,8 +57,7 @@ def run(*, suite: str, data_dir: str, models: list[str], workdir: str, reference
             record = runner.execute(item, options, workdir)
         records.append(record)
         progress.finish(item, record, skipped)
-        report.write(workdir, chosen, model_list, records, published, settings)
-    content = report.write(workdir, chosen, model_list, records, published, settings)
+        content = report.write(workdir, chosen, model_list, records, published, settings)  # after every run
     log(f"benchmark: results in {paths.path(workdir) / report.RESULTS_MD}")
     return content
 
