@@ -88,8 +88,9 @@ def topology_devices(topology: hardware.Topology) -> list[jax.Device]:
 
 
 def abstract_batch(config: ml_collections.ConfigDict, batch_size: int, batch_sharding) -> dict:
-    """ShapeDtypeStructs of one global pretraining batch (the dataset's features), sharded like real batches."""
-    shapes = features.example_shapes(config.data.max_seq_length, config.data.max_predictions_per_seq)
+    """ShapeDtypeStructs of one global pretraining batch (the dataset's features), sharded like real batches; the
+    training batches' prediction slots (more with --config.data.train_masked_lm_prob)."""
+    shapes = features.example_shapes(config.data.max_seq_length, task.train_predictions_per_seq(config))
     return {name: jax.ShapeDtypeStruct((batch_size, *shape), features.feature_dtype(name), sharding=batch_sharding)
             for name, shape in shapes.items()}
 

@@ -131,13 +131,17 @@ class Checkpointer:
             return True
         return self._manager.reached_preemption(step)
 
-    def save(self, step: int, state, data_iter=None, config: dict | None = None, force: bool = False) -> bool:
-        """Start an asynchronous save if the policy says so (or `force`); returns whether one started."""
+    def save(self, step: int, state, data_iter=None, config: dict | None = None, force: bool = False,
+             clock: dict | None = None) -> bool:
+        """Start an asynchronous save if the policy says so (or `force`); returns whether one started. `clock` is
+        the training clock's state (`train_clock.TrainClock.state`)."""
         items = {workdir_layout.STATE_ITEM: ocp.args.StandardSave(state)}
         if data_iter is not None:
             items[workdir_layout.DATA_ITEM] = grain.checkpoint.CheckpointSave(data_iter)
         if config is not None:
             items[workdir_layout.CONFIG_ITEM] = ocp.args.JsonSave(config)
+        if clock is not None:
+            items[workdir_layout.CLOCK_ITEM] = ocp.args.JsonSave(clock)
         if not self._directory_made and (force or step % self._every_steps == 0
                                          or self._manager.reached_preemption(step)):
             self._writing(lambda: self.directory.mkdir(parents=True, exist_ok=True))
@@ -176,14 +180,21 @@ class Checkpointer:
 
     def saved_config(self, step: int) -> dict | None:
         """The config JSON stored with checkpoint `step` (None if it has none)."""
-        if not (self.directory / str(step) / workdir_layout.CONFIG_ITEM).is_dir():
+        return self._saved_json(step, workdir_layout.CONFIG_ITEM)
+
+    def saved_clock(self, step: int) -> dict | None:
+        """The training clock stored with checkpoint `step` (None if it has none: checkpoints older than it)."""
+        return self._saved_json(step, workdir_layout.CLOCK_ITEM)
+
+    def _saved_json(self, step: int, name: str) -> dict | None:
+        if not (self.directory / str(step) / name).is_dir():
             return None
         try:
-            item = {workdir_layout.CONFIG_ITEM: ocp.args.JsonRestore()}
-            return self._manager.restore(step, args=ocp.args.Composite(**item))[workdir_layout.CONFIG_ITEM]
+            item = {name: ocp.args.JsonRestore()}
+            return self._manager.restore(step, args=ocp.args.Composite(**item))[name]
         except Exception as e:  # noqa: BLE001
             raise CorruptCheckpointError(
-                _corrupt_message(self.workdir, step, "has an unreadable config", e), step) from e
+                _corrupt_message(self.workdir, step, f"has an unreadable {name}", e), step) from e
 
     def has_data_state(self, step: int) -> bool:
         """Whether checkpoint `step` holds this process's data iterator state (same process count)."""

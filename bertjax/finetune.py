@@ -8,7 +8,9 @@ and label columns), "tagging" (CoNLL-2003-style files) or "squad" (SQuAD v1.1/v2
 
 Batches are host-local numpy dicts with the encoded arrays plus `example_weights` [B]: training batches are shuffled
 and repeat over epochs (a checkpointable Grain iterator); evaluation visits every example once, in file order, the
-last batch padded with rows of weight 0.
+last batch padded with rows of weight 0. With `config.data.length_buckets` (classification and tagging) every batch's
+[B, T] arrays are cut to its longest row's bucket (`bertjax.data.length_buckets`): training batches regrouped by
+bucket, evaluation batches kept in file order.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from etils.epath import Path
 
 from bertjax import objectives, paths, workdir_layout
 from bertjax.task import DataSource, Task
+from bertjax.data import length_buckets
 from bertjax.data.tokenizer import BertTokenizer
 from bertjax.data.vocab_files import vocab_sha256
 from bertjax.errors import BertjaxError
@@ -53,12 +56,23 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, tokenizer: BertToke
 
     Newly encoded features are not written yet: `task.write_pending()` caches them in the workdir."""
     check_task(config)
+    _check_length_buckets(config)
     pending = []
     build = {"tagging": _tagging, korean.KLUE_NER: _tagging, "squad": _squad,
              korean.KLUE_MRC: _squad}.get(config.task, _classification)
     task = build(config, workdir, tokenizer, pending)
     task.pending_writes.extend(pending)
     return task
+
+
+def _check_length_buckets(config: ml_collections.ConfigDict) -> None:
+    """`config.data.length_buckets` is a valid setting, and not set for span question answering, whose loss and
+    n-best search read every position up to max_seq_length (run_squad.py): shorter batches would change them."""
+    buckets = length_buckets.parse(config.data.get("length_buckets"), config.data.max_seq_length)
+    if buckets is not None and config.task in ("squad", korean.KLUE_MRC):
+        raise BertjaxError(f"{length_buckets.FIELD} is not available for --config.task={config.task}: span question "
+                           "answering reads every position up to max_seq_length (its loss and n-best search), so "
+                           "shorter batches would change the results; leave it unset")
 
 
 def _file(config: ml_collections.ConfigDict, field: str, default: str) -> Path:
@@ -269,7 +283,7 @@ def _cached(workdir: str, split: str, config, tokenizer: BertTokenizer, encode: 
     # What decides these arrays: not the seed, the cache's place, nor the other splits' files and subset.
     other = ("dev_file", "test_file", "max_eval_examples") if split == "train" else ("train_file", "max_train_examples")
     data = {name: value for name, value in config.data.to_dict().items()
-            if name not in ("seed", "features_dir", *other)}
+            if name not in ("seed", "features_dir", "length_buckets", *other)}
     key = hashlib.sha256(json.dumps({
         "task": config.task, "split": split, "data": data, "vocab": tokenizer.vocab_path and
         vocab_sha256(tokenizer.vocab_path), "lower": tokenizer.do_lower_case,
@@ -320,30 +334,74 @@ def _data_source(config, tokenizer: BertTokenizer, train_arrays: dict, eval_arra
     if num_train < config.train.batch_size:
         raise BertjaxError(f"the training file has {num_train} examples, fewer than --config.train.batch_size="
                            f"{config.train.batch_size}; lower the batch size")
+    max_seq_length = config.data.max_seq_length
+    buckets = length_buckets.parse(config.data.get("length_buckets"), max_seq_length)
+    train_lengths = length_buckets.row_lengths(train_arrays["input_mask"])
+    if buckets == length_buckets.AUTO:
+        buckets = length_buckets.choose(train_lengths, max_seq_length, config.train.batch_size)
+    logged = []
 
     def rows(arrays: dict, indices: np.ndarray) -> dict:
         return {name: values[indices] for name, values in arrays.items()}
 
+    def global_order():
+        """Item s: the row indices of global batch s (shuffled rows, a fresh permutation every epoch)."""
+        dataset = grain.MapDataset.range(num_train).seed(config.data.seed).shuffle().repeat(None)
+        return dataset.batch(config.train.batch_size, drop_remainder=True)
+
     def train_iterator():
         """Global batches of shuffled rows; host i takes rows [i B/P, (i+1) B/P) of each, as the pretraining pipeline
-        does, so every example meets the same dropout mask on any number of hosts."""
+        does, so every example meets the same dropout mask on any number of hosts. With length buckets, the same
+        order regrouped (`length_buckets.TrainPlan`), every batch cut to its bucket."""
         host_batch = config.train.batch_size // process_count
         first = process_index * host_batch
-        dataset = grain.MapDataset.range(num_train).seed(config.data.seed).shuffle().repeat(None)
-        dataset = dataset.batch(config.train.batch_size, drop_remainder=True)
-        return iter(dataset.map(lambda indices: rows(train_arrays, np.asarray(indices)[first:first + host_batch]))
-                    .to_iter_dataset())
+        order = global_order()
+        if buckets is None:
+            return iter(order.map(lambda indices: rows(train_arrays, np.asarray(indices)[first:first + host_batch]))
+                        .to_iter_dataset())
+        plan = length_buckets.TrainPlan(order, length_buckets.bucket_of(train_lengths, buckets),
+                                        config.train.batch_size, config.data.seed)
+        log_plan(plan)
+
+        def bucketed(s: int, _) -> dict:
+            indices, length = plan[s]
+            return length_buckets.trim(rows(train_arrays, indices[first:first + host_batch]), length)
+
+        return iter(order.map_with_index(bucketed).to_iter_dataset())
+
+    batch_size = config.eval.batch_size
+    num_eval = len(eval_arrays["input_ids"])
+    num_eval_batches = max(1, math.ceil(num_eval / batch_size))
+    padding = _padding_rows(eval_arrays, num_eval_batches * batch_size - num_eval)
+    padded = {name: np.concatenate([values, padding[name]]) for name, values in eval_arrays.items()}
+    eval_lengths = length_buckets.row_lengths(padded["input_mask"])
+    # Eval batches stay in file order (predictions are written in it); each is cut to its longest row's bucket.
+    eval_batch_lengths = ([max_seq_length] * num_eval_batches if buckets is None else length_buckets.bucket_of(
+        eval_lengths.reshape(num_eval_batches, batch_size).max(axis=1), buckets).tolist())
 
     def eval_iterator():
-        batch_size = config.eval.batch_size
-        num_eval = len(eval_arrays["input_ids"])
-        num_batches = max(1, math.ceil(num_eval / batch_size))
-        padding = _padding_rows(eval_arrays, num_batches * batch_size - num_eval)
-        padded = {name: np.concatenate([values, padding[name]]) for name, values in eval_arrays.items()}
+        if buckets is not None:
+            log_plan(None)
         host_batch = batch_size // process_count
-        for b in range(num_batches):
+        for b in range(num_eval_batches):
             start = b * batch_size + process_index * host_batch
-            yield {name: values[start:start + host_batch] for name, values in padded.items()}
+            yield length_buckets.trim({name: values[start:start + host_batch] for name, values in padded.items()},
+                                      eval_batch_lengths[b])
+
+    def log_plan(plan) -> None:
+        """The bucket plan, once, on process 0: the first epoch's training batches (when training) and eval's."""
+        if logged or process_index != 0:
+            return
+        logged.append(True)
+        text = f"length buckets {','.join(map(str, buckets))} (max_seq_length {max_seq_length}): "
+        if plan is not None:
+            indices, lengths = plan.chunk(0)
+            described = length_buckets.describe(lengths, config.train.batch_size, max_seq_length,
+                                                int(train_lengths[indices].sum()))
+            text += f"train, first epoch: {described}; "
+        text += "eval: " + length_buckets.describe(eval_batch_lengths, batch_size, max_seq_length,
+                                                    int(eval_lengths.sum()))
+        print(text, flush=True)
 
     return DataSource(tokenizer.vocab_size, train_iterator, eval_iterator)
 

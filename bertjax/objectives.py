@@ -307,7 +307,13 @@ class QuestionAnswering(Objective):
 
 
 def _real_rows(eval_outputs: Sequence[Any], key: str) -> np.ndarray:
-    """The rows of `key` over all eval batches, without the rows that pad the last batch (weight 0)."""
-    values = np.concatenate([np.asarray(output[key]) for output in eval_outputs])
+    """The rows of `key` over all eval batches, without the rows that pad the last batch (weight 0). Per-token rows
+    of batches cut to a length bucket (`config.data.length_buckets`) are padded back with zeros to the longest
+    batch's length: positions past every row's tokens, which no scorer reads."""
+    arrays = [np.asarray(output[key]) for output in eval_outputs]
+    if arrays[0].ndim > 1:
+        width = max(a.shape[1] for a in arrays)
+        arrays = [np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)) for a in arrays]
+    values = np.concatenate(arrays)
     weights = np.concatenate([np.asarray(output["weights"]) for output in eval_outputs])
     return values[weights > 0]

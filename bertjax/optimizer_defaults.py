@@ -16,7 +16,9 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
     config.warmup_steps = 10_000
     # "bert": the original, lr = lr0*s/W then lr0*(1 - s/N) (decay counted from step 0, so it drops at s = W);
     # "warmup_linear": peaks exactly at lr0 at s = W, then decays linearly to 0 at N;
-    # "wsd" (warmup-stable-decay): lr0 from s = W until the last decay_fraction of the steps, then linearly to 0.
+    # "wsd" (warmup-stable-decay): lr0 from s = W until the last decay_fraction of the steps, then linearly to 0;
+    # "one_cycle": from lr0/25 up to lr0 at s = W along a half cosine, then down to lr0/(25*1e4) at N (PyTorch's
+    # OneCycleLR; W = 0.3 N is its default).
     config.schedule = "bert"
     # The "wsd" schedule's decay: this fraction of num_train_steps at the end (other schedules ignore it).
     config.decay_fraction = 0.1

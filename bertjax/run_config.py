@@ -16,7 +16,7 @@ import json
 
 import ml_collections
 
-from bertjax import finetune, paths, task as task_lib, workdir_layout
+from bertjax import batch_ramp, finetune, paths, task as task_lib, workdir_layout
 from bertjax.convert import hf, hf_heads, sources
 from bertjax.data import catalog, prepare
 from bertjax.data.tokenizer import BertTokenizer
@@ -294,6 +294,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     if not config.train.nsp_weight >= 0:
         raise BertjaxError(f"--config.train.nsp_weight={config.train.nsp_weight} must be >= 0 (1: the original loss; "
                            "0: masked LM only).")
+    _check_budget_fields(config)
+    batch_ramp.validate(config.train, num_devices, process_count)
     if config.train.rng_impl not in RNG_IMPLS:
         raise BertjaxError(f"--config.train.rng_impl={config.train.rng_impl!r} is unknown; use one of "
                            f"{', '.join(RNG_IMPLS)}.")
@@ -312,6 +314,23 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
         raise BertjaxError(f"batch sizes must be divisible by the number of processes ({process_count}).")
     if task_lib.is_pretraining(config) and config.data.max_predictions_per_seq > config.data.max_seq_length:
         raise BertjaxError("--config.data.max_predictions_per_seq must not exceed --config.data.max_seq_length.")
+
+
+def _check_budget_fields(config: ml_collections.ConfigDict) -> None:
+    """The budget recipe's masking rate and time budget (the batch-size ramp: `batch_ramp.validate`)."""
+    rate = config.data.train_masked_lm_prob
+    if rate is not None:
+        if not task_lib.is_pretraining(config):
+            raise BertjaxError("--config.data.train_masked_lm_prob applies to pretraining only; unset it.")
+        if isinstance(rate, bool) or not 0.0 < rate <= 1.0:
+            raise BertjaxError(f"--config.data.train_masked_lm_prob={rate!r} must be in (0, 1] (0.15: the original; "
+                               "budget recipes use 0.3).")
+    if batch_ramp.enabled(config.train) and not task_lib.is_pretraining(config):
+        raise BertjaxError("--config.train.batch_size_ramp_start applies to pretraining only; unset it.")
+    hours = config.train.time_budget_hours
+    if hours is not None and (isinstance(hours, bool) or not hours > 0):
+        raise BertjaxError(f"--config.train.time_budget_hours={hours!r} must be a positive number of hours; unset it "
+                           "to train num_train_steps steps.")
 
 
 def check_manifest(config: ml_collections.ConfigDict, manifest: dict, data_dir: str, vocab_file: str | None) -> int:

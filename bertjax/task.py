@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import ml_collections
 
-from bertjax import objectives
-from bertjax.data import pipeline
+from bertjax import batch_ramp, objectives
+from bertjax.data import masking, pipeline
 
 PRETRAINING = "pretraining"  # config.task of a pretraining run; anything else names a fine-tuning task
 
@@ -56,21 +56,32 @@ class Task:
         self.pending_writes.clear()
 
 
+def train_predictions_per_seq(config: ml_collections.ConfigDict) -> int:
+    """The prediction slots of a pretraining config's training batches: config.data.max_predictions_per_seq, or
+    more when --config.data.train_masked_lm_prob masks at a higher rate (eval batches keep the dataset's)."""
+    rate = config.data.train_masked_lm_prob
+    if rate is None:
+        return config.data.max_predictions_per_seq
+    return masking.predictions_per_seq_at_rate(config.data.max_predictions_per_seq, config.data.max_seq_length, rate)
+
+
 def pretraining_objective(config: ml_collections.ConfigDict) -> objectives.Pretraining:
     """The masked LM + next sentence objective of a pretraining config."""
-    return objectives.Pretraining(config.data.max_predictions_per_seq, config.model.vocab_pad_multiple,
+    return objectives.Pretraining(train_predictions_per_seq(config), config.model.vocab_pad_multiple,
                                   config.train.nsp_weight)
 
 
 def pretraining(config: ml_collections.ConfigDict, data_dir: str | None, vocab_size: int) -> Task:
     """The pretraining Task of a config: its objective, and iterators over the dataset in `data_dir` (which the door
     checked against its manifest; None: no data, the caller brings its own)."""
-    def iterator(split: str, batch_size: int, shuffle: bool, num_epochs: int | None):
+    def iterator(split: str, batch_size: int, shuffle: bool, num_epochs: int | None, masked_lm_prob=None):
         return pipeline.create_iterator(data_dir, split=split, global_batch_size=batch_size, seed=config.data.seed,
-                                        shuffle=shuffle, num_epochs=num_epochs)
+                                        shuffle=shuffle, num_epochs=num_epochs, masked_lm_prob=masked_lm_prob)
 
+    # Training reads batches of the ramp's first size (all of batch_size without a ramp), concatenated per step.
     data = None if data_dir is None else DataSource(
         vocab_size=vocab_size,
-        train_iterator=lambda: iterator(config.data.train_split, config.train.batch_size, True, None),
+        train_iterator=lambda: iterator(config.data.train_split, batch_ramp.read_batch_size(config.train), True,
+                                        None, config.data.train_masked_lm_prob),
         eval_iterator=lambda: iterator(config.data.eval_split, config.eval.batch_size, False, 1))
     return Task(pretraining_objective(config), data, eval_split=config.data.eval_split)

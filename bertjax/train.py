@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from bertjax import checkpoint, distributed, objectives, paths, run_config, sharding, train_step, workdir_layout
+from bertjax import (batch_ramp, checkpoint, distributed, objectives, paths, run_config, sharding, train_clock,
+                     train_step, workdir_layout)
 from bertjax.data import pipeline
 from bertjax.errors import BertjaxError
 from bertjax.metrics_writer import MetricsWriter, Throughput, format_duration, peak_flops_per_device
@@ -68,12 +69,31 @@ class Trainer:
         self.state_shardings = sharding.state_shardings(self.abstract_state, mesh, config.mesh.min_shard_size)
         self._init = jax.jit(init_state, out_shardings=self.state_shardings)
         self._rng = rng
-        step_fn = train_step.make_train_step(self.model, self.tx, self.objective, config.train.micro_batches)
-        self.jit_train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, self.batch_sharding),
-                                      out_shardings=(self.state_shardings, replicated), donate_argnums=0)
+        self._replicated = replicated
+        self._train_steps = {}
+        self.jit_train_step = self._jitted_train_step(config.train.micro_batches, timed=False)
         self.jit_eval_step = jax.jit(train_step.make_eval_step(self.model, self.objective),
                                      in_shardings=(self.state_shardings.params, self.batch_sharding),
                                      out_shardings=replicated)
+
+    def _jitted_train_step(self, micro_batches: int, timed: bool):
+        """The jitted train step with `micro_batches` micro-batches; `timed`: it takes a schedule position."""
+        key = (micro_batches, timed)
+        if key not in self._train_steps:
+            step_fn = train_step.make_train_step(self.model, self.tx, self.objective, micro_batches)
+            in_shardings = (self.state_shardings, self.batch_sharding) + ((self._replicated,) if timed else ())
+            self._train_steps[key] = jax.jit(step_fn, in_shardings=in_shardings,
+                                             out_shardings=(self.state_shardings, self._replicated), donate_argnums=0)
+        return self._train_steps[key]
+
+    def train_step(self, state, batch: dict, schedule_position: float | None = None):
+        """One update on a global batch of any ramp size (`batch_ramp`), with the learning rate at the optimizer's
+        step count, or at `schedule_position` (the time-budget schedule's)."""
+        micro = batch_ramp.micro_batches_at(self.config.train, batch["input_ids"].shape[0])
+        step_fn = self._jitted_train_step(micro, timed=schedule_position is not None)
+        if schedule_position is None:
+            return step_fn(state, batch)
+        return step_fn(state, batch, jnp.float32(schedule_position))
 
     def initial_state(self):
         """A freshly initialised, sharded TrainState."""
@@ -200,6 +220,9 @@ def _run(trainer: Trainer, task: Task, train_iter, checkpointer: checkpoint.Chec
     data = task.data
     state, train_iter = _restore_or_init(trainer, checkpointer, config, data, train_iter)
     step = int(jax.device_get(state.step))
+    saved_clock = checkpointer.saved_clock(step) if step in checkpointer.all_steps() else None
+    clock = train_clock.TrainClock(config.train.time_budget_hours,
+                                   (saved_clock or {}).get("train_seconds", 0.0))
     if jax.process_index() == 0:  # only now: an incompatible workdir must keep its config.json and features/
         task.write_pending()
         paths.write_text_atomically(workdir_layout.path(workdir, workdir_layout.CONFIG_JSON),
@@ -214,8 +237,10 @@ def _run(trainer: Trainer, task: Task, train_iter, checkpointer: checkpoint.Chec
 
     def evaluate(params, at_step: int) -> dict:
         metrics, outputs = trainer.evaluate(params, data.eval_iterator(), config.eval.num_batches)
-        writer.write_scalars(at_step, metrics, "eval")
-        writer.log(f"eval step {at_step}: " + _format_eval(metrics, trainer.objective))
+        # The training clock at this evaluation (time-to-quality curves), logged beside the metrics.
+        clocked = {} if config.train.eval_only else {"train_seconds": clock.seconds()}
+        writer.write_scalars(at_step, {**metrics, **clocked}, "eval")
+        writer.log(f"eval step {at_step}: " + _format_eval({**metrics, **clocked}, trainer.objective))
         if jax.process_index() == 0:
             written = trainer.objective.write_predictions(outputs, str(workdir_layout.predictions_stem(
                 workdir, task.eval_split)))
@@ -228,7 +253,8 @@ def _run(trainer: Trainer, task: Task, train_iter, checkpointer: checkpoint.Chec
     try:
         if config.train.eval_only:
             return evaluate(state.params, step)
-        state, preempted = _train_loop(trainer, state, train_iter, checkpointer, config, writer, evaluate, hooks)
+        state, preempted = _train_loop(trainer, state, train_iter, checkpointer, config, writer, evaluate, hooks,
+                                       clock)
         if preempted:
             return {}
         metrics = evaluate(state.params, int(jax.device_get(state.step)))
@@ -241,8 +267,10 @@ def _run(trainer: Trainer, task: Task, train_iter, checkpointer: checkpoint.Chec
 
 
 def _train_loop(trainer: Trainer, state, train_iter, checkpointer: checkpoint.Checkpointer,
-                config: ml_collections.ConfigDict, writer: MetricsWriter, evaluate, hooks):
-    """Train from state.step to num_train_steps; returns (state, whether it stopped for a preemption)."""
+                config: ml_collections.ConfigDict, writer: MetricsWriter, evaluate, hooks,
+                clock: train_clock.TrainClock):
+    """Train from state.step to num_train_steps (with a time budget: until the clock reaches it); returns (state,
+    whether it stopped for a preemption). The clock runs while training, not while evaluating."""
     num_steps = config.train.num_train_steps
     step = start_step = int(jax.device_get(state.step))
     seq = config.data.max_seq_length
@@ -253,11 +281,17 @@ def _train_loop(trainer: Trainer, state, train_iter, checkpointer: checkpoint.Ch
     config_dict = config.to_dict()
     totals, interval_steps, saved = None, 0, True
     guard = _NonfiniteGuard(config.optimizer.max_consecutive_nonfinite)
-    writer.log(f"training from step {step} to {num_steps} on {distributed.device_summary()}, mesh "
-               f"{dict(trainer.mesh.shape)}, {jax.process_count()} processes")
-    while step < num_steps:
-        host_batch = next(train_iter)
-        state, metrics = trainer.jit_train_step(state, trainer.global_batch(host_batch))
+    budget = (f", time budget {format_duration(clock.budget_seconds)} ({format_duration(clock.seconds())} used)"
+              if clock.timed else "")
+    writer.log(f"training from step {step} to {'the time budget' if clock.timed else num_steps} on "
+               f"{distributed.device_summary()}, mesh {dict(trainer.mesh.shape)}, {jax.process_count()} "
+               f"processes{budget}")
+    clock.start()
+    learning_rate = _ScheduleReader(trainer, clock, num_steps)
+    done = _finished(step, num_steps, clock, learning_rate)
+    while not done:
+        host_batch = batch_ramp.next_batch(train_iter, config.train, step)
+        state, metrics = trainer.train_step(state, trainer.global_batch(host_batch), learning_rate.position(step))
         throughput.add_tokens(int(host_batch["input_mask"].sum()) * jax.process_count())  # this host's rows x hosts
         step += 1
         interval_steps += 1
@@ -267,26 +301,65 @@ def _train_loop(trainer: Trainer, state, train_iter, checkpointer: checkpoint.Ch
         if step == start_step + 1:
             jax.block_until_ready(metrics)
             throughput.reset(step)  # keep compilation out of the first interval
-        saved = checkpointer.save(step, state, train_iter, config_dict)
+        saved = checkpointer.save(step, state, train_iter, config_dict, clock=clock.state())
         for hook in hooks:
             hook(StepInfo(step=step, state=state, metrics=metrics, host_batch=host_batch, checkpointer=checkpointer))
         writer.advance()
-        if step % config.log.every_steps == 0 or step == num_steps:
-            _log_train(writer, trainer, state, totals, interval_steps, step, throughput, config)
+        done = _finished(step, num_steps, clock, learning_rate)
+        if step % config.log.every_steps == 0 or done:
+            _log_train(writer, trainer, state, totals, interval_steps, step, throughput, config,
+                       learning_rate.last_rate(), clock)
             totals, interval_steps = None, 0
-        if step % config.eval.every_steps == 0 and step < num_steps:
+        if step % config.eval.every_steps == 0 and not done:
+            clock.pause()
             evaluate(state.params, step)
+            clock.start()
             throughput.reset(step)
         if checkpointer.preemption_requested(step):
             if not saved:
-                checkpointer.save(step, state, train_iter, config_dict, force=True)
+                checkpointer.save(step, state, train_iter, config_dict, force=True, clock=clock.state())
             checkpointer.wait()
             writer.log(f"preempted: saved checkpoint at step {step}; exiting. Rerun to resume.")
             return state, True
+    clock.pause()
     guard.check()
     if not saved:
-        checkpointer.save(step, state, train_iter, config_dict, force=True)
+        checkpointer.save(step, state, train_iter, config_dict, force=True, clock=clock.state())
     return state, False
+
+
+class _ScheduleReader:
+    """Where each step reads the learning-rate schedule: at its step count, or with a time budget at the clock's
+    position (`train_clock`; process 0's clock on every process, read once per step by `_finished`)."""
+
+    def __init__(self, trainer: Trainer, clock: train_clock.TrainClock, num_train_steps: int):
+        self.trainer, self.clock, self.num_train_steps = trainer, clock, num_train_steps
+        self.seconds = None          # the agreed clock before the next step (time budget only)
+        self._last_position = None   # where the latest step read the schedule
+
+    def agreed_seconds(self) -> float:
+        """The clock, the same on every process; read once per step (it may broadcast)."""
+        self.seconds = self.clock.agreed_seconds()
+        return self.seconds
+
+    def position(self, step: int) -> float | None:
+        """The schedule position of the step from `step` (None: the optimizer's own count)."""
+        if not self.clock.timed:
+            self._last_position = step
+            return None
+        self._last_position = self.clock.schedule_position(self.seconds, self.num_train_steps)
+        return self._last_position
+
+    def last_rate(self) -> float:
+        """The learning rate of the latest step."""
+        return float(self.trainer.schedule(self._last_position))
+
+
+def _finished(step: int, num_steps: int, clock: train_clock.TrainClock, reader: _ScheduleReader) -> bool:
+    """Whether training is over: the clock reached the time budget, or without one, num_train_steps are done."""
+    if clock.timed:
+        return clock.expired(reader.agreed_seconds())
+    return step >= num_steps
 
 
 class _NonfiniteGuard:
@@ -342,15 +415,17 @@ class _BestExport:
         writer.log(f"best {self.task.main_metric} so far ({value:.4f}): exported to {directory}")
 
 
-def _log_train(writer, trainer, state, totals, interval_steps, step, throughput, config) -> None:
+def _log_train(writer, trainer, state, totals, interval_steps, step, throughput, config, learning_rate,
+               clock: train_clock.TrainClock) -> None:
     consecutive, total_skipped = (int(x) for x in jax.device_get(nonfinite_counts(state.opt_state)))
     _check_nonfinite(consecutive, config.optimizer.max_consecutive_nonfinite, step)
     totals = jax.device_get(totals)
     grad_norm = float(totals.pop("grad_norm")) / interval_steps
     metrics = {name: float(value) for name, value in trainer.objective.compute_metrics(totals).items()}
-    metrics.update(grad_norm=grad_norm, learning_rate=float(trainer.schedule(step - 1)),
-                   nonfinite_skipped=total_skipped)
+    metrics.update(grad_norm=grad_norm, learning_rate=float(learning_rate), nonfinite_skipped=total_skipped)
     speed = throughput.measure(step)
+    if clock.timed:
+        speed["eta_seconds"] = max(clock.budget_seconds - clock.seconds(), 0.0)
     writer.write_scalars(step, {**metrics, **{k: v for k, v in speed.items() if k != "eta_seconds"}}, "train")
     mfu = "n/a" if speed["mfu"] is None else f"{100 * speed['mfu']:.1f}%"
     tokens = "n/a" if speed["tokens_per_sec"] is None else f"{speed['tokens_per_sec']:,.0f}"

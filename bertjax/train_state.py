@@ -31,7 +31,12 @@ from bertjax.optimizer_defaults import default_optimizer_config
 Schedule = Callable[[jax.Array | int], jax.Array]
 
 OPTIMIZER_NAMES = ("bert_adam", "adamw", "lamb")
-SCHEDULE_NAMES = ("bert", "warmup_linear", "wsd")
+SCHEDULE_NAMES = ("bert", "warmup_linear", "wsd", "one_cycle")
+
+# The "one_cycle" schedule's start and end, as PyTorch's `OneCycleLR` defaults (div_factor, final_div_factor):
+# it starts at lr / 25 and ends at lr / (25 * 1e4).
+ONE_CYCLE_DIV_FACTOR = 25.0
+ONE_CYCLE_FINAL_DIV_FACTOR = 1e4
 
 # The original excludes a variable from weight decay when one of these occurs in its name (`re.search`):
 # every LayerNorm gamma/beta and every bias, including `cls/predictions/output_bias`.
@@ -92,7 +97,27 @@ def warmup_stable_decay_schedule(learning_rate: float, warmup_steps: int, num_tr
     return schedule
 
 
-_SCHEDULES = {"bert": bert_schedule, "warmup_linear": warmup_linear_schedule, "wsd": warmup_stable_decay_schedule}
+def one_cycle_schedule(learning_rate: float, warmup_steps: int, num_train_steps: int) -> Schedule:
+    """One-cycle (Smith 2018; PyTorch's `OneCycleLR` with cosine annealing): from `lr / 25` up to exactly `lr` at
+    s = W along a half cosine, then down along a half cosine to `lr / (25 * 1e4)` at s = N (and that after N)."""
+    start = learning_rate / ONE_CYCLE_DIV_FACTOR
+    end = start / ONE_CYCLE_FINAL_DIV_FACTOR
+    anneal_steps = max(num_train_steps - warmup_steps, 1)
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        down = (jnp.minimum(step, num_train_steps) - warmup_steps) / anneal_steps
+        value = end + (learning_rate - end) * (1.0 + jnp.cos(jnp.pi * down)) / 2.0
+        if warmup_steps == 0:
+            return value
+        up = start + (learning_rate - start) * (1.0 - jnp.cos(jnp.pi * step / warmup_steps)) / 2.0
+        return jnp.where(step < warmup_steps, up, value)
+
+    return schedule
+
+
+_SCHEDULES = {"bert": bert_schedule, "warmup_linear": warmup_linear_schedule, "wsd": warmup_stable_decay_schedule,
+              "one_cycle": one_cycle_schedule}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -220,6 +245,9 @@ def validate_optimizer_config(config: ml_collections.ConfigDict, num_train_steps
                            f"{num_train_steps}]; lower it or train for more steps")
     if not config.learning_rate > 0:
         raise BertjaxError(f"config.optimizer.learning_rate={config.learning_rate} must be positive")
+    if config.schedule == "one_cycle" and config.warmup_steps < 1:
+        raise BertjaxError("config.optimizer.schedule=one_cycle needs config.optimizer.warmup_steps >= 1 (the step of "
+                           "the peak; 0.3 of num_train_steps is PyTorch's default)")
     if config.schedule == "wsd":
         if not 0 < config.decay_fraction <= 1:
             raise BertjaxError(f"config.optimizer.decay_fraction={config.decay_fraction} must be in (0, 1]")
@@ -270,7 +298,26 @@ def create_optimizer(
         links.append(scale_by_layerwise_trust_ratio())
 
     guarded = skip_if_nonfinite(optax.chain(*links))
-    return optax.chain(guarded, optax.scale_by_learning_rate(schedule)), schedule
+    return optax.chain(guarded, scale_by_scheduled_learning_rate(schedule)), schedule
+
+
+def scale_by_scheduled_learning_rate(schedule: Schedule) -> optax.GradientTransformationExtraArgs:
+    """`optax.scale_by_learning_rate(schedule)` (the same state: a step counter), except that an update given
+    `schedule_position=p` (a float, in steps) uses `schedule(p)` instead of `schedule(count)`: the time-budget
+    schedule (`config.train.time_budget_hours`) places the schedule by elapsed time. The counter advances either way.
+    """
+    def init(params):
+        del params
+        return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+    def update(updates, state, params=None, *, schedule_position=None, **extra_args):
+        del params, extra_args
+        position = state.count if schedule_position is None else schedule_position
+        step_size = -schedule(position)
+        updates = jax.tree.map(lambda g: jnp.asarray(step_size, dtype=g.dtype) * g, updates)
+        return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def skip_if_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -340,8 +387,9 @@ class TrainState(struct.PyTreeNode):
             rng = jax.random.wrap_key_data(rng)
         return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
 
-    def apply_gradients(self, grads: Any, tx: optax.GradientTransformation) -> "TrainState":
-        """One optimizer step with the global gradient; `step` advances even when the guard skips the update."""
-        updates, opt_state = tx.update(grads, self.opt_state, self.params)
+    def apply_gradients(self, grads: Any, tx: optax.GradientTransformation, **extra_args) -> "TrainState":
+        """One optimizer step with the global gradient; `step` advances even when the guard skips the update.
+        `extra_args` go to the optimizer's links that take them (`schedule_position`)."""
+        updates, opt_state = tx.update(grads, self.opt_state, self.params, **extra_args)
         params = optax.apply_updates(self.params, updates)
         return self.replace(step=self.step + 1, params=params, opt_state=opt_state)

@@ -34,9 +34,12 @@ def split_micro_batches(batch: dict, num_micro_batches: int) -> dict:
 
 
 def make_train_step(model, tx: optax.GradientTransformation, objective, num_micro_batches: int = 1):
-    """A function (state, batch) -> (new_state, metrics) to be jitted; metrics hold float32 sums and grad_norm.
+    """A function (state, batch[, schedule_position]) -> (new_state, metrics) to be jitted; metrics hold float32
+    sums and grad_norm.
 
     `objective` (`bertjax.objectives`) gives the forward pass, the metric sums and the loss from them.
+    `schedule_position` (a float32 scalar, in steps; the time-budget schedule's) sets where the learning-rate
+    schedule is read; without it, at the optimizer's step count.
     """
 
     def micro_batch_loss(params, micro_batch, dropout_rng, denominators):
@@ -46,7 +49,7 @@ def make_train_step(model, tx: optax.GradientTransformation, objective, num_micr
 
     grad_fn = jax.value_and_grad(micro_batch_loss, has_aux=True)
 
-    def train_step(state, batch):
+    def train_step(state, batch, schedule_position=None):
         # The whole batch's denominators, so each micro-batch's loss is its exact share of the batch loss.
         denominators = objective.denominators(batch)
         step_rng = jax.random.fold_in(state.rng, state.step)
@@ -70,7 +73,8 @@ def make_train_step(model, tx: optax.GradientTransformation, objective, num_micr
                 accumulate, init, (jnp.arange(num_micro_batches), micro_batches))
         metrics = dict(sums)
         metrics["grad_norm"] = optax.tree.norm(grads)
-        return state.apply_gradients(grads, tx), metrics
+        extra = {} if schedule_position is None else {"schedule_position": schedule_position}
+        return state.apply_gradients(grads, tx, **extra), metrics
 
     return train_step
 

@@ -5,7 +5,8 @@
       model/                      config.json, vocab.txt, tokenizer_config.json: what the run trains, written at
                                   its start, so any of its checkpoints converts on its own
       checkpoints/<step>/         Orbax, one directory a step: state/ (TrainState), data/ (the Grain iterator
-                                  state, one JSON file a process), config/ (the run config as JSON)
+                                  state, one JSON file a process), config/ (the run config as JSON), clock/
+                                  (the training clock, `train_clock`)
       corrupt_checkpoints/<step>[.N]   unreadable steps set aside by --config.checkpoint.fallback (never deleted)
       export/                     the final params: a Hugging Face directory (model/'s files + model.safetensors)
       best/                       fine-tuning: the best dev evaluation's params, exported like export/, and
@@ -28,7 +29,8 @@ from bertjax import paths
 CONFIG_JSON = "config.json"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
-STATE_ITEM, DATA_ITEM, CONFIG_ITEM = "state", "data", "config"   # the items of checkpoints/<step>/
+# The items of checkpoints/<step>/ (clock: absent from checkpoints older than it, which resume at 0 seconds).
+STATE_ITEM, DATA_ITEM, CONFIG_ITEM, CLOCK_ITEM = "state", "data", "config", "clock"
 CORRUPT_DIR = "corrupt_checkpoints"
 EXPORT_DIR = "export"
 BEST_DIR = "best"

@@ -66,12 +66,23 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.max_predictions_per_seq = 20
     # Seed of the input pipeline's shuffling and dynamic masking.
     config.data.seed = 0
+    # Masking rate of the training batches (a budget recipe's 0.3), for datasets made with --masking=dynamic; unset =
+    # the dataset's (0.15, the original). Eval batches always keep the dataset's rate.
+    config.data.train_masked_lm_prob = config_dict.placeholder(float)
 
     config.train = ml_collections.ConfigDict()
     # Global batch size (all devices, all processes).
     config.train.batch_size = 256
     # Gradient accumulation: the batch is split into this many micro-batches inside one step.
     config.train.micro_batches = 1
+    # Batch-size ramp (bertjax.batch_ramp): start with batches of this size and double them in equal stages until
+    # they reach batch_size at step batch_size_ramp_steps; unset = no ramp.
+    config.train.batch_size_ramp_start = config_dict.placeholder(int)
+    config.train.batch_size_ramp_steps = 0
+    # Time budget in hours (bertjax.train_clock): train until the training clock reaches it, the learning-rate
+    # schedule laid over the budget instead of the steps (num_train_steps then only sets its scale); unset = train
+    # num_train_steps steps.
+    config.train.time_budget_hours = config_dict.placeholder(float)
     # Weight of the next-sentence loss in the training loss (1: the original; 0: masked LM only, the NSP head kept,
     # trained no further and still evaluated; the data format is unchanged).
     config.train.nsp_weight = 1.0

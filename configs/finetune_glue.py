@@ -38,6 +38,9 @@ def finetune_config(task: str) -> ml_collections.ConfigDict:
     config.data.features_dir = config_dict.placeholder(str)
     # Casing of the vocab when the init_from checkpoint does not say; unset: the checkpoint's (or a guess).
     config.data.do_lower_case = config_dict.placeholder(bool)
+    # Length-bucketed batches, exact (docs/finetuning.md; not for SQuAD): unset = every batch padded to
+    # max_seq_length; "auto" = a few lengths chosen from the data; or lengths like "32,64" (max_seq_length added).
+    config.data.length_buckets = config_dict.placeholder(str)
     config.train.batch_size = 32
     # Epochs over the training set; they set num_train_steps, and eval and checkpoints at every epoch's end.
     config.train.num_epochs = 3

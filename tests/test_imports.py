@@ -16,7 +16,8 @@ FLOORS = (
      "bertjax.distributed", "bertjax.sharding", "bertjax.paths", "bertjax.workdir_layout"),
     ("bertjax.data", "bertjax.data.*"),  # text -> vocab -> examples -> dataset -> batches; never the model
     ("bertjax.tasks", "bertjax.tasks.*"),      # fine-tuning files and metrics (numpy)
-    ("bertjax.layers", "bertjax.model", "bertjax.heads", "bertjax.train_state", "bertjax.train_step"),
+    ("bertjax.layers", "bertjax.model", "bertjax.heads", "bertjax.train_state", "bertjax.train_step",
+     "bertjax.batch_ramp", "bertjax.train_clock"),
     ("bertjax.convert", "bertjax.convert.*", "bertjax.visualization"),
     ("bertjax.objectives",),
     ("bertjax.task", "bertjax.finetune"),

@@ -216,6 +216,21 @@ def test_dynamic_masks_do_not_depend_on_hosts_or_batch_size(dynamic_dir):
     assert two_hosts == one_host
 
 
+def test_another_masking_rate_masks_more_in_more_slots_and_static_data_refuses_it(dynamic_dir, static_dir):
+    slots = masking.predictions_per_seq_at_rate(P, T, 0.5)
+    assert slots == 8                                           # ceil(16 * 0.5) > P = 4
+    higher = next(_single(dynamic_dir, batch_size=8, seed=11, shuffle=False, masked_lm_prob=0.5))
+    default = next(_single(dynamic_dir, batch_size=8, seed=11, shuffle=False))
+    tokens = default["input_mask"].sum(axis=1)    # all but [CLS] and [SEP] are candidates
+    assert higher["masked_lm_positions"].shape == (8, slots) and default["masked_lm_positions"].shape == (8, P)
+    for batch, rate, cap in ((higher, 0.5, slots), (default, 0.15, P)):
+        wanted = np.minimum(cap, np.maximum(1, np.rint(tokens * rate)))
+        np.testing.assert_array_equal(batch["masked_lm_weights"].sum(axis=1), np.minimum(wanted, tokens - 2))
+    assert _ids(higher) == _ids(default)                        # the same examples, only masked more
+    with pytest.raises(BertjaxError, match="static masks .*rebuild it with --masking=dynamic"):
+        _single(static_dir, masked_lm_prob=0.3)
+
+
 def test_static_masks_stay_the_same_every_epoch(static_dir):
     batches = _take(_single(static_dir, batch_size=5, seed=0), 14)
     assert _masks_by_id(batches[:7]) == _masks_by_id(batches[7:])

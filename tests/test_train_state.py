@@ -150,6 +150,34 @@ def test_wsd_holds_the_peak_then_decays_over_its_fraction():
             create_optimizer(optimizer_config(warmup_steps=10, schedule="wsd", decay_fraction=fraction), 100)
 
 
+def test_one_cycle_rises_to_the_peak_then_anneals_as_pytorch_one_cycle():
+    # PyTorch OneCycleLR(max_lr=1, total_steps=100, pct_start=0.3, anneal_strategy="cos") gives these (its step
+    # count is one less per phase; the shape and the ends are the same).
+    _, fn = create_optimizer(optimizer_config(learning_rate=1.0, warmup_steps=30, schedule="one_cycle"), 100)
+    got = np.array([fn(s) for s in (0, 15, 30, 65, 100, 130)])
+    start, end = 1 / 25, 1 / 25 / 1e4
+    np.testing.assert_allclose(got, [start, (1 + start) / 2, 1.0, (1 + end) / 2, end, end], rtol=1e-5)
+    values = np.array([fn(s) for s in range(101)])
+    assert values.argmax() == 30 and (np.diff(values[:31]) > 0).all() and (np.diff(values[30:]) < 0).all()
+    with pytest.raises(BertjaxError, match="one_cycle needs config.optimizer.warmup_steps >= 1"):
+        create_optimizer(optimizer_config(warmup_steps=0, schedule="one_cycle"), 100)
+
+
+def test_a_schedule_position_sets_the_learning_rate_and_the_state_is_unchanged():
+    # The time-budget schedule passes the position; without it the count is used, as optax.scale_by_learning_rate.
+    tx, fn = create_optimizer(optimizer_config(name="adamw", learning_rate=1.0, warmup_steps=10, clip_norm=0.0,
+                                               weight_decay=0.0), 100)
+    params, grads = {"w": jnp.ones(3)}, {"w": jnp.full(3, 0.5)}
+    state = tx.init(params)
+    by_count, _ = tx.update(grads, state, params)
+    at_position, new_state = tx.update(grads, state, params, schedule_position=jnp.float32(7.5))
+    np.testing.assert_allclose(at_position["w"], -float(fn(7.5)) * np.ones(3), rtol=1e-5)  # adam's first step: 1
+    np.testing.assert_array_equal(by_count["w"], np.zeros(3))                             # fn(count 0) = 0
+    reference = optax.chain(optax.identity(), optax.scale_by_learning_rate(fn)).init(params)[1]
+    assert jax.tree.structure(new_state[-1]) == jax.tree.structure(reference)
+    assert int(new_state[-1].count) == 1
+
+
 @pytest.mark.parametrize("schedule", ["bert", "warmup_linear"])
 def test_schedule_without_warmup_starts_at_the_peak(schedule):
     _, fn = create_optimizer(optimizer_config(learning_rate=1.0, warmup_steps=0, schedule=schedule), 100)

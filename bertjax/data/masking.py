@@ -20,6 +20,7 @@ with `RowGenerators` (one generator per row) each row's masks depend only on its
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -70,6 +71,13 @@ def num_to_predict(num_tokens: np.ndarray | int, masked_lm_prob: float, max_pred
     """Number of predictions per sequence: min(P, max(1, round_half_even(num_tokens * masked_lm_prob)))."""
     wanted = np.rint(np.asarray(num_tokens, dtype=np.float64) * masked_lm_prob).astype(np.int64)
     return np.minimum(max_predictions_per_seq, np.maximum(1, wanted))
+
+
+def predictions_per_seq_at_rate(max_predictions_per_seq: int, seq_length: int, masked_lm_prob: float) -> int:
+    """Prediction slots P' of batches masked at another rate than the dataset's (a budget recipe's 0.3): the
+    dataset's P, or ceil(T * rate) when that is larger, so a higher rate is never capped where the dataset's rate
+    was not (round(n * rate) <= ceil(T * rate) for every n <= T)."""
+    return max(int(max_predictions_per_seq), math.ceil(seq_length * masked_lm_prob))
 
 
 def check_masking_args(*, masked_lm_prob: float, max_predictions_per_seq: int, seq_length: int,

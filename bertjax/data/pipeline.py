@@ -103,18 +103,23 @@ class DynamicMasker:
     """(batch, rng) -> the batch with fresh masked-LM predictions, drawn by `bertjax.data.masking.mask_batch`.
 
     The stored examples hold the unmasked input_ids; the masking settings come from the manifest, the special token
-    ids and continuation pieces from the dataset's own vocab.txt.
+    ids and continuation pieces from the dataset's own vocab.txt. `masked_lm_prob` replaces the manifest's rate
+    (with `masking.predictions_per_seq_at_rate` prediction slots).
     """
 
-    def __init__(self, manifest: Mapping[str, Any], data_dir: str):
+    def __init__(self, manifest: Mapping[str, Any], data_dir: str, masked_lm_prob: float | None = None):
         vocab_path = catalog.dataset_vocab_path(data_dir)
         if vocab_files.vocab_sha256(vocab_path) != manifest["vocab_sha256"]:
             raise BertjaxError(f"{vocab_path} does not match the manifest's vocab_sha256; recreate the dataset")
         vocab = tokenizer.BertTokenizer(vocab_files.read_vocab(vocab_path), do_lower_case=manifest["do_lower_case"],
                                         strip_accents=manifest["strip_accents"])
-        self._settings = masking.masking_args(vocab, masked_lm_prob=float(manifest["masked_lm_prob"]),
-                                              max_predictions_per_seq=int(manifest["max_predictions_per_seq"]),
-                                              whole_word=manifest["whole_word_mask"])
+        predictions = int(manifest["max_predictions_per_seq"])
+        if masked_lm_prob is not None:
+            predictions = masking.predictions_per_seq_at_rate(predictions, int(manifest["max_seq_length"]),
+                                                              masked_lm_prob)
+        self._settings = masking.masking_args(
+            vocab, masked_lm_prob=float(manifest["masked_lm_prob"] if masked_lm_prob is None else masked_lm_prob),
+            max_predictions_per_seq=predictions, whole_word=manifest["whole_word_mask"])
 
     def __call__(self, batch: Example, rng) -> Example:
         """Mask a batch ([B, ...] arrays) with `rng`: a Generator, or `masking.RowGenerators` (one per row)."""
@@ -124,9 +129,15 @@ class DynamicMasker:
                 "masked_lm_weights": weights}
 
 
-def make_masker(manifest: Mapping[str, Any], data_dir: str) -> Masker | None:
-    """The dynamic-masking function for a dataset, or None when its masks are static (stored in the records)."""
-    return DynamicMasker(manifest, data_dir) if manifest["masking"] == "dynamic" else None
+def make_masker(manifest: Mapping[str, Any], data_dir: str, masked_lm_prob: float | None = None) -> Masker | None:
+    """The dynamic-masking function for a dataset, or None when its masks are static (stored in the records).
+    `masked_lm_prob` (dynamic datasets only) masks at another rate than the manifest's."""
+    if manifest["masking"] != "dynamic":
+        if masked_lm_prob is not None:
+            raise BertjaxError(f"dataset {data_dir} has static masks (masked at {manifest['masked_lm_prob']} when it "
+                               "was made), so it cannot be masked at another rate; rebuild it with --masking=dynamic")
+        return None
+    return DynamicMasker(manifest, data_dir, masked_lm_prob)
 
 
 class BatchReader:
@@ -226,7 +237,7 @@ def _unreadable_shard(filepaths: list[str], split: str) -> str:
 def create_dataset(data_dir: str, split: str = "train", global_batch_size: int | None = None, seed: int = 0,
                    shuffle: bool = True, num_epochs: int | None = None, process_index: int | None = None,
                    process_count: int | None = None, *, num_threads: int = 2, prefetch_buffer_size: int = 4,
-                   worker_count: int = 0):
+                   worker_count: int = 0, masked_lm_prob: float | None = None):
     """The Grain IterDataset behind `create_iterator` (same arguments)."""
     import grain  # noqa: PLC0415  (see split_filepaths)
 
@@ -253,7 +264,7 @@ def create_dataset(data_dir: str, split: str = "train", global_batch_size: int |
     ds = ds.batch(global_batch_size, drop_remainder=True)
     filepaths = split_filepaths(data_dir, split)
     try:
-        reader = BatchReader(filepaths, num_examples, int(seed), make_masker(manifest, data_dir),
+        reader = BatchReader(filepaths, num_examples, int(seed), make_masker(manifest, data_dir, masked_lm_prob),
                              first_row=process_index * local_batch_size, local_batch_size=local_batch_size)
     except RuntimeError as e:  # array_record cannot open a shard (and says little more)
         raise BertjaxError(
@@ -277,7 +288,7 @@ def create_dataset(data_dir: str, split: str = "train", global_batch_size: int |
 def create_iterator(data_dir: str, split: str = "train", global_batch_size: int | None = None, seed: int = 0,
                     shuffle: bool = True, num_epochs: int | None = None, process_index: int | None = None,
                     process_count: int | None = None, *, num_threads: int = 2, prefetch_buffer_size: int = 4,
-                    worker_count: int = 0):
+                    worker_count: int = 0, masked_lm_prob: float | None = None):
     """A Grain DatasetIterator of host-local numpy batches ([global_batch_size // process_count, ...] per key): this
     host's rows of each global batch (see the module docstring).
 
@@ -286,10 +297,12 @@ def create_iterator(data_dir: str, split: str = "train", global_batch_size: int 
     The iterator has get_state() / set_state() and works with grain.checkpoint.CheckpointSave / CheckpointRestore;
     without Grain worker processes (worker_count=0) its state is the next global batch's index, the same on every
     host, so a state saved with one process count restores with another.
+    `masked_lm_prob` masks a dynamic-masking dataset at another rate than its manifest's (budget recipes train at
+    0.3 and evaluate at the dataset's 0.15); a static dataset refuses it.
     """
     return iter(create_dataset(data_dir, split, global_batch_size, seed, shuffle, num_epochs, process_index,
                                process_count, num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size,
-                               worker_count=worker_count))
+                               worker_count=worker_count, masked_lm_prob=masked_lm_prob))
 
 
 def to_global_batch(batch: Mapping[str, np.ndarray], sharding) -> dict[str, Any]:
