@@ -19,7 +19,6 @@ batch.
 from __future__ import annotations
 
 import collections
-import itertools
 import threading
 from collections.abc import Sequence
 
@@ -29,8 +28,8 @@ from bertjax.errors import BertjaxError
 
 FIELD = "--config.data.length_buckets"
 AUTO = "auto"
-MIN_AUTO_BUCKET = 16     # the shortest length auto considers (then powers of two below max_seq_length)
-MAX_AUTO_BUCKETS = 4     # auto's most shapes (compilations), max_seq_length included
+AUTO_STEP = 8            # auto's lengths are multiples of this (and max_seq_length)
+MAX_AUTO_BUCKETS = 6     # auto's most shapes (compilations), max_seq_length included
 _ORDER_SALT = 0x6C656E62  # keeps the batch-order stream apart from other streams of the same seed
 
 
@@ -77,27 +76,38 @@ def bucket_of(lengths, buckets: Sequence[int]) -> np.ndarray:
     return np.asarray(buckets, np.int64)[np.searchsorted(np.asarray(buckets), np.asarray(lengths), side="left")]
 
 
-def _auto_cost(group_max: np.ndarray, buckets: Sequence[int]) -> int:
-    return int(bucket_of(group_max, buckets).sum())
-
-
 def choose(lengths, max_seq_length: int, batch_size: int) -> tuple[int, ...]:
-    """AUTO's buckets: among the powers of two from MIN_AUTO_BUCKET below max_seq_length (and max_seq_length), the
-    at most MAX_AUTO_BUCKETS that leave the fewest padded positions when the sorted lengths are cut into batches of
-    `batch_size` (what a chunk of the plan does); fewer buckets on a tie, and only buckets some batch uses."""
-    candidates = [1 << k for k in range(max_seq_length.bit_length())
-                  if MIN_AUTO_BUCKET <= 1 << k < max_seq_length]
+    """AUTO's buckets: among the multiples of AUTO_STEP below max_seq_length (and max_seq_length), the at most
+    MAX_AUTO_BUCKETS that leave the fewest padded positions when the sorted lengths are cut into batches of
+    `batch_size` (what a chunk of the plan does; exact, by dynamic programming over the batches' longest rows);
+    fewer buckets on a tie, and only buckets some batch uses."""
     ordered = np.sort(np.asarray(lengths, np.int64))
     group_max = ordered[np.minimum(np.arange(batch_size - 1, len(ordered) + batch_size - 1, batch_size),
                                    len(ordered) - 1)] if len(ordered) else np.zeros(0, np.int64)
-    best, best_cost = (max_seq_length,), _auto_cost(group_max, (max_seq_length,))
-    for size in range(1, min(MAX_AUTO_BUCKETS - 1, len(candidates)) + 1):
-        for subset in itertools.combinations(candidates, size):
-            cost = _auto_cost(group_max, (*subset, max_seq_length))
-            if cost < best_cost:
-                best, best_cost = (*subset, max_seq_length), cost
-    used = set(bucket_of(group_max, best).tolist()) | {max_seq_length}
-    return tuple(b for b in best if b in used)
+    # A bucket worth having is the smallest multiple of AUTO_STEP holding some batch; the cost of a set is the sum
+    # of each batch's bucket.
+    needed = sorted({min(max_seq_length, -(-int(m) // AUTO_STEP) * AUTO_STEP) for m in group_max} | {max_seq_length})
+    counts = np.array([np.sum(np.minimum(max_seq_length, -(-group_max // AUTO_STEP) * AUTO_STEP) == b)
+                       for b in needed])
+    # cost[k][j]: the least cost of the batches up to bucket needed[j] with k buckets, the last being needed[j].
+    n = len(needed)
+    infinity = float("inf")
+    cost = [[infinity] * n for _ in range(MAX_AUTO_BUCKETS + 1)]
+    choice = [[None] * n for _ in range(MAX_AUTO_BUCKETS + 1)]
+    for j in range(n):
+        cost[1][j] = needed[j] * int(counts[:j + 1].sum())
+    for k in range(2, MAX_AUTO_BUCKETS + 1):
+        for j in range(n):
+            for i in range(j):
+                value = cost[k - 1][i] + needed[j] * int(counts[i + 1:j + 1].sum())
+                if value < cost[k][j]:
+                    cost[k][j], choice[k][j] = value, i
+    best_k = min(range(1, MAX_AUTO_BUCKETS + 1), key=lambda k: (cost[k][n - 1], k))
+    chosen, j = [], n - 1
+    for k in range(best_k, 0, -1):
+        chosen.append(needed[j])
+        j = choice[k][j] if k > 1 else j
+    return tuple(sorted(chosen))
 
 
 def trim(arrays: dict, length: int) -> dict:
