@@ -61,7 +61,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -79,6 +78,8 @@ RESULTS = REPO / "bench" / "results"
 sys.path.insert(0, str(REPO))
 
 from bertjax.tasks import classification  # noqa: E402  (after the path insert)
+
+import machine_info  # noqa: E402  (bench/, the script's directory)
 
 NO_DECAY_NAME_PARTS = ("LayerNorm", "layer_norm", "bias")  # as bertjax.train_state (kept free of a JAX import)
 STEP_LINE = re.compile(r"step (\d+): .*tokens/s ([\d,.]+)")
@@ -322,23 +323,7 @@ def tokenization_agreement(hf: dict, ours: dict) -> dict:
 
 
 def machine() -> dict:
-    info = {"python": platform.python_version(), "cores": os.cpu_count(), "platform": platform.platform()}
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
-        flags = re.search(r"flags\s*:\s*(.*)", cpuinfo)
-        info["cpu"] = model.group(1).strip() if model else platform.processor()
-        wanted = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_bf16")
-        info["cpu_flags"] = [f for f in wanted if flags and f in flags.group(1).split()]
-    except OSError:
-        info["cpu"] = platform.processor()
-    versions = {}
-    for name in ("jax", "jaxlib", "flax", "optax", "torch", "transformers", "tokenizers", "numpy"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            versions[name] = None
-    info["versions"] = versions
+    info = machine_info.describe(("jax", "jaxlib", "flax", "optax", "torch", "transformers", "tokenizers", "numpy"))
     try:
         info["torch_threads"] = __import__("torch").get_num_threads()
     except ImportError:

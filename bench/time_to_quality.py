@@ -59,7 +59,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -72,6 +71,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 sys.path.insert(0, str(REPO))
+
+import machine_info  # noqa: E402  (bench/, the script's directory)
 
 # ----------------------------------------------------------------------------------------------------------------
 # The tables: corpora, sizes, recipes and the budget recipe's config fields. Field names live here only.
@@ -182,20 +183,7 @@ def parse_metrics(text: str) -> dict:
 
 
 def machine() -> dict:
-    info = {"python": platform.python_version(), "cores": os.cpu_count(), "platform": platform.platform()}
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
-        info["cpu"] = model.group(1).strip() if model else platform.processor()
-    except OSError:
-        info["cpu"] = platform.processor()
-    versions = {}
-    for name in ("jax", "jaxlib", "flax", "optax", "grain", "torch", "transformers", "numpy"):
-        try:
-            versions[name] = __import__(name).__version__
-        except (ImportError, AttributeError):
-            versions[name] = None
-    info["versions"] = versions
+    info = machine_info.describe(("jax", "jaxlib", "flax", "optax", "grain", "torch", "transformers", "numpy"))
     try:
         info["bertjax_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
                                                 text=True, check=True).stdout.strip()
