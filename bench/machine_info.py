@@ -9,9 +9,16 @@ from pathlib import Path
 CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_bf16")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: `taskset -c 1 python ...` gives 1)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def describe(packages: tuple[str, ...]) -> dict:
-    """{python, cores, platform, cpu, cpu_flags, versions: {package: version or None}}."""
-    info = {"python": platform.python_version(), "cores": os.cpu_count(), "platform": platform.platform()}
+    """{python, cores, cores_used, platform, cpu, cpu_flags, versions: {package: version or None}}; cores_used is
+    this process's CPU affinity (fewer than cores under `taskset`)."""
+    info = {"python": platform.python_version(), "cores": os.cpu_count(), "cores_used": usable_cores(),
+            "platform": platform.platform()}
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
         model = re.search(r"model name\s*:\s*(.*)", cpuinfo)

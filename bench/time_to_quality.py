@@ -8,7 +8,9 @@ transformers, side by side, on an English and a Korean corpus, BERT-tiny and BER
     python bench/time_to_quality.py --budget_minutes 0.5 --corpora en --sizes tiny --recipes original \
         --workdir /tmp/ttq_smoke --output /tmp/ttq_smoke/time_to_quality
 
-What runs, one at a time (never two at once):
+What runs, one at a time (never two at once). Under `taskset -c 1 python bench/time_to_quality.py ...` every run
+(bertjax's subprocesses, transformers' torch threads) uses only the pinned cores, and the report says how many:
+two such invocations on the two cores of this machine run side by side.
 
 0. Reuse: a finished run is kept in <workdir>/records/ and reused by a later invocation when its key matches:
    bertjax runs by their command and the contents of the config files they load; the original recipe by W, the
@@ -27,7 +29,7 @@ What runs, one at a time (never two at once):
       5% of it (the demo's 50 of 1000), 15% masking, dropout 0.1, warmup_linear, NSP on;
    c. budget: `main.py --config=configs/budget.py` with --config.train.time_budget_hours = W (the tricks as
       configs/budget.py sets them; the learning rate follows the training clock, training stops at W);
-   d. transformers: BertForPreTraining (PyTorch, 2 threads) of the same shape, in this process, on the same batches
+   d. transformers: BertForPreTraining (PyTorch, one thread per usable core) of the same shape, in this process, on the same batches
       as the original (bertjax.data.pipeline.create_iterator, same seed, batch 64, the dataset's 15% masks; labels =
       -100 except at the masked positions), AdamW at the learning rate of a sweep (--hf_lrs, each at
       --hf_sweep_fraction of W, per size on the first corpus), linear warmup 5% then linear decay over steps/s x W
@@ -107,14 +109,15 @@ ABLATIONS = {
     "masking": ("masking 30% -> 15%", {"data.train_masked_lm_prob": 0.15}),
     "dropout": ("dropout back on (0.1)", {"model.hidden_dropout_prob": 0.1,
                                           "model.attention_probs_dropout_prob": 0.1}),
-    "schedule": ("schedule back (warmup_linear, 5% warmup)", {"optimizer.schedule": "warmup_linear"}),
+    "schedule": ("schedule wsd -> warmup_linear (the same warmup)", {"optimizer.schedule": "warmup_linear"}),
     "ramp": ("no batch-size ramp", {"train.batch_size_ramp_start": None}),
     "nsp": ("NSP back on (weight 1)", {"train.nsp_weight": 1.0}),
     "time_budget": ("time budget off (step schedule, steps = the budget run's)", {TIME_BUDGET: None}),
 }
 # Fine-tuning on NSMC (configs/finetune_glue.py's generic classification): per size, the same for every init.
 FINETUNE = {"epochs": 3, "batch_size": 32, "lr": {"tiny": 3e-4, "mini": 1e-4}}
-HF_SETTINGS = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01, "clip_norm": 1.0, "threads": 2,
+HF_SETTINGS = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01, "clip_norm": 1.0,
+               "threads": machine_info.usable_cores(),
                "warmup_fraction": WARMUP_FRACTION, "seed": 42}
 NO_DECAY_NAME_PARTS = ("LayerNorm", "layer_norm", "bias")
 EVAL_LINE = re.compile(r"^eval step (\d+): (.*)$", re.M)
@@ -731,7 +734,7 @@ def write_report(state: dict, args, output: Path) -> None:
     m = state["machine"]
     lines = [
         "# Time to quality: BERT pretraining under a wall-clock budget (CPU)", "",
-        f"{m['cpu']}, {m['cores']} cores (shared), {m['platform']}, Python {m['python']}; "
+        f"{m['cpu']}, {m['cores']} cores (shared; this run used {m.get('cores_used', m['cores'])}: its CPU affinity), {m['platform']}, Python {m['python']}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
         + f"; bertjax at {m.get('bertjax_commit', '?')[:10]}"
         + (" with uncommitted changes in bertjax/ or configs/" if m.get("bertjax_uncommitted_changes") else "")

@@ -24,7 +24,8 @@ BUDGET_TRICKS = {
     ("data", "train_masked_lm_prob"): 0.3,
     ("model", "hidden_dropout_prob"): 0.0,
     ("model", "attention_probs_dropout_prob"): 0.0,
-    ("optimizer", "schedule"): "one_cycle",
+    ("optimizer", "schedule"): "wsd",
+    ("optimizer", "warmup_steps"): 50,          # 5% of the demo's 1000-step schedule
     ("train", "time_budget_hours"): 0.05,
 }
 
