@@ -17,8 +17,8 @@ from configs import demo
 MASKING_RATE = 0.3            # masked LM at 30% in training; eval stays at the dataset's 15%
 DROPOUT = 0.0                 # no dropout in pretraining
 SCHEDULE = "wsd"              # warmup-stable-decay: warmup over WARMUP_FRACTION of the budget, decay over its last
-WARMUP_FRACTION = 0.05        # optimizer.decay_fraction (0.1); measured against one-cycle (0.3 warmup) and others in
-                              # bench/results/time_to_quality.md
+WARMUP_FRACTION = 0.05        # optimizer.decay_fraction (0.1); bench/time_to_quality.py --ablation measures the
+                              # schedule against warmup_linear
 RAMP_START_FRACTION = 4       # batches start at batch_size / 4 and double up to batch_size ...
 RAMP_FRACTION = 0.25          # ... over the first quarter of the schedule
 TIME_BUDGET_HOURS = 0.05      # the demo's budget: 3 minutes of training
