@@ -253,7 +253,8 @@ class BertSelfAttention(nn.Module):
 
     Scores are scaled by 1/sqrt(D) before the mask bias is added; softmax runs in float32 (or wider); dropout on the
     probabilities is drawn independently per element (Flax's `dot_product_attention` would broadcast it).
-    With `sow_attention`, the probabilities [B, N, T, T] are sown into the `intermediates` collection.
+    With `sow_attention`, the probabilities [B, N, T, T] (`attention_probs`) and the per-head queries and keys
+    [B, T, N, D] (`queries`, `keys`, before the 1/sqrt(D) scaling) are sown into the `intermediates` collection.
     """
 
     config: Any
@@ -280,6 +281,8 @@ class BertSelfAttention(nn.Module):
         probs_BxNxTxT = jax.nn.softmax(scores_BxNxTxT, axis=-1)
         if self.sow_attention:
             self.sow("intermediates", "attention_probs", probs_BxNxTxT)
+            self.sow("intermediates", "queries", q_BxTxNxD)
+            self.sow("intermediates", "keys", k_BxTxNxD)
         probs_BxNxTxT = Dropout(cfg.attention_probs_dropout_prob, bits=self.dropout_bits)(
             probs_BxNxTxT, deterministic=deterministic)
         context_BxTxNxD = jnp.einsum("bnqk,bknd->bqnd", probs_BxNxTxT.astype(self.dtype), v_BxTxNxD,

@@ -1,6 +1,9 @@
-"""Attention maps for notebooks: every layer's attention probabilities, heatmaps of them, and where [CLS] looks.
+"""Attention for notebooks: every layer's attention probabilities, heatmaps of them, where [CLS] looks, and the
+interactive viewer. The numbers come from `bertjax.attention_analysis` (re-exported here), the viewer from
+`bertjax.attention_viewer`.
 
     maps = attention_maps(config, params, input_ids, input_mask, segment_ids)     # [L, B, N, T, T]
+    show("runs/demo", "The cat sat on the mat.", "It was warm.")                 # the interactive viewer
     fig = plot_attention(maps, tokens, layers=[0, -1], input_mask=input_mask)    # rows: layers, columns: heads
     fig = plot_cls_attention(cls_attention_summary(maps, input_mask, segment_ids))
 
@@ -13,40 +16,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from bertjax.data.vocab_files import SEP
+from bertjax.attention_analysis import (  # noqa: F401  (re-exported: the notebook API)
+    ATTENTION_INTERNALS, CLS_PARTS, attention_internals, attention_maps, cls_attention_summary, example_row,
+    one_example)
+from bertjax.attention_viewer import view as attention_viewer
 from bertjax.errors import BertjaxError
-from bertjax.layers import SCANNED_LAYERS_NAME
-from bertjax.model import BertConfig, BertModel, unpad_vocab
 
 if TYPE_CHECKING:  # matplotlib is optional: see _figure_class
     from matplotlib.figure import Figure
 
-CLS_PARTS = ("cls", "sep", "segment_a", "segment_b")  # where [CLS] attends; with padding (~0) they sum to 1
+__all__ = ["ATTENTION_INTERNALS", "CLS_PARTS", "attention_internals", "attention_maps", "cls_attention_summary",
+           "plot_attention", "plot_cls_attention", "show"]
 CLS_PART_LABELS = {"cls": "[CLS]", "sep": "[SEP]", "segment_a": "segment A", "segment_b": "segment B"}
 
 
-def attention_maps(config: BertConfig, params: dict, input_ids, input_mask=None, segment_ids=None) -> jax.Array:
-    """Attention probabilities [L, B, N, T, T] (layer, batch, head, query, key) of a deterministic forward pass.
-
-    `params` are BertForPreTraining params (with a `bert` subtree) or BertModel params, unrolled or scanned (a
-    vocab-padded run's too: the padded embedding rows are cut off). Padded keys get probability 0; every row sums to 1.
-    """
-    encoder_params = unpad_vocab({"bert": params.get("bert", params)}, config.vocab_size)["bert"]
-    scanned = SCANNED_LAYERS_NAME in encoder_params["encoder"]
-    model = BertModel(config, scan_layers=scanned, sow_attention=True)
-    _, state = model.apply({"params": encoder_params}, jnp.asarray(input_ids),
-                           None if input_mask is None else jnp.asarray(input_mask),
-                           None if segment_ids is None else jnp.asarray(segment_ids),
-                           mutable=["intermediates"])
-    encoder = state["intermediates"]["encoder"]
-    if scanned:
-        return encoder[SCANNED_LAYERS_NAME]["attention"]["self"]["attention_probs"][0]
-    return jnp.stack([encoder[f"layer_{i}"]["attention"]["self"]["attention_probs"][0]
-                      for i in range(config.num_hidden_layers)])
+def show(checkpoint, text_a, text_b=None, **options) -> None:
+    """The interactive, offline attention viewer, inline in a notebook: `bertjax.attention_viewer.show` (its
+    docstring; docs/attention_viewer.md)."""
+    attention_viewer.show(checkpoint, text_a, text_b, **options)
 
 
 def plot_attention(maps, tokens: Sequence[str], *, layers: Sequence[int] | None = None,
@@ -62,7 +51,7 @@ def plot_attention(maps, tokens: Sequence[str], *, layers: Sequence[int] | None 
     figure has len(layers) * len(heads) + 1 axes.
     `layers` and `heads` default to all; negative indices count from the end.
     """
-    maps_LxNxTxT = _one_example(maps, example)
+    maps_LxNxTxT = one_example(maps, example)
     num_layers, num_heads, seq_len, _ = maps_LxNxTxT.shape
     tokens = list(tokens)
     if input_mask is None:
@@ -71,7 +60,7 @@ def plot_attention(maps, tokens: Sequence[str], *, layers: Sequence[int] | None 
                                "tokens of the example the maps were computed on")
         keep_T = np.arange(len(tokens))
     else:
-        keep_T = np.flatnonzero(_example_row(input_mask, "input_mask", example, seq_len))
+        keep_T = np.flatnonzero(example_row(input_mask, "input_mask", example, seq_len))
         if len(tokens) == seq_len:
             tokens = [tokens[i] for i in keep_T]
         elif len(tokens) != len(keep_T):
@@ -101,47 +90,6 @@ def plot_attention(maps, tokens: Sequence[str], *, layers: Sequence[int] | None 
                 ax.set_xlabel("key")
     fig.colorbar(image, ax=axes, label="attention probability", shrink=min(1.0, 0.5 + 0.25 * len(layers)))
     return fig
-
-
-def cls_attention_summary(maps, input_mask=None, segment_ids=None, *, sep_positions: Sequence[int] | None = None,
-                          tokens: Sequence[str] | None = None, example: int = 0) -> dict[str, np.ndarray]:
-    """Where [CLS] (query position 0) attends in each layer: the input of `pooled_output` (and so of NSP), which
-    reads the last layer's [CLS] vector.
-
-    `maps` is `attention_maps(...)`'s [L, B, N, T, T] (`example` picks the batch row) or one example's [L, N, T, T];
-    `input_mask` and `segment_ids` are [B, T] or [T] (default: all real, all segment A). The [SEP] positions are
-    `sep_positions`, else where `tokens` (the example's T or real tokens) are "[SEP]", else the last real token of
-    each segment, as in [CLS] A [SEP] B [SEP].
-
-    Returns float arrays (masses are fractions of [CLS]'s attention; the four parts and padding sum to 1):
-      cls_L, sep_L, segment_a_L, segment_b_L   mass on [CLS] itself, on [SEP]s, on the other tokens of segment A
-                                               and of segment B, averaged over heads
-      entropy_L                                entropy (nats) of [CLS]'s attention, averaged over heads
-      cls_LxN, sep_LxN, segment_a_LxN, segment_b_LxN, entropy_LxN   the same per head
-      uniform_entropy                          log(real tokens): the entropy of attending evenly to all of them
-    """
-    maps_LxNxTxT = _one_example(maps, example)
-    seq_len = maps_LxNxTxT.shape[-1]
-    real_T = _example_row(input_mask, "input_mask", example, seq_len, default=1) > 0
-    segment_T = _example_row(segment_ids, "segment_ids", example, seq_len, default=0)
-    sep_T = _sep_mask(sep_positions, tokens, real_T, segment_T)
-    cls_T = np.arange(seq_len) == 0
-    keys = {
-        "cls": cls_T,
-        "sep": sep_T & ~cls_T,
-        "segment_a": real_T & (segment_T == 0) & ~cls_T & ~sep_T,
-        "segment_b": real_T & (segment_T != 0) & ~cls_T & ~sep_T,
-    }
-    probs_LxNxT = maps_LxNxTxT[:, :, 0, :].astype(np.float64)
-    summary = {}
-    for part, selected_T in keys.items():
-        summary[f"{part}_LxN"] = probs_LxNxT[..., selected_T].sum(-1)
-    plogp_LxNxT = np.where(probs_LxNxT > 0, probs_LxNxT * np.log(np.where(probs_LxNxT > 0, probs_LxNxT, 1.0)), 0.0)
-    summary["entropy_LxN"] = -plogp_LxNxT.sum(-1)
-    for name in list(summary):  # cls_LxN -> cls_L: the mean over heads
-        summary[name.removesuffix("xN")] = summary[name].mean(-1)
-    summary["uniform_entropy"] = np.array(np.log(max(int(real_T.sum()), 1)))
-    return summary
 
 
 def plot_cls_attention(summary: dict[str, np.ndarray]) -> Figure:
@@ -184,35 +132,6 @@ def _figure_class() -> type[Figure]:
     return Figure
 
 
-def _one_example(maps, example: int) -> np.ndarray:
-    """[L, N, T, T] float32 numpy of [L, B, N, T, T] (row `example`) or [L, N, T, T] maps."""
-    maps = np.asarray(maps, np.float32)
-    if maps.ndim == 5:
-        if not -maps.shape[1] <= example < maps.shape[1]:
-            raise BertjaxError(f"example={example} is out of range: the maps hold {maps.shape[1]} examples "
-                               f"(0..{maps.shape[1] - 1})")
-        return maps[:, example]
-    if maps.ndim != 4 or maps.shape[-1] != maps.shape[-2]:
-        raise BertjaxError(f"maps has shape {maps.shape}; pass attention_maps(...)'s [L, B, N, T, T] or one "
-                           "example's [L, N, T, T]")
-    return maps
-
-
-def _example_row(values, name: str, example: int, seq_len: int, default: int = 1) -> np.ndarray:
-    """[T] int row of a [B, T] or [T] `values` (all `default` if None)."""
-    if values is None:
-        return np.full(seq_len, default, np.int64)
-    values = np.asarray(values)
-    if values.ndim == 2:
-        if not -len(values) <= example < len(values):
-            raise BertjaxError(f"example={example} is out of range: {name} holds {len(values)} examples")
-        values = values[example]
-    if values.shape != (seq_len,):
-        raise BertjaxError(f"{name} has shape {np.shape(values)}; it must be [B, {seq_len}] or [{seq_len}] to match "
-                           "the maps")
-    return values.astype(np.int64)
-
-
 def _indices(name: str, chosen: Sequence[int] | None, count: int, what: str) -> list[int]:
     """`chosen` (default: all) as indices in 0..count-1; BertjaxError naming an index out of range."""
     if chosen is None:
@@ -227,29 +146,3 @@ def _indices(name: str, chosen: Sequence[int] | None, count: int, what: str) -> 
     return [int(index) % count for index in chosen]
 
 
-def _sep_mask(sep_positions, tokens, real_T: np.ndarray, segment_T: np.ndarray) -> np.ndarray:
-    """bool[T]: which positions are [SEP] (see `cls_attention_summary`)."""
-    seq_len = len(real_T)
-    sep_T = np.zeros(seq_len, bool)
-    if sep_positions is not None:
-        positions = np.asarray(sep_positions, np.int64).reshape(-1)
-        bad = positions[(positions < 0) | (positions >= seq_len)]
-        if bad.size:
-            raise BertjaxError(f"sep_positions: {int(bad[0])} is not a position of the maps; pick from "
-                               f"0..{seq_len - 1}")
-        sep_T[positions] = True
-    elif tokens is not None:
-        tokens = list(tokens)
-        real_positions = np.flatnonzero(real_T)
-        if len(tokens) == seq_len:
-            positions = [i for i, token in enumerate(tokens) if token == SEP]
-        elif len(tokens) == len(real_positions):
-            positions = [real_positions[i] for i, token in enumerate(tokens) if token == SEP]
-        else:
-            raise BertjaxError(f"tokens has {len(tokens)} entries; pass the example's {len(real_positions)} real "
-                               f"tokens or all {seq_len} of them")
-        sep_T[positions] = True
-    else:
-        for segment in np.unique(segment_T[real_T]):
-            sep_T[np.flatnonzero(real_T & (segment_T == segment))[-1]] = True
-    return sep_T

@@ -18,7 +18,9 @@ FLOORS = (
     ("bertjax.tasks", "bertjax.tasks.*"),      # fine-tuning files and metrics (numpy)
     ("bertjax.layers", "bertjax.model", "bertjax.heads", "bertjax.train_state", "bertjax.train_step",
      "bertjax.batch_ramp", "bertjax.train_clock"),
-    ("bertjax.convert", "bertjax.convert.*", "bertjax.visualization"),
+    ("bertjax.convert", "bertjax.convert.*", "bertjax.attention_analysis"),
+    ("bertjax.attention_viewer", "bertjax.attention_viewer.*"),   # the interactive viewer, on the analysis
+    ("bertjax.visualization", "bertjax.visualize"),              # the notebook API and the viewer's command
     ("bertjax.objectives",),
     ("bertjax.task", "bertjax.finetune"),
     ("bertjax.checkpoint", "bertjax.metrics_writer"),

@@ -197,6 +197,10 @@ def test_notebook_runs_headless_on_a_tiny_checkpoint(tmp_path, monkeypatch):
 
     outputs = [output for cell in nb.cells if cell.cell_type == "code" for output in cell.outputs]
     assert sum("image/png" in output.get("data", {}) for output in outputs) == 2
+    # show(...): the interactive viewer inline, the whole page (data, script) in the cell's output, offline
+    (viewer,) = [output["data"]["text/html"] for output in outputs if "text/html" in output.get("data", {})]
+    assert viewer.startswith("<iframe srcdoc=") and "bertjax-attention-view/1" in viewer
+    assert "window.bertjaxView" in viewer and "https://" not in viewer
     printed = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     assert "[CLS] a single man" in printed and "[MASK]" in printed
     assert len(re.findall(r"'wife' at position \d+: (\S+ \d\.\d{3}(, )?){5}$", printed, re.MULTILINE)) == 1

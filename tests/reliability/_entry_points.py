@@ -1,8 +1,8 @@
 """Running bertjax's command-line entry points in-process, as their command lines do, for the bad-input table.
 
 `run_entry(entry, args)` calls main.py / `python -m bertjax.aot` through absl's `parse_flags` and their
-`exit_on_bad_input`-wrapped main, or the argparse mains of create_pretraining_data, the vocab trainer and the
-converter with their argv, and returns the exit status; `snapshot` records every file under some directories, so a
+`exit_on_bad_input`-wrapped main, or the argparse mains of create_pretraining_data, the vocab trainer, the
+converter and the attention viewer's command with their argv, and returns the exit status; `snapshot` records every file under some directories, so a
 test can assert that a failed run changed nothing.
 """
 import hashlib
@@ -49,7 +49,7 @@ def _fresh_absl_flags(entry: str):
 
 
 def run_entry(entry: str, args: list[str]) -> int:
-    """Run `entry` (main, aot, benchmark, cpd, vocab, convert) with command-line `args` in this process; its exit status."""
+    """Run `entry` (main, aot, benchmark, cpd, vocab, convert, visualize) with command-line `args` in this process; its exit status."""
     saved_argv, saved_env = sys.argv, dict(os.environ)
     try:
         if entry in ("main", "aot", "benchmark"):
@@ -58,10 +58,12 @@ def run_entry(entry: str, args: list[str]) -> int:
             sys.argv = argv  # ml_collections reads the --config.* overrides from sys.argv
             main(parse_flags(argv))
         else:
+            from bertjax import visualize  # noqa: PLC0415
             from bertjax.convert import __main__ as convert  # noqa: PLC0415
             from bertjax.data import create_pretraining_data, vocab  # noqa: PLC0415
 
-            {"cpd": create_pretraining_data.main, "vocab": vocab.main, "convert": convert.main}[entry](args)
+            {"cpd": create_pretraining_data.main, "vocab": vocab.main, "convert": convert.main,
+             "visualize": visualize.main}[entry](args)
     except SystemExit as e:
         return e.code
     finally:

@@ -104,6 +104,14 @@ def _benchmark(*args, suite="glue", model=str(FIXTURES / "hf_bert"), data="{w.ro
     return build
 
 
+def _visualize(*args, checkpoint=str(FIXTURES / "hf_bert")):
+    """`python -m bertjax.visualize`'s argv: a checkpoint, a text, a page in `out` (each replaceable by args)."""
+    def build(w, out):
+        base = [f"--checkpoint={checkpoint}", "--text=the cat sat", f"--output={out}/view.html"]
+        return [a.format(w=w, out=out) for a in base + list(args)]
+    return build
+
+
 def _name(text):
     return lambda w, out: text.format(w=w, out=out)
 
@@ -304,6 +312,18 @@ CASES = [
          r"--tasks names sts-b, not in the glue suite; its tasks: mnli, mnli_mm"),
     Case("benchmark_strict_missing_task_data", "dataset", "benchmark", _benchmark("--tasks=rte", "--strict"),
          _name("{w.root}/RTE"), r"--strict: .* does not exist .*leave out --strict to report them as missing"),
+    Case("visualize_missing_checkpoint", "checkpoint", "visualize",
+         _visualize("--checkpoint={out}/nope"), _name("{out}/nope"), r"does not exist; pass a bertjax workdir"),
+    Case("visualize_a_dataset_as_checkpoint", "checkpoint", "visualize",
+         _visualize("--checkpoint={w.dataset}"), _name("{w.dataset}"), r"is not a BERT checkpoint"),
+    Case("visualize_output_not_html", "config", "visualize", _visualize("--output={out}/view.png"),
+         _name("{out}/view.png"), r"is not an \.html file; name the page e\.g\. view\.html"),
+    Case("visualize_text_b_count", "config", "visualize", _visualize("--text_b=b", "--text_b=c"),
+         _name("--text_b"), r"1 --text but 2 --text_b; give one --text_b per --text"),
+    Case("visualize_bad_mlm_positions", "config", "visualize", _visualize("--mlm_positions=1,x"),
+         _name("--mlm_positions=1,x"), r"use all, none, or token indices"),
+    Case("visualize_too_long_max_seq_length", "config", "visualize", _visualize("--max_seq_length=4096"),
+         _name("max_seq_length=4096"), r"must be between 3 and the model's \d+ position embeddings"),
     Case("from_hf_on_a_workdir", "checkpoint", "convert", _args("from-hf", "--input={w.run}", "--output={out}/o"),
          _name("{w.run}"), r"is a bertjax checkpoint, not a Hugging Face directory; use `to-hf`", trained=True),
 ]
@@ -312,7 +332,7 @@ CASES = [
 def test_the_table_covers_every_kind_and_entry_point():
     assert len(CASES) >= 30 and len({case.id for case in CASES}) == len(CASES)
     assert {case.kind for case in CASES} == {"config", "corpus", "vocab", "dataset", "checkpoint"}
-    assert {case.entry for case in CASES} == {"main", "aot", "benchmark", "cpd", "vocab", "convert"}
+    assert {case.entry for case in CASES} == {"main", "aot", "benchmark", "cpd", "vocab", "convert", "visualize"}
 
 
 def check_case(case: Case, world, out: Path, capsys) -> None:
