@@ -44,3 +44,19 @@ def test_cli_trains_and_reports_bad_input(tmp_path, capsys):
         vocab.main(["--input", str(tmp_path / "missing*.txt"), "--vocab_size", "80", "--output", str(tmp_path / "w")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().startswith("error: input") and not (tmp_path / "w").exists()
+
+
+def test_what_built_the_vocab_is_recorded_and_a_foreign_vocab_says_nothing(tmp_path):
+    import tokenizers
+    from bertjax.data import vocab_files
+
+    corpus = write_corpus(tmp_path / "c.txt", 20)
+    path = vocab.train_vocab(str(corpus), 80, tmp_path / "v", show_progress=False)
+    assert vocab_files.read_trained_with(path) == {"tokenizers": tokenizers.__version__}
+    assert vocab_files.read_trained_with(tmp_path / "v") == {"tokenizers": tokenizers.__version__}
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "vocab.txt").write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    assert vocab_files.read_trained_with(foreign) is None                     # no tokenizer_config.json
+    (foreign / "tokenizer_config.json").write_text('{"do_lower_case": true}', encoding="utf-8")
+    assert vocab_files.read_trained_with(foreign) is None                     # one that does not say

@@ -113,9 +113,11 @@ def _check_vocab_file(vocab_file: str | os.PathLike | None, manifest: Mapping[st
 
 def copy_vocab(vocab_file: str | os.PathLike, dataset_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
     """Copy vocab.txt into a dataset directory and write tokenizer_config.json beside it with the manifest's casing
-    (do_lower_case, strip_accents), so the dataset always carries the casing its examples were made with."""
+    (do_lower_case, strip_accents) and what built the vocab, so the dataset always carries the casing its examples
+    were made with."""
     (paths.path(dataset_dir) / VOCAB_FILE).write_bytes(paths.path(vocab_file).read_bytes())
-    write_tokenizer_config(dataset_dir, bool(manifest["do_lower_case"]), bool(manifest["strip_accents"]))
+    write_tokenizer_config(dataset_dir, bool(manifest["do_lower_case"]), bool(manifest["strip_accents"]),
+                           trained_with=manifest.get("vocab_trained_with"))
 
 
 def dataset_vocab_path(data_dir: str | os.PathLike) -> str:

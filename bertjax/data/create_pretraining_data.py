@@ -48,7 +48,7 @@ from bertjax import paths
 from bertjax.data import catalog, corpus, corpus_formats, masking, sentences, shard_worker, staged_output, text
 from bertjax.data import worker_pool
 from bertjax.data.tokenizer import BertTokenizer
-from bertjax.data.vocab_files import vocab_sha256
+from bertjax.data.vocab_files import read_trained_with, vocab_sha256
 from bertjax.errors import VERBOSE_HELP, BertjaxError, OneLineArgumentParser, exit_on_bad_input, flag_bool
 
 MAX_AUTO_SHARD_MB = 1.0  # automatic shard size: corpus / 16, between these bounds
@@ -242,6 +242,7 @@ def create_pretraining_data(
         summary = summarize(stats, num_examples, time.perf_counter() - started, max_seq_length)
         manifest = {
             "vocab_size": settings.vocab_size, "vocab_sha256": settings.vocab_sha256,
+            "vocab_trained_with": read_trained_with(tok.vocab_path),
             "do_lower_case": settings.do_lower_case, "strip_accents": settings.strip_accents,
             "max_seq_length": max_seq_length, "max_predictions_per_seq": max_predictions_per_seq,
             "masking": masking, "masked_lm_prob": masked_lm_prob, "whole_word_mask": whole_word,

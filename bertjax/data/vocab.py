@@ -9,6 +9,10 @@ The input formats are create_pretraining_data's (`bertjax.data.corpus_formats`):
 cleaned as there (NFC, whitespace; `bertjax.data.corpus`) and read paragraph by paragraph, unsplit: sentence
 boundaries do not change WordPiece's word counts, since words never cross whitespace. --dedup_documents counts each
 distinct document once, as create_pretraining_data keeps it once.
+
+Deterministic: the same corpus, flags and `tokenizers` version give the same bytes, whatever the thread count (the
+trainer runs twice; see `_seed_pieces`). tokenizer_config.json records the `tokenizers` version, since another
+release may merge differently.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import tempfile
 from typing import Iterator, Sequence
 
 from etils.epath import Path
+import tokenizers
 from tokenizers import Tokenizer, pre_tokenizers, trainers
 from tokenizers.models import WordPiece
 
@@ -98,17 +103,14 @@ def train_vocab(input_files: str | Sequence[str], vocab_size: int, output_dir: s
         strip = False
         print("the corpus is mostly Hangul: accents are not stripped (NFD would split every syllable into jamo); "
               "pass --strip_accents to strip them anyway", file=sys.stderr)
-    backend = Tokenizer(WordPiece(unk_token=vocab_files.UNK, continuing_subword_prefix=tokenizer.CONTINUATION_PREFIX,
-                                  max_input_chars_per_word=vocab_files.MAX_INPUT_CHARS_PER_WORD))
-    backend.normalizer = tokenizer.build_normalizer(do_lower_case, strip)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=list(vocab_files.SPECIAL_TOKENS), show_progress=show_progress,
-                                        continuing_subword_prefix=tokenizer.CONTINUATION_PREFIX)
-    backend.train_from_iterator(_line_batches(files, spec), trainer=trainer)
-    vocab = sorted(backend.get_vocab().items(), key=lambda kv: kv[1])
-    if len(vocab) <= len(vocab_files.SPECIAL_TOKENS):
+    # Two passes make the result deterministic (huggingface/tokenizers#1794): the first finds the characters and the
+    # continuing-subword pieces, the second trains with them seeded in a fixed order (see _seed_pieces).
+    seeds = _seed_pieces(_train_wordpiece(files, spec, do_lower_case, strip, len(vocab_files.SPECIAL_TOKENS) + 1,
+                                          min_frequency, vocab_files.SPECIAL_TOKENS, show_progress=False))
+    if not seeds:
         raise BertjaxError(f"input {input_files!r} holds no text to learn a vocab from; pass non-empty text files")
+    vocab = _train_wordpiece(files, spec, do_lower_case, strip, vocab_size, min_frequency,
+                             (*vocab_files.SPECIAL_TOKENS, *seeds), show_progress)
 
     output = paths.path(output_dir)
     if paths.is_remote(output):  # objects appear whole: written locally, uploaded with vocab.txt last
@@ -128,9 +130,48 @@ def train_vocab(input_files: str | Sequence[str], vocab_size: int, output_dir: s
     return output / vocab_files.VOCAB_FILE
 
 
-def _write_vocab_files(directory: Path, vocab: list[tuple[str, int]], do_lower_case: bool, strip: bool) -> None:
-    (directory / vocab_files.VOCAB_FILE).write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
-    vocab_files.write_tokenizer_config(directory, do_lower_case, strip)
+def _train_wordpiece(files: Sequence[Path], spec: corpus.CorpusSpec, do_lower_case: bool, strip: bool,
+                     vocab_size: int, min_frequency: int, first_pieces: Sequence[str],
+                     show_progress: bool) -> list[str]:
+    """One run of `tokenizers`' WordPiece trainer over the corpus: its vocab in id order, `first_pieces` first."""
+    backend = Tokenizer(WordPiece(unk_token=vocab_files.UNK, continuing_subword_prefix=tokenizer.CONTINUATION_PREFIX,
+                                  max_input_chars_per_word=vocab_files.MAX_INPUT_CHARS_PER_WORD))
+    backend.normalizer = tokenizer.build_normalizer(do_lower_case, strip)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                        special_tokens=list(first_pieces), show_progress=show_progress,
+                                        continuing_subword_prefix=tokenizer.CONTINUATION_PREFIX)
+    backend.train_from_iterator(_line_batches(files, spec), trainer=trainer)
+    return [token for token, _ in sorted(backend.get_vocab().items(), key=lambda kv: kv[1])]
+
+
+def _seed_pieces(first_pass_vocab: Sequence[str]) -> list[str]:
+    """The characters, then the continuing-subword characters (##c), each in code-point order, from a first pass
+    that stopped before any merge.
+
+    Why: the trainer (tokenizers' BpeTrainer, which WordPiece training runs) gives the ##c pieces their ids while
+    iterating a hash map of the words, so their ids differ from run to run, and those ids break ties between merges
+    of equal count (`Merge::cmp`): the same corpus gave different vocabs (huggingface/tokenizers#1794, fix proposed
+    in PR #2066). Pieces passed first, as special tokens are, keep their given ids, and every character the trainer
+    would add is among them, so nothing is left to hash order. The characters already come sorted from the trainer
+    (`compute_alphabet`); passing them too keeps the layout of an unseeded vocab: specials, characters, ##
+    characters, merges. The vocab then depends only on the corpus, the flags and the `tokenizers` version (whose
+    merge rules could change between releases; tokenizer_config.json records it).
+    """
+    pieces = [t for t in first_pass_vocab if t not in vocab_files.SPECIAL_TOKENS]
+    prefix = tokenizer.CONTINUATION_PREFIX
+    continuing = sorted((t for t in pieces if t.startswith(prefix) and len(t) == len(prefix) + 1),
+                        key=lambda t: ord(t[-1]))
+    characters = sorted((t for t in pieces if len(t) == 1), key=ord)
+    if len(characters) + len(continuing) != len(pieces):
+        raise AssertionError(f"the first pass merged pieces: {sorted(set(pieces) - set(characters) - set(continuing))}")
+    return characters + continuing
+
+
+def _write_vocab_files(directory: Path, vocab: list[str], do_lower_case: bool, strip: bool) -> None:
+    (directory / vocab_files.VOCAB_FILE).write_text("".join(f"{token}\n" for token in vocab), encoding="utf-8")
+    vocab_files.write_tokenizer_config(directory, do_lower_case, strip,
+                                       trained_with={"tokenizers": tokenizers.__version__})
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -16,6 +16,7 @@ from bertjax.errors import BertjaxError
 
 VOCAB_FILE = "vocab.txt"
 CONFIG_FILE = "tokenizer_config.json"
+TRAINED_WITH = "bertjax_vocab_trained_with"  # tokenizer_config.json key: what built the vocab ({"tokenizers": version})
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, CLS, SEP, MASK)
 REQUIRED_TOKENS: tuple[str, ...] = (UNK, CLS, SEP, MASK)
@@ -59,8 +60,10 @@ def vocab_sha256(vocab: str | os.PathLike) -> str:
 
 
 def write_tokenizer_config(directory: str | os.PathLike, do_lower_case: bool, strip_accents: bool,
-                           model_max_length: int | None = None) -> paths.epath.Path:
-    """Store the casing settings of the vocab in `directory`/tokenizer_config.json.
+                           model_max_length: int | None = None,
+                           trained_with: dict[str, str] | None = None) -> paths.epath.Path:
+    """Store the casing settings of the vocab in `directory`/tokenizer_config.json, and with `trained_with` what
+    built it ({"tokenizers": version}, from `bertjax.data.vocab`; dataset manifests copy it).
 
     The file is also a Hugging Face tokenizer config: `transformers.BertTokenizerFast.from_pretrained(directory)`
     reads it with the vocab.txt beside it and tokenizes as bertjax does.
@@ -73,6 +76,8 @@ def write_tokenizer_config(directory: str | os.PathLike, do_lower_case: bool, st
               "cls_token": CLS, "mask_token": MASK}
     if model_max_length is not None:
         config["model_max_length"] = model_max_length
+    if trained_with:
+        config[TRAINED_WITH] = dict(trained_with)
     path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return path
 
@@ -93,6 +98,17 @@ def read_tokenizer_config(directory: str | os.PathLike) -> dict | None:
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise BertjaxError(f"{str(path)!r} is not a valid tokenizer config ({e}); delete it or rewrite it with "
                            '{"do_lower_case": true|false, "strip_accents": true|false}') from e
+
+
+def read_trained_with(vocab: str | os.PathLike) -> dict[str, str] | None:
+    """What built the vocab ({"tokenizers": version}, from the tokenizer_config.json beside it), or None when it
+    does not say (a vocab from elsewhere, or one built before bertjax recorded it)."""
+    path = resolve_vocab_path(vocab).parent / CONFIG_FILE
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get(TRAINED_WITH) if path.is_file() else None
+    except (ValueError, AttributeError):
+        return None                                 # read_tokenizer_config names a broken config where it matters
+    return dict(recorded) if isinstance(recorded, dict) else None
 
 
 def guess_do_lower_case(tokens: Sequence[str]) -> bool:
