@@ -22,12 +22,6 @@ def peak_flops_per_device(configured: float | None = None) -> float | None:
     return hardware.peak_flops(jax.devices()[0].device_kind)
 
 
-def format_duration(seconds: float) -> str:
-    """Seconds as H:MM:SS."""
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 class MetricsWriter:
     """Writes scalars to the console and TensorBoard, and drives a progress bar, on process 0 only."""
 

@@ -19,7 +19,8 @@ from bertjax import (batch_ramp, checkpoint, distributed, objectives, paths, run
                      train_step, workdir_layout)
 from bertjax.data import pipeline
 from bertjax.errors import BertjaxError
-from bertjax.metrics_writer import MetricsWriter, Throughput, format_duration, peak_flops_per_device
+from bertjax.formatting import format_duration
+from bertjax.metrics_writer import MetricsWriter, Throughput, peak_flops_per_device
 from bertjax.model import BertConfig
 from bertjax.task import DataSource, Task
 from bertjax.train_state import TrainState, create_optimizer, nonfinite_counts
@@ -49,7 +50,7 @@ class Trainer:
         self.model = self.objective.build_model(
             self.bert_config, dtype=jnp.dtype(config.dtype), param_dtype=jnp.float32,
             scan_layers=config.model.scan_layers, remat=config.model.remat and config.model.remat_policy,
-            dropout_bits=config.model.dropout_bits)
+            dropout_bits=config.model.dropout_bits, attention_impl=config.model.attention_impl)
         self.tx, self.schedule = create_optimizer(config.optimizer, config.train.num_train_steps)
         self.batch_sharding = sharding.batch_sharding(mesh)
         replicated = sharding.replicated(mesh)

@@ -13,7 +13,7 @@ PACKAGE = ROOT / "bertjax"
 # The floors, lowest first. A module may import from its own floor or a lower one, never a higher one.
 FLOORS = (
     ("bertjax", "bertjax.errors", "bertjax.optimizer_defaults", "bertjax.losses", "bertjax.hardware",
-     "bertjax.distributed", "bertjax.sharding", "bertjax.paths", "bertjax.workdir_layout"),
+     "bertjax.distributed", "bertjax.sharding", "bertjax.paths", "bertjax.workdir_layout", "bertjax.formatting"),
     ("bertjax.data", "bertjax.data.*"),  # text -> vocab -> examples -> dataset -> batches; never the model
     ("bertjax.tasks", "bertjax.tasks.*"),      # fine-tuning files and metrics (numpy)
     ("bertjax.layers", "bertjax.model", "bertjax.heads", "bertjax.train_state", "bertjax.train_step",

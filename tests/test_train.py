@@ -99,7 +99,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 def test_throughput_reports_tokens_mfu_and_eta():
     import jax
 
-    from bertjax.metrics_writer import Throughput, format_duration, peak_flops_per_device
+    from bertjax.formatting import format_duration
+    from bertjax.metrics_writer import Throughput, peak_flops_per_device
 
     assert peak_flops_per_device() is None  # CPU: MFU is printed as n/a
     meter = Throughput(flops_per_step=1e12, tokens_per_step=1000, total_steps=110, peak_flops=1e12)

@@ -24,7 +24,7 @@ from bertjax.attention_viewer import encoding
 from bertjax.data.tokenizer import BertTokenizer
 from bertjax.data.vocab_files import CLS, SEP
 from bertjax.errors import BertjaxError
-from bertjax.metrics_writer import format_duration
+from bertjax.formatting import format_duration
 from bertjax.model import BertForPreTraining
 from bertjax.tasks import classification
 from bertjax.attention_analysis import CLS_PARTS, attention_internals, cls_attention_summary

@@ -22,7 +22,7 @@ import ml_collections
 from bertjax import paths, train, workdir_layout
 from bertjax.benchmark.suites import TYPES, Suite, SuiteTask
 from bertjax.errors import BertjaxError
-from bertjax.metrics_writer import format_duration
+from bertjax.formatting import format_duration
 
 RUN_RECORD = "benchmark_run.json"
 RUNS_DIR = "runs"
