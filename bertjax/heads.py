@@ -31,7 +31,8 @@ Dtype = Any
 def _encode(head: nn.Module, input_ids, input_mask, segment_ids, deterministic: bool, pooler: bool) -> dict:
     """Runs the head's encoder, scope `bert` (call from a compact method of `head`)."""
     bert = BertModel(head.config, head.dtype, head.param_dtype, head.scan_layers, head.remat,
-                     add_pooling_layer=pooler, dropout_bits=head.dropout_bits, name="bert")
+                     add_pooling_layer=pooler, dropout_bits=head.dropout_bits,
+                     attention_impl=head.attention_impl, name="bert")
     return bert(input_ids, input_mask, segment_ids, deterministic)
 
 
@@ -56,6 +57,7 @@ class _ClassificationHead(nn.Module):
     remat: bool | str = False  # False, True or a REMAT_POLICIES name (bertjax.layers)
     classifier_dropout: float | None = None
     dropout_bits: int = 32  # the encoder's dropout masks (`layers.Dropout`; config.model.dropout_bits)
+    attention_impl: str = "einsum"  # `layers.ATTENTION_IMPLS` (config.model.attention_impl)
 
     FEATURES = "pooled_output"
 
@@ -101,6 +103,7 @@ class BertForQuestionAnswering(nn.Module):
     scan_layers: bool = False
     remat: bool | str = False  # False, True or a REMAT_POLICIES name (bertjax.layers)
     dropout_bits: int = 32  # the encoder's dropout masks (`layers.Dropout`; config.model.dropout_bits)
+    attention_impl: str = "einsum"  # `layers.ATTENTION_IMPLS` (config.model.attention_impl)
 
     num_labels = 2  # Hugging Face's config.num_labels of a QA model: start and end.
 

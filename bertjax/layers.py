@@ -248,13 +248,30 @@ def position_ids_from_pair_ids(pair_ids_BxT: jax.Array) -> jax.Array:
     return index_BxT - start_BxT
 
 
+# How self-attention is computed (`config.model.attention_impl`): "einsum", the original's two matmuls around a float32
+# softmax (modeling.py: attention_layer), or "dot_product_attention", `jax.nn.dot_product_attention`, which is
+# cuDNN's fused kernel on a GPU in bfloat16/float16 and the same XLA math elsewhere. The fused kernels have no dropout
+# on the probabilities, so that needs attention_probs_dropout_prob = 0 (run_config checks it).
+ATTENTION_IMPLS = ("einsum", "dot_product_attention")
+
+
+def fused_attention_backend(dtype: Dtype) -> str | None:
+    """`jax.nn.dot_product_attention`'s implementation for `dtype` on this backend: "cudnn" on a GPU in bfloat16 or
+    float16 (its fused kernels take no float32), else None (XLA: the same math as "einsum")."""
+    if jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        return "cudnn"
+    return None
+
+
 class BertSelfAttention(nn.Module):
     """Multi-head self-attention with separate query/key/value projections, as the original.
 
-    Scores are scaled by 1/sqrt(D) before the mask bias is added; softmax runs in float32 (or wider); dropout on the
+    Scores are multiplied by 1/sqrt(D) before the mask bias is added; softmax runs in float32 (or wider); dropout on the
     probabilities is drawn independently per element (Flax's `dot_product_attention` would broadcast it).
     With `sow_attention`, the probabilities [B, N, T, T] (`attention_probs`) and the per-head queries and keys
     [B, T, N, D] (`queries`, `keys`, before the 1/sqrt(D) scaling) are sown into the `intermediates` collection.
+    `attention_impl` (ATTENTION_IMPLS): "dot_product_attention" hands q, k, v and the mask bias to
+    `jax.nn.dot_product_attention` (no probability dropout there; sowing the probabilities uses "einsum").
     """
 
     config: Any
@@ -262,6 +279,7 @@ class BertSelfAttention(nn.Module):
     param_dtype: Dtype = jnp.float32
     sow_attention: bool = False
     dropout_bits: int = 32  # `Dropout`
+    attention_impl: str = "einsum"  # ATTENTION_IMPLS
 
     @nn.compact
     def __call__(self, x_BxTxH, attention_bias_Bx1x1xT, deterministic: bool = True) -> jax.Array:
@@ -275,9 +293,22 @@ class BertSelfAttention(nn.Module):
             return y_BxTxH.reshape(batch, seq_len, num_heads, head_dim)
 
         q_BxTxNxD, k_BxTxNxD, v_BxTxNxD = project("query"), project("key"), project("value")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl={self.attention_impl!r}; use one of {ATTENTION_IMPLS}")
+        if self.attention_impl == "dot_product_attention" and not self.sow_attention:
+            if cfg.attention_probs_dropout_prob > 0 and not deterministic:
+                raise ValueError("attention_impl='dot_product_attention' has no dropout on the attention "
+                                 "probabilities; set attention_probs_dropout_prob=0")
+            backend = fused_attention_backend(self.dtype)
+            bias = attention_bias_Bx1x1xT.astype(accum_dtype(self.dtype))
+            if backend == "cudnn":   # cuDNN takes a bias of the queries' length and the inputs' dtype
+                bias = jnp.broadcast_to(bias, (batch, 1, seq_len, seq_len)).astype(self.dtype)
+            context_BxTxNxD = jax.nn.dot_product_attention(q_BxTxNxD, k_BxTxNxD, v_BxTxNxD, bias=bias,
+                                                           scale=1 / np.sqrt(head_dim), implementation=backend)
+            return context_BxTxNxD.astype(self.dtype).reshape(batch, seq_len, cfg.hidden_size)
         scores_BxNxTxT = jnp.einsum("bqnd,bknd->bnqk", q_BxTxNxD, k_BxTxNxD,
                                     preferred_element_type=accum_dtype(self.dtype))
-        scores_BxNxTxT = scores_BxNxTxT / np.sqrt(head_dim) + attention_bias_Bx1x1xT
+        scores_BxNxTxT = scores_BxNxTxT * (1 / np.sqrt(head_dim)) + attention_bias_Bx1x1xT  # the original multiplies
         probs_BxNxTxT = jax.nn.softmax(scores_BxNxTxT, axis=-1)
         if self.sow_attention:
             self.sow("intermediates", "attention_probs", probs_BxNxTxT)
@@ -314,11 +345,13 @@ class BertAttention(nn.Module):
     param_dtype: Dtype = jnp.float32
     sow_attention: bool = False
     dropout_bits: int = 32  # `Dropout`
+    attention_impl: str = "einsum"  # ATTENTION_IMPLS
 
     @nn.compact
     def __call__(self, x_BxTxH, attention_bias_Bx1x1xT, deterministic: bool = True) -> jax.Array:
         kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype, dropout_bits=self.dropout_bits)
-        context_BxTxH = BertSelfAttention(**kw, sow_attention=self.sow_attention, name="self")(
+        context_BxTxH = BertSelfAttention(**kw, sow_attention=self.sow_attention, attention_impl=self.attention_impl,
+                                          name="self")(
             x_BxTxH, attention_bias_Bx1x1xT, deterministic
         )
         return DenseResidualLayerNorm(**kw, name="output")(context_BxTxH, x_BxTxH, deterministic)
@@ -352,12 +385,13 @@ class BertLayer(nn.Module):
     param_dtype: Dtype = jnp.float32
     sow_attention: bool = False
     dropout_bits: int = 32  # `Dropout`
+    attention_impl: str = "einsum"  # ATTENTION_IMPLS
 
     @nn.compact
     def __call__(self, x_BxTxH, attention_bias_Bx1x1xT, deterministic: bool = True):
         kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
         a_BxTxH = BertAttention(**kw, sow_attention=self.sow_attention, dropout_bits=self.dropout_bits,
-                                name="attention")(x_BxTxH, attention_bias_Bx1x1xT, deterministic)
+                                attention_impl=self.attention_impl, name="attention")(x_BxTxH, attention_bias_Bx1x1xT, deterministic)
         inter_BxTxI = BertIntermediate(**kw, name="intermediate")(a_BxTxH)
         y_BxTxH = DenseResidualLayerNorm(**kw, dropout_bits=self.dropout_bits, name="output")(
             inter_BxTxI, a_BxTxH, deterministic)
@@ -393,6 +427,7 @@ class BertEncoder(nn.Module):
     remat: bool | str = False
     sow_attention: bool = False
     dropout_bits: int = 32  # `Dropout`
+    attention_impl: str = "einsum"  # ATTENTION_IMPLS
 
     @nn.compact
     def __call__(self, x_BxTxH, attention_bias_Bx1x1xT, deterministic: bool = True):
@@ -402,7 +437,7 @@ class BertEncoder(nn.Module):
             policy = REMAT_POLICIES[self.remat if isinstance(self.remat, str) else "nothing_saveable"]
             layer_cls = nn.remat(layer_cls, static_argnums=(3,), prevent_cse=not self.scan_layers, policy=policy)
         kw = dict(config=cfg, dtype=self.dtype, param_dtype=self.param_dtype, sow_attention=self.sow_attention,
-                  dropout_bits=self.dropout_bits)
+                  dropout_bits=self.dropout_bits, attention_impl=self.attention_impl)
         if self.scan_layers:
             stack = nn.scan(
                 layer_cls,

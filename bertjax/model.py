@@ -164,6 +164,7 @@ class BertModel(nn.Module):
     add_pooling_layer: bool = True
     vocab_pad_multiple: int = 1
     dropout_bits: int = 32  # random bits per dropout-mask element (`layers.Dropout`; config.model.dropout_bits)
+    attention_impl: str = "einsum"  # `layers.ATTENTION_IMPLS` (config.model.attention_impl)
 
     @nn.compact
     def __call__(self, input_ids, input_mask=None, segment_ids=None, deterministic: bool = True,
@@ -182,7 +183,7 @@ class BertModel(nn.Module):
             input_ids, segment_ids, deterministic, position_ids)
         sequence_output, layers_LxBxTxH = BertEncoder(
             **kw, scan_layers=self.scan_layers, remat=self.remat, sow_attention=self.sow_attention,
-            dropout_bits=self.dropout_bits, name="encoder"
+            dropout_bits=self.dropout_bits, attention_impl=self.attention_impl, name="encoder"
         )(x_BxTxH, attention_bias, deterministic)
         outputs = {"sequence_output": sequence_output}
         if self.add_pooling_layer:
@@ -303,11 +304,12 @@ class BertForPreTraining(nn.Module):
     sow_attention: bool = False
     vocab_pad_multiple: int = 1
     dropout_bits: int = 32  # `layers.Dropout`
+    attention_impl: str = "einsum"  # `layers.ATTENTION_IMPLS`
 
     def setup(self):
         self.bert = BertModel(self.config, self.dtype, self.param_dtype, self.scan_layers, self.remat,
                               self.sow_attention, vocab_pad_multiple=self.vocab_pad_multiple,
-                              dropout_bits=self.dropout_bits)
+                              dropout_bits=self.dropout_bits, attention_impl=self.attention_impl)
         self.cls = PreTrainingHeads(self.config, self.dtype, self.param_dtype, self.vocab_pad_multiple)
 
     def __call__(self, input_ids, input_mask, segment_ids, masked_lm_positions, deterministic: bool = True,

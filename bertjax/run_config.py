@@ -22,7 +22,7 @@ from bertjax.data import catalog, prepare
 from bertjax.data.tokenizer import BertTokenizer
 from bertjax.data.vocab_files import vocab_sha256
 from bertjax.errors import BertjaxError
-from bertjax.layers import DROPOUT_BITS, REMAT_POLICIES
+from bertjax.layers import ATTENTION_IMPLS, DROPOUT_BITS, REMAT_POLICIES
 from bertjax.model import BertConfig
 from bertjax.train_state import validate_optimizer_config
 
@@ -288,6 +288,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     if isinstance(bits, bool) or bits not in DROPOUT_BITS:
         raise BertjaxError(f"--config.model.dropout_bits={bits!r} must be one of {', '.join(map(str, DROPOUT_BITS))} "
                            "(random bits per dropout-mask element; 32 = flax's nn.Dropout).")
+    impl = config.model.attention_impl
+    if impl not in ATTENTION_IMPLS:
+        raise BertjaxError(f"--config.model.attention_impl={impl!r} is unknown; use one of {', '.join(ATTENTION_IMPLS)}.")
+    if impl == "dot_product_attention" and config.model.attention_probs_dropout_prob:
+        raise BertjaxError(f"--config.model.attention_impl={impl} has no dropout on the attention probabilities (the "
+                           "fused kernels have none); add --config.model.attention_probs_dropout_prob=0.")
     policy = config.model.remat_policy
     if policy not in REMAT_POLICIES:
         raise BertjaxError(f"--config.model.remat_policy={policy!r} is unknown; use one of {', '.join(REMAT_POLICIES)}.")

@@ -39,6 +39,9 @@ def get_config() -> ml_collections.ConfigDict:
     # 16 or 8 = integers compared with round((1 - rate) * 2^bits) (keep probability 0.899994 / 0.8984 for rate 0.1,
     # kept values scaled to keep the expectation exact): less random-number work, a different random stream.
     config.model.dropout_bits = 32
+    # Self-attention: "einsum" (the original's matmuls around a float32 softmax) or "dot_product_attention"
+    # (jax.nn.dot_product_attention: cuDNN's fused kernel on a GPU in bfloat16; needs attention_probs_dropout_prob=0).
+    config.model.attention_impl = "einsum"
     # Stack the encoder layers with nn.scan (faster compiles for deep models) and rematerialise them.
     config.model.scan_layers = False
     config.model.remat = False
