@@ -391,7 +391,8 @@ class BertLayer(nn.Module):
     def __call__(self, x_BxTxH, attention_bias_Bx1x1xT, deterministic: bool = True):
         kw = dict(config=self.config, dtype=self.dtype, param_dtype=self.param_dtype)
         a_BxTxH = BertAttention(**kw, sow_attention=self.sow_attention, dropout_bits=self.dropout_bits,
-                                attention_impl=self.attention_impl, name="attention")(x_BxTxH, attention_bias_Bx1x1xT, deterministic)
+                                attention_impl=self.attention_impl, name="attention")(
+            x_BxTxH, attention_bias_Bx1x1xT, deterministic)
         inter_BxTxI = BertIntermediate(**kw, name="intermediate")(a_BxTxH)
         y_BxTxH = DenseResidualLayerNorm(**kw, dropout_bits=self.dropout_bits, name="output")(
             inter_BxTxI, a_BxTxH, deterministic)

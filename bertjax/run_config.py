@@ -290,7 +290,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
                            "(random bits per dropout-mask element; 32 = flax's nn.Dropout).")
     impl = config.model.attention_impl
     if impl not in ATTENTION_IMPLS:
-        raise BertjaxError(f"--config.model.attention_impl={impl!r} is unknown; use one of {', '.join(ATTENTION_IMPLS)}.")
+        raise BertjaxError(f"--config.model.attention_impl={impl!r} is unknown; use one of "
+                           f"{', '.join(ATTENTION_IMPLS)}.")
     if impl == "dot_product_attention" and config.model.attention_probs_dropout_prob:
         raise BertjaxError(f"--config.model.attention_impl={impl} has no dropout on the attention probabilities (the "
                            "fused kernels have none); add --config.model.attention_probs_dropout_prob=0.")

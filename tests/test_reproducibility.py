@@ -96,7 +96,8 @@ def _pipeline(root: pathlib.Path, language: str, num_workers: int, train: bool) 
     log = _run([sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={workdir}",
                 f"--config.data.dir={root / 'data'}",
                 f"--config.data.vocab_file={root / 'vocab' / vocab_files.VOCAB_FILE}",
-                "--config.train.num_train_steps=50", "--config.train.batch_size=8", "--config.eval.batch_size=8", "--config.log.every_steps=10", "--config.eval.every_steps=50",
+                "--config.train.num_train_steps=50", "--config.train.batch_size=8", "--config.eval.batch_size=8",
+                "--config.log.every_steps=10", "--config.eval.every_steps=50",
                 "--config.eval.num_batches=2", "--config.checkpoint.every_steps=50", "--config.log.tensorboard=False"])
     from bertjax.convert import sources
     made["training"] = {"steps": [line.split(" lr ")[0] for line in (log.stdout + log.stderr).splitlines()

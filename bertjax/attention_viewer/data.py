@@ -78,8 +78,8 @@ def compute(pretrained, texts_a: str | Sequence[str], texts_b: str | Sequence[st
             packed: bool = False, max_seq_length: int | None = None, top_k: int = TOP_K,
             mlm_positions: str | Sequence[int] = "all",
             log: Callable[[str], None] | None = None) -> tuple[dict, list[ViewRow], BertTokenizer]:
-    """(the page's JSON, the rows, the tokenizer) for `pretrained` (`convert.sources.load_pretrained`) on one text or pair, or a batch of
-    them (`texts_b` None, one text, or one per text_a, None for single texts).
+    """(the page's JSON, the rows, the tokenizer) for `pretrained` (`convert.sources.load_pretrained`) on one text
+    or pair, or a batch of them (`texts_b` None, one text, or one per text_a, None for single texts).
 
     `max_seq_length` (default: the model's position embeddings) trims each pair as fine-tuning does. `mlm_positions`
     picks the tokens whose masked-LM guesses are precomputed: "all" (every token but [CLS] and [SEP]), "none", or

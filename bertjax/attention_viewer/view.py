@@ -47,8 +47,8 @@ class AttentionView:
         guesses mask one token at a time; here any set of tokens can be masked together."""
         if not -len(self.rows) <= example < len(self.rows):
             raise BertjaxError(f"example={example} does not exist; the view has {len(self.rows)} rows")
-        if view_data_lib.mlm_unavailable(self.pretrained):
-            raise BertjaxError(view_data_lib.mlm_unavailable(self.pretrained))
+        if why := view_data_lib.mlm_unavailable(self.pretrained):
+            raise BertjaxError(why)
         row = self.rows[example]
         positions = [positions] if isinstance(positions, (int, np.integer)) else [int(p) for p in positions]
         bad = [p for p in positions if not 0 <= p < len(row.tokens)]

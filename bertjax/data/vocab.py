@@ -24,8 +24,8 @@ import sys
 import tempfile
 from typing import Iterator, Sequence
 
-from etils.epath import Path
 import tokenizers
+from etils.epath import Path
 from tokenizers import Tokenizer, pre_tokenizers, trainers
 from tokenizers.models import WordPiece
 
